@@ -1,0 +1,116 @@
+"""The method contract: what a super-resolution method receives and must return.
+
+A method sees :class:`Sample` objects. Training samples carry the HR target (``hr``); samples
+given to :meth:`Method.predict` never do (the runner strips it), so no method can read the target
+at prediction time.
+
+Arrays (all channel-first, NumPy):
+
+- ``lr``       ``(G, h, w)`` float32, the LR map: k x k blocks of HR counts summed, then
+  ``log1p(counts / spot_total * 1e4)`` (the dataset's scale, recorded in its split); 0 outside
+  ``lr_mask``.
+- ``lr_mask``  ``(h, w)`` bool, LR spots (blocks with at least half their HR positions in tissue).
+- ``hr_mask``  ``(H, W)`` bool, in-tissue HR positions (``H = k h``, ``W = k w``). This is
+  geometry known from the image and the spot layout, not expression, so methods may use it.
+- ``image``    ``(C, H p, W p)`` uint8, the H&E (C = 3) or morphology (C = 1) crop covering the
+  HR grid, ``p`` pixels per HR position; HR position ``(i, j)`` covers image rows
+  ``[i p, (i + 1) p)`` and columns ``[j p, (j + 1) p)``.
+- ``hr``       ``(G, H, W)`` float32 target on the same scale as ``lr``; 0 outside ``hr_mask``;
+  ``None`` at prediction time.
+
+Batches are ``(N, G, H, W)``; stochastic draws are ``(N, K, G, H, W)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+Preset = Literal["quick", "default"]
+PRESETS: tuple[str, ...] = ("quick", "default")
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One region of one tissue section, at both resolutions (see the module docstring)."""
+
+    region: str
+    genes: tuple[str, ...]
+    scale: int
+    lr: np.ndarray
+    lr_mask: np.ndarray
+    hr_mask: np.ndarray
+    image: np.ndarray
+    hr: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        g, h, w = self.lr.shape
+        if g != len(self.genes):
+            raise ValueError(f"sample {self.region}: lr has {g} genes, expected {len(self.genes)}")
+        if self.lr_mask.shape != (h, w):
+            raise ValueError(f"sample {self.region}: lr_mask {self.lr_mask.shape} != {(h, w)}")
+        if self.hr_mask.shape != (h * self.scale, w * self.scale):
+            raise ValueError(
+                f"sample {self.region}: hr_mask {self.hr_mask.shape} is not lr {(h, w)} "
+                f"x scale {self.scale}"
+            )
+        if self.hr is not None and self.hr.shape != (g, *self.hr_mask.shape):
+            raise ValueError(f"sample {self.region}: hr {self.hr.shape} != {(g, *self.hr_mask.shape)}")
+
+    @property
+    def hr_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the HR grid."""
+        return self.hr_mask.shape  # type: ignore[return-value]
+
+    def without_target(self) -> Sample:
+        """The same sample with ``hr`` removed, as given to ``predict``."""
+        return dataclasses.replace(self, hr=None)
+
+
+def stack(samples: Sequence[Sample], field: str) -> np.ndarray:
+    """Stack one array field of equally sized samples into a batch, e.g. ``lr`` -> (N, G, h, w)."""
+    return np.stack([getattr(s, field) for s in samples])
+
+
+class Method:
+    """A super-resolution method: ``fit`` on training samples, ``predict`` HR maps.
+
+    Subclasses set ``name`` and may take keyword-only hyperparameters in ``__init__``; every
+    hyperparameter is returned by :meth:`params` so runs are named and logged by it.
+    """
+
+    name: ClassVar[str] = "method"
+    stochastic: ClassVar[bool] = False
+    control: ClassVar[str | None] = None  # "negative" / "positive" for control methods
+
+    def __init__(self, *, preset: Preset = "default", seed: int = 0) -> None:
+        self.preset = preset
+        self.seed = seed
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters that define this run (JSON-serialisable)."""
+        return {"preset": self.preset}
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        """Learn from training samples (each with ``hr``). Training-free methods do nothing."""
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        """HR prediction ``(N, G, H, W)`` float32 on the dataset's scale, for samples without ``hr``."""
+        raise NotImplementedError
+
+
+class StochasticMethod(Method):
+    """A generative method: draws K HR samples per input; the point prediction is their mean."""
+
+    stochastic: ClassVar[bool] = True
+
+    def sample(self, samples: Sequence[Sample], k: int, seed: int) -> np.ndarray:
+        """``k`` draws per input, ``(N, K, G, H, W)`` float32, reproducible for ``seed``."""
+        raise NotImplementedError
+
+    def predict(self, samples: Sequence[Sample], k: int = 8) -> np.ndarray:
+        return self.sample(samples, k, self.seed).mean(axis=1)

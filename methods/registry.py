@@ -1,0 +1,64 @@
+"""The lazy method registry: names map to ``module:Class`` strings, imported only on demand.
+
+``--methods bicubic`` therefore imports ``methods.interpolation`` and nothing heavier (no
+torch-geometric, no diffusion code). Adding a method is one line here plus its module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from methods.contract import Method
+
+# name -> (module path, class name, fixed keyword arguments)
+_REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "nearest": ("methods.interpolation", "Interpolation", {"mode": "nearest"}),
+    "bilinear": ("methods.interpolation", "Interpolation", {"mode": "bilinear"}),
+    "bicubic": ("methods.interpolation", "Interpolation", {"mode": "bicubic"}),
+    "mean": ("methods.mean", "TrainingMean", {}),
+}
+
+
+class UnknownMethodError(KeyError):
+    """A method name that is not registered; the message lists the known names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def names() -> list[str]:
+    """Registered method names, in registry order."""
+    return list(_REGISTRY)
+
+
+def resolve(spec: str) -> list[str]:
+    """Turn ``"all"`` or ``"a,b"`` into a list of known names, in the order given.
+
+    Raises :class:`UnknownMethodError` naming the unknown entries and the known ones.
+    """
+    wanted = names() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    if not wanted:
+        raise UnknownMethodError(f"no method named; choose from: all, {', '.join(names())}")
+    unknown = [w for w in wanted if w not in _REGISTRY]
+    if unknown:
+        raise UnknownMethodError(
+            f"unknown method {', '.join(map(repr, unknown))}; known methods: {', '.join(names())}"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def method_class(name: str) -> tuple[type[Method], dict[str, Any]]:
+    """The class registered under ``name`` and its fixed keyword arguments (imports it now)."""
+    if name not in _REGISTRY:
+        raise UnknownMethodError(f"unknown method {name!r}; known methods: {', '.join(names())}")
+    module, cls, fixed = _REGISTRY[name]
+    return getattr(importlib.import_module(module), cls), dict(fixed)
+
+
+def create(name: str, **params: Any) -> Method:
+    """Instantiate the method registered under ``name`` with ``params`` (e.g. preset, seed)."""
+    cls, fixed = method_class(name)
+    method = cls(**fixed, **params)
+    method.name = name  # type: ignore[misc]  # the registry name, e.g. "bicubic"
+    return method

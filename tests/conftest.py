@@ -1,0 +1,30 @@
+"""Shared fixtures: the real data directory (../shared/data or $STSR_DATA_DIR) and a built split."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_root() -> Path:
+    env = os.environ.get("STSR_DATA_DIR")
+    return Path(env) if env else (REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    path = data_root()
+    assert (path / "her2st").is_dir(), f"test data expected at {path}; set STSR_DATA_DIR"
+    return path
+
+
+@pytest.fixture(scope="session")
+def her2st(root):
+    from bench.cards import load_card
+    from bench.splits import build
+
+    return build(load_card("her2st"), root, 2)
