@@ -1,0 +1,343 @@
+"""Per-map metrics: PCC, SSIM and RMSE, batched over (region, gene) in torch.
+
+Definitions follow ``shared/design/metrics.md``. Every metric is computed for each (region, gene)
+map over the in-tissue HR positions (the mask) and returned as a float64 numpy array of shape
+``(N, G)``; pairs that a metric excludes are NaN.
+
+Conventions
+-----------
+- ``pred``, ``hr``: ``(N, G, H, W)`` real arrays (numpy or torch), in the split's expression scale
+  (e.g. log1p-normalised counts); cast to float64 internally.
+- ``mask``: ``(N, H, W)`` boolean (or 0/1) array, True at in-tissue HR positions.
+- ``data_range``: ``(G,)`` positive array, gene g's maximum over the TRAINING HR maps (SSIM only).
+- ``device``: where to compute; None means "cuda" when available, else "cpu".
+
+A map counts as *constant* over its mask when its population variance is at most
+``CONSTANT_RTOL = 1e-12`` times its mean square over the mask (std below 1e-6 of its RMS magnitude;
+an all-zero map is constant). The test is relative, so it does not depend on the expression scale,
+and loose enough that float rounding of a truly flat map (relative error ~1e-16 per value) never
+passes as signal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# fmt: off
+__all__ = ["CONSTANT_RTOL", "MetricInputError", "default_device", "pcc", "rmse", "score_maps",
+           "ssim", "ssim_map"]
+# fmt: on
+
+ArrayLike = np.ndarray | torch.Tensor
+Device = str | torch.device | None
+
+CONSTANT_RTOL = 1e-12
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5  # 11 x 11 window; scikit-image's truncate=3.5 gives the same radius at sigma 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+# Upper bound on the float64 elements of one SSIM chunk (5 stacked statistics of chunk maps), so
+# hundreds of 256 x 256 maps do not allocate several GiB of temporaries at once.
+_SSIM_CHUNK_ELEMENTS = 1 << 24
+
+_NONFINITE_HINT = {
+    "pred": "methods must return finite maps",
+    "hr": "ground-truth maps must be finite; check the loader and normalisation",
+    "samples": "methods must return finite samples",
+    "data_range": "pass each gene's finite maximum over the training HR maps",
+}
+
+
+class MetricInputError(ValueError):
+    """Bad input to a metric; the message names the argument, the problem and the fix."""
+
+
+def default_device() -> torch.device:
+    """Return ``cuda`` when torch sees a GPU, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resolve_device(device: Device) -> torch.device:
+    return default_device() if device is None else torch.device(device)
+
+
+# --- validation (shared with bench.diversity) -----------------------------------------------
+
+
+def _real_tensor(x: ArrayLike, name: str) -> torch.Tensor:
+    """``x`` as a tensor (no copy where possible); raise unless it is bool, integer or float."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise MetricInputError(f"{name} has dtype {x.dtype}; pass a real numeric array")
+        return x.detach()
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":  # bool, int, uint, float
+        raise MetricInputError(f"{name} has dtype {a.dtype}; pass a real numeric array")
+    return torch.as_tensor(np.ascontiguousarray(a))
+
+
+def _as_float64(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
+    """Cast ``x`` to a float64 tensor on ``device``; raise if it is not real or not finite."""
+    t = _real_tensor(x, name).to(device=device, dtype=torch.float64)
+    bad = int((~torch.isfinite(t)).sum())
+    if bad:
+        hint = _NONFINITE_HINT.get(name, "pass finite values")
+        raise MetricInputError(f"{name} contains {bad} NaN/Inf values; {hint}")
+    return t
+
+
+def _shape(x: ArrayLike) -> tuple[int, ...]:
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _check_ndim(x: ArrayLike, name: str, layout: str) -> tuple[int, ...]:
+    shape = _shape(x)
+    if len(shape) != layout.count(",") + 1:
+        raise MetricInputError(f"{name} has shape {shape}; expected {layout}")
+    return shape
+
+
+def _check_pair(pred: ArrayLike, hr: ArrayLike) -> tuple[int, int, int, int]:
+    p_shape = _check_ndim(pred, "pred", "(N, G, H, W)")
+    h_shape = _check_ndim(hr, "hr", "(N, G, H, W)")
+    if p_shape != h_shape:
+        raise MetricInputError(
+            f"pred has shape {p_shape} but hr has shape {h_shape}; both must be (N, G, H, W)"
+        )
+    return p_shape
+
+
+def _as_mask(mask: ArrayLike, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """Return ``mask`` as a bool tensor ``(N, H, W)`` on ``device``; accept bool or 0/1 values."""
+    if _shape(mask) != shape:
+        raise MetricInputError(
+            f"mask has shape {_shape(mask)}; expected (N, H, W) = {shape} to match the maps"
+        )
+    t = _real_tensor(mask, "mask")
+    if t.dtype != torch.bool:
+        if not bool(((t == 0) | (t == 1)).all()):
+            raise MetricInputError(
+                f"mask has dtype {t.dtype} with values other than 0/1; pass a boolean array "
+                "(True = in tissue)"
+            )
+        t = t != 0
+    return t.to(device)
+
+
+def _prepare_maps(
+    pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate ``pred``/``hr`` ``(N, G, H, W)`` and ``mask`` ``(N, H, W)``; move them once."""
+    dev = _resolve_device(device)
+    p_shape = _check_pair(pred, hr)
+    n, _, h, w = p_shape
+    m = _as_mask(mask, (n, h, w), dev)
+    return _as_float64(pred, "pred", dev), _as_float64(hr, "hr", dev), m
+
+
+def _prepare_range(data_range: ArrayLike, n_genes: int, device: torch.device) -> torch.Tensor:
+    shape = _shape(data_range)
+    if shape != (n_genes,):
+        raise MetricInputError(
+            f"data_range has shape {shape}; expected (G,) = ({n_genes},), one max per gene"
+        )
+    r = _as_float64(data_range, "data_range", device)
+    bad = int((r <= 0).sum())
+    if bad:
+        raise MetricInputError(
+            f"data_range has {bad} non-positive values; each gene's training max must be > 0 "
+            "(drop genes never expressed in training)"
+        )
+    return r
+
+
+# --- tensor kernels: float64 tensors on one device, no validation ---------------------------
+
+
+def _masked_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``v`` ``(N, G, H, W)`` over ``mask`` ``(N, H, W)`` -> ``(N, G)``; NaN if empty."""
+    m = mask[:, None]
+    n = m.sum(dim=(-2, -1)).to(v.dtype)  # (N, 1)
+    s = torch.where(m, v, 0.0).sum(dim=(-2, -1))
+    return torch.where(n > 0, s / n.clamp_min(1.0), torch.nan)
+
+
+def _is_constant(var: torch.Tensor, msq: torch.Tensor) -> torch.Tensor:
+    """True where a map's variance is negligible relative to its mean square (see module doc)."""
+    return var <= CONSTANT_RTOL * msq
+
+
+def _pcc_from_moments(
+    cov: torch.Tensor,
+    var_x: torch.Tensor,
+    var_y: torch.Tensor,
+    msq_x: torch.Tensor,
+    msq_y: torch.Tensor,
+    n: torch.Tensor,
+) -> torch.Tensor:
+    """Pearson r of x (prediction) with y (truth) from population moments.
+
+    NaN where y is constant or ``n < 2`` (pair excluded); 0 where x is constant and y is not.
+    """
+    denom = var_x.clamp_min(0).sqrt() * var_y.clamp_min(0).sqrt()  # no underflow of the product
+    r = (cov / torch.where(denom > 0, denom, 1.0)).clamp(-1.0, 1.0)
+    r = torch.where(_is_constant(var_x, msq_x), 0.0, r)
+    return torch.where(_is_constant(var_y, msq_y) | (n < 2), torch.nan, r)
+
+
+def _pcc_t(pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask[:, None]
+    n = m.sum(dim=(-2, -1)).to(pred.dtype).expand(pred.shape[:2])
+    pc = torch.where(m, pred - _masked_mean(pred, mask)[..., None, None], 0.0)
+    hc = torch.where(m, hr - _masked_mean(hr, mask)[..., None, None], 0.0)
+    var_p, var_h = _masked_mean(pc * pc, mask), _masked_mean(hc * hc, mask)
+    cov = _masked_mean(pc * hc, mask)
+    msq_p, msq_h = _masked_mean(pred * pred, mask), _masked_mean(hr * hr, mask)
+    return _pcc_from_moments(cov, var_p, var_h, msq_p, msq_h, n)
+
+
+def _rmse_t(pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    d = pred - hr
+    return _masked_mean(d * d, mask).sqrt()
+
+
+def _gaussian_1d(device: torch.device) -> torch.Tensor:
+    k = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=torch.float64, device=device)
+    g = torch.exp(-0.5 * (k / SSIM_SIGMA) ** 2)
+    return g / g.sum()  # the 2-D window g g^T then sums to 1 as well
+
+
+def _ssim_map_t(pred: torch.Tensor, hr: torch.Tensor, data_range: torch.Tensor) -> torch.Tensor:
+    n, g, h, w = pred.shape
+    r = data_range[None, :, None, None]
+    x = (pred / r).clamp(0.0, 1.0).reshape(n * g, 1, h, w)
+    y = (hr / r).clamp(0.0, 1.0).reshape(n * g, 1, h, w)
+    k1 = _gaussian_1d(pred.device)
+    kr, kc = k1.view(1, 1, 1, -1), k1.view(1, 1, -1, 1)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # L = 1 on the u scale
+    out = torch.empty_like(x)
+    step = max(1, _SSIM_CHUNK_ELEMENTS // (5 * h * w))
+    for s in range(0, n * g, step):  # chunks of maps bound the memory, not a loop over N or G
+        xs, ys = x[s : s + step], y[s : s + step]
+        stats = torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=0)
+        # Separable Gaussian with zero padding == 2-D zero-padded correlation with g g^T.
+        f = torch.nn.functional.conv2d(stats, kr, padding=(0, SSIM_RADIUS))
+        f = torch.nn.functional.conv2d(f, kc, padding=(SSIM_RADIUS, 0))
+        mx, my, mxx, myy, mxy = f.chunk(5, dim=0)
+        vx, vy, vxy = mxx - mx * mx, myy - my * my, mxy - mx * my  # population moments
+        num = (2 * mx * my + c1) * (2 * vxy + c2)
+        den = (mx * mx + my * my + c1) * (vx + vy + c2)
+        out[s : s + step] = num / den
+    return out.reshape(n, g, h, w)
+
+
+def _ssim_t(
+    pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor, data_range: torch.Tensor
+) -> torch.Tensor:
+    m = mask[:, None]
+    s = _ssim_map_t(torch.where(m, pred, 0.0), torch.where(m, hr, 0.0), data_range)
+    return _masked_mean(s, mask)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+# --- public API -----------------------------------------------------------------------------
+
+
+def pcc(pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) -> np.ndarray:
+    """Signed Pearson correlation per (region, gene) over in-tissue positions.
+
+    ``r = sum(pc * hc) / sqrt(sum(pc^2) * sum(hc^2))`` with ``pc = pred - mean(pred)`` and
+    ``hc = hr - mean(hr)``, sums and means over the masked positions (centred first, then
+    normalised, in float64).
+
+    Parameters
+    ----------
+    pred, hr : array ``(N, G, H, W)``, real, expression scale.
+    mask : bool array ``(N, H, W)``, True in tissue.
+    device : torch device; None picks cuda when available.
+
+    Returns
+    -------
+    np.ndarray, float64 ``(N, G)`` in [-1, 1]. NaN where hr is constant over the mask or fewer than
+    2 positions are masked (excluded pair); 0.0 where pred is constant and hr is not. "Constant"
+    means variance <= ``CONSTANT_RTOL`` * mean square (see the module docstring).
+    """
+    p, h, m = _prepare_maps(pred, hr, mask, device)
+    return _np(_pcc_t(p, h, m))
+
+
+def rmse(pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) -> np.ndarray:
+    """Root mean squared error per (region, gene): ``sqrt(mean_mask((pred - hr)^2))``.
+
+    Parameters as in :func:`pcc`. Returns float64 ``(N, G)`` in the maps' scale; NaN where the
+    region's mask is empty.
+    """
+    p, h, m = _prepare_maps(pred, hr, mask, device)
+    return _np(_rmse_t(p, h, m))
+
+
+def ssim_map(
+    pred: ArrayLike, hr: ArrayLike, data_range: ArrayLike, device: Device = None
+) -> torch.Tensor:
+    """Full-size SSIM map (Wang et al. 2004) with zero padding.
+
+    Both maps go to ``u = clip(x / r_g, 0, 1)`` with ``r_g = data_range[g]``. Local statistics use
+    an 11 x 11 Gaussian window (sigma 1.5, sum 1) applied depthwise with zero padding, so the map
+    keeps the grid's size; covariances are population ones. With ``C1 = 0.01^2``, ``C2 = 0.03^2``
+    (L = 1):
+    ``SSIM = (2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2))``.
+
+    Parameters
+    ----------
+    pred, hr : array ``(N, G, H, W)``, real, expression scale.
+    data_range : array ``(G,)``, > 0: each gene's maximum over the training HR maps.
+    device : torch device; None picks cuda when available.
+
+    Returns
+    -------
+    torch.Tensor float64 ``(N, G, H, W)`` on ``device``, values in [-1, 1]. Cropping 5 positions
+    from each border gives scikit-image's ``structural_similarity(..., gaussian_weights=True,
+    use_sample_covariance=False, data_range=1)`` map on the u scale.
+    """
+    dev = _resolve_device(device)
+    p_shape = _check_pair(pred, hr)
+    r = _prepare_range(data_range, p_shape[1], dev)
+    return _ssim_map_t(_as_float64(pred, "pred", dev), _as_float64(hr, "hr", dev), r)
+
+
+def ssim(
+    pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, data_range: ArrayLike, device: Device = None
+) -> np.ndarray:
+    """Masked SSIM per (region, gene).
+
+    Both maps are set to 0 outside the mask, passed through :func:`ssim_map` (u scale, zero
+    padding), and the SSIM map is averaged over the masked positions.
+
+    Returns float64 ``(N, G)`` in [-1, 1]; NaN where the region's mask is empty.
+    """
+    p, h, m = _prepare_maps(pred, hr, mask, device)
+    r = _prepare_range(data_range, p.shape[1], p.device)
+    return _np(_ssim_t(p, h, m, r))
+
+
+def score_maps(
+    pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, data_range: ArrayLike, device: Device = None
+) -> dict[str, np.ndarray]:
+    """All primary per-map metrics at once (validated and moved to ``device`` once).
+
+    Returns
+    -------
+    dict with keys ``"pcc"``, ``"ssim"``, ``"rmse"``: float64 ``(N, G)`` arrays as returned by
+    :func:`pcc`, :func:`ssim` and :func:`rmse`.
+    """
+    p, h, m = _prepare_maps(pred, hr, mask, device)
+    r = _prepare_range(data_range, p.shape[1], p.device)
+    return {
+        "pcc": _np(_pcc_t(p, h, m)),
+        "ssim": _np(_ssim_t(p, h, m, r)),
+        "rmse": _np(_rmse_t(p, h, m)),
+    }
