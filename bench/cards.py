@@ -89,7 +89,7 @@ def data_dir(flag: str | os.PathLike[str] | None = None) -> Path:
 
 
 def require_files(card: Card, root: Path) -> Path:
-    """``root/<name>`` after checking every input file exists; else a one-line error with the fix."""
+    """``root/<name>`` once every input file exists; else a one-line error with the fix."""
     folder = root / card.name
     missing = [p for p in card.files if not (folder / p).is_file()]
     if missing:

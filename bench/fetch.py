@@ -36,7 +36,8 @@ def verify(card: Card, root: Path) -> None:
         got = sha256(folder / rel)
         if got != expected:
             raise BenchError(
-                f"{folder / rel}: sha256 {got[:12]}... does not match the card's {expected[:12]}...; "
+                f"{folder / rel}: sha256 {got[:12]}... does not match the card's "
+                f"{expected[:12]}...; "
                 f"delete the file and run 'python -m bench fetch --datasets {card.name}'"
             )
 
@@ -69,7 +70,9 @@ def fetch(card: Card, root: Path, log: Callable[[str], None] = print) -> int:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise BenchError(f"cannot create {target.parent} ({err.strerror}); choose a writable --data-dir") from None
+            raise BenchError(
+                f"cannot create {target.parent} ({err.strerror}); choose a writable --data-dir"
+            ) from None
         errors = []
         for mirror in mirrors:
             url = mirror.format(commit=commit, path=rel)
@@ -87,7 +90,8 @@ def fetch(card: Card, root: Path, log: Callable[[str], None] = print) -> int:
             errors.append(f"{url}: sha256 {got[:12]}... != {expected[:12]}...")
         else:
             raise BenchError(
-                f"could not fetch {card.name}/{rel} ({'; '.join(errors) or 'no mirror in the card'}); "
+                f"could not fetch {card.name}/{rel} "
+                f"({'; '.join(errors) or 'no mirror in the card'}); "
                 f"download it by hand into {target.parent}"
             )
     return fetched

@@ -7,7 +7,9 @@ import numpy as np
 from bench.section import Section
 
 
-def crop_grid(section: Section, origin: tuple[int, int], shape: tuple[int, int], px: int) -> np.ndarray:
+def crop_grid(
+    section: Section, origin: tuple[int, int], shape: tuple[int, int], px: int
+) -> np.ndarray:
     """The image under an HR grid, resampled to ``px`` pixels per HR position.
 
     HR position ``(i, j)`` is lattice ``(row, col) = (origin[0] + i, origin[1] + j)`` and covers
@@ -38,10 +40,20 @@ def crop_grid(section: Section, origin: tuple[int, int], shape: tuple[int, int],
         c0 = origin[1] - 0.5
         r0 = origin[0] - 0.5
         coeffs = (
-            sx * a[0, 0] / px, sx * a[0, 1] / px, sx * (a[0, 0] * c0 + a[0, 1] * r0 + a[0, 2]),
-            sy * a[1, 0] / px, sy * a[1, 1] / px, sy * (a[1, 0] * c0 + a[1, 1] * r0 + a[1, 2]),
+            sx * a[0, 0] / px,
+            sx * a[0, 1] / px,
+            sx * (a[0, 0] * c0 + a[0, 1] * r0 + a[0, 2]),
+            sy * a[1, 0] / px,
+            sy * a[1, 1] / px,
+            sy * (a[1, 0] * c0 + a[1, 1] * r0 + a[1, 2]),
         )
         fill = 255 if mode == "L" else (255, 255, 255)
-        out = im.transform((w * px, h * px), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=fill)
+        out = im.transform(
+            (w * px, h * px),
+            Image.Transform.AFFINE,
+            coeffs,
+            Image.Resampling.BILINEAR,
+            fillcolor=fill,
+        )
     arr = np.asarray(out, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -39,23 +39,35 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise BenchError(f"{path}: not a readable image ({err}); re-fetch the dataset") from None
 
 
-def read_section(section_id: str, counts_path: Path, spots_path: Path, image_path: Path) -> Section:
+def read_section(
+    section_id: str, counts_path: Path, spots_path: Path, image_path: Path
+) -> Section:
     """Read one legacy-ST section into a :class:`Section` (see the module docstring)."""
     try:
         table = pd.read_csv(counts_path, sep="\t", index_col=0)
         spots = pd.read_csv(spots_path, sep="\t")
     except (OSError, EOFError, ValueError, pd.errors.ParserError) as err:
-        raise BenchError(f"{counts_path.parent}: cannot read section {section_id} ({err}); re-fetch the dataset") from None
+        raise BenchError(
+            f"{counts_path.parent}: cannot read section {section_id} ({err}); re-fetch the dataset"
+        ) from None
     missing = [c for c in SPOT_COLUMNS if c not in spots.columns]
     if missing:
-        raise BenchError(f"{spots_path}: missing column(s) {', '.join(missing)}; expected {' '.join(SPOT_COLUMNS)}")
+        raise BenchError(
+            f"{spots_path}: missing column(s) {', '.join(missing)}; "
+            f"expected {' '.join(SPOT_COLUMNS)}"
+        )
     keys = spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str)
     if keys.duplicated().any():
-        raise BenchError(f"{spots_path}: duplicate spot {keys[keys.duplicated()].iloc[0]}; each x,y once")
+        raise BenchError(
+            f"{spots_path}: duplicate spot {keys[keys.duplicated()].iloc[0]}; each x,y once"
+        )
     spots = spots.set_index(keys)
     shared = spots.index.intersection(table.index, sort=False)
     if len(shared) == 0:
-        raise BenchError(f"{counts_path}: no row index matches the spot table's <x>x<y> keys; check the files belong together")
+        raise BenchError(
+            f"{counts_path}: no row index matches the spot table's <x>x<y> keys; "
+            "check the files belong together"
+        )
     spots = spots.loc[shared]
     table = table.loc[shared]
 
@@ -69,7 +81,8 @@ def read_section(section_id: str, counts_path: Path, spots_path: Path, image_pat
     if not inside[in_tissue].all():
         bad = spots.index[in_tissue & ~inside][0]
         raise BenchError(
-            f"{spots_path}: spot {bad} lies outside the {size[0]}x{size[1]} image {image_path.name}; "
+            f"{spots_path}: spot {bad} lies outside the {size[0]}x{size[1]} image "
+            f"{image_path.name}; "
             "the image and spot table are misregistered (wrong image or scale)"
         )
     return Section(

@@ -47,7 +47,9 @@ def record_path(results_dir: Path, dataset: str, method: str, seed: int) -> Path
 def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
     """Write one record atomically; returns its path."""
     path = record_path(results_dir, record["dataset"], record["method"], record["seed"])
-    atomic_write_text(path, json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(
+        path, json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=True) + "\n"
+    )
     return path
 
 

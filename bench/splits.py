@@ -35,7 +35,15 @@ from methods.contract import Sample
 
 READERS = {"legacy_st": "bench.legacy_st"}
 _FINGERPRINTED = (
-    "dataset", "k", "canvas", "image_px", "train", "test", "genes", "origins", "normalisation",
+    "dataset",
+    "k",
+    "canvas",
+    "image_px",
+    "train",
+    "test",
+    "genes",
+    "origins",
+    "normalisation",
     "inputs",
 )
 
@@ -100,7 +108,9 @@ def select_genes(train: list[Section], n: int) -> list[str]:
     names = np.asarray(genes)
     keep = np.array([not g.startswith(("MT-", "RPL", "RPS")) for g in genes])
     if keep.sum() < n:
-        raise BenchError(f"only {keep.sum()} genes pass the filter, fewer than n = {n}; lower [genes].n")
+        raise BenchError(
+            f"only {keep.sum()} genes pass the filter, fewer than n = {n}; lower [genes].n"
+        )
     order = np.lexsort((names, -np.where(keep, total / spots, -np.inf)))
     return [str(g) for g in names[order[:n]]]
 
@@ -124,7 +134,9 @@ def make_split(card: Card, root: Path, k: int) -> dict[str, Any]:
     """Build the split file's content for pooling ``k`` from the data (genes from train only)."""
     cfg = card.split
     if k not in cfg["pooling"]:
-        raise BenchError(f"pooling k = {k} is not offered by {card.name}; choose from {cfg['pooling']}")
+        raise BenchError(
+            f"pooling k = {k} is not offered by {card.name}; choose from {cfg['pooling']}"
+        )
     canvas = tuple(cfg["canvas"])
     if canvas[0] % k or canvas[1] % k:
         raise BenchError(f"canvas {canvas} is not divisible by k = {k}; fix [split].canvas")
@@ -183,7 +195,10 @@ def to_sample(section: Section, spec: dict[str, Any]) -> Sample:
     i, j = section.row - row0, section.col - col0
     spot = section.in_tissue & (i >= 0) & (i < H) & (j >= 0) & (j < W)
     if (section.in_tissue & ~spot).any():
-        raise BenchError(f"section {section.id}: in-tissue spots fall off the split's canvas; regenerate the split")
+        raise BenchError(
+            f"section {section.id}: in-tissue spots fall off the split's canvas; "
+            "regenerate the split"
+        )
     counts = np.zeros((len(genes), H, W))
     totals = np.zeros((H, W))
     mask = np.zeros((H, W), dtype=bool)
@@ -229,5 +244,7 @@ def build(card: Card, root: Path, k: int, verify_inputs: bool = True) -> Split:
     data_range = hr.max(axis=(0, 2, 3)).astype(np.float64)
     if (data_range <= 0).any():
         gene = spec["genes"][int(np.argmin(data_range))]
-        raise BenchError(f"gene {gene} is never expressed in the training HR maps; regenerate the split")
+        raise BenchError(
+            f"gene {gene} is never expressed in the training HR maps; regenerate the split"
+        )
     return Split(spec=spec, train=train, test=test, data_range=data_range)

@@ -59,7 +59,9 @@ class Sample:
                 f"x scale {self.scale}"
             )
         if self.hr is not None and self.hr.shape != (g, *self.hr_mask.shape):
-            raise ValueError(f"sample {self.region}: hr {self.hr.shape} != {(g, *self.hr_mask.shape)}")
+            raise ValueError(
+                f"sample {self.region}: hr {self.hr.shape} != {(g, *self.hr_mask.shape)}"
+            )
 
     @property
     def hr_shape(self) -> tuple[int, int]:
@@ -99,7 +101,7 @@ class Method:
         """Learn from training samples (each with ``hr``). Training-free methods do nothing."""
 
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
-        """HR prediction ``(N, G, H, W)`` float32 on the dataset's scale, for samples without ``hr``."""
+        """HR prediction ``(N, G, H, W)`` float32, dataset scale, for samples without ``hr``."""
         raise NotImplementedError
 
 

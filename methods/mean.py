@@ -27,5 +27,7 @@ class TrainingMean(Method):
 
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
         h, w = samples[0].hr_shape
-        out = np.broadcast_to(self.gene_mean[None, :, None, None], (len(samples), len(self.gene_mean), h, w))
+        out = np.broadcast_to(
+            self.gene_mean[None, :, None, None], (len(samples), len(self.gene_mean), h, w)
+        )
         return np.ascontiguousarray(out)

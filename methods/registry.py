@@ -37,7 +37,9 @@ def resolve(spec: str) -> list[str]:
 
     Raises :class:`UnknownMethodError` naming the unknown entries and the known ones.
     """
-    wanted = names() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    wanted = (
+        names() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    )
     if not wanted:
         raise UnknownMethodError(f"no method named; choose from: all, {', '.join(names())}")
     unknown = [w for w in wanted if w not in _REGISTRY]

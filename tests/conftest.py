@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data directory (../shared/data or $STSR_DATA_DIR) and a built split."""
+"""Shared fixtures: the real data directory (../shared/data or $STSR_DATA_DIR), a built split."""
 
 from __future__ import annotations
 

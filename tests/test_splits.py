@@ -66,9 +66,16 @@ def test_split_content(her2st, card):
         assert (s.hr[:, ~s.hr_mask] == 0).all() and (s.lr[:, ~s.lr_mask] == 0).all()
     # spot counts under tissue per section, as documented upstream (minus spots without counts)
     assert {s.region: int(s.hr_mask.sum()) for s in her2st.train + her2st.test} == {
-        "B4": 283, "C2": 187, "C3": 180, "C4": 184, "C5": 181, "C6": 178
+        "B4": 283,
+        "C2": 187,
+        "C3": 180,
+        "C4": 184,
+        "C5": 181,
+        "C6": 178,
     }
-    np.testing.assert_allclose(her2st.data_range, np.stack([s.hr for s in her2st.train]).max(axis=(0, 2, 3)))
+    np.testing.assert_allclose(
+        her2st.data_range, np.stack([s.hr for s in her2st.train]).max(axis=(0, 2, 3))
+    )
 
 
 def test_hr_and_lr_values_follow_the_counts(her2st, sections):
@@ -78,16 +85,25 @@ def test_hr_and_lr_values_follow_the_counts(her2st, sections):
     genes = spec["genes"]
     counts = section.gene_counts(genes)
     totals = section.totals
-    lookup = {(r - row0, c - col0): n for n, (r, c) in enumerate(zip(section.row, section.col))}
+    lookup = {
+        (r - row0, c - col0): n
+        for n, (r, c) in enumerate(zip(section.row, section.col, strict=True))
+    }
     # one in-tissue HR position, by hand
     i, j = map(int, np.argwhere(sample.hr_mask)[0])
     n = lookup[(i, j)]
-    np.testing.assert_allclose(sample.hr[:, i, j], np.log1p(counts[n] / totals[n] * 1e4), rtol=1e-6)
+    np.testing.assert_allclose(
+        sample.hr[:, i, j], np.log1p(counts[n] / totals[n] * 1e4), rtol=1e-6
+    )
     # every LR block, by hand: sum of in-tissue HR spots; LR spot iff >= half the block in tissue
     for bi in range(sample.lr_mask.shape[0]):
         for bj in range(sample.lr_mask.shape[1]):
-            members = [lookup[(bi * k + a, bj * k + b)] for a in range(k) for b in range(k)
-                       if sample.hr_mask[bi * k + a, bj * k + b]]
+            members = [
+                lookup[(bi * k + a, bj * k + b)]
+                for a in range(k)
+                for b in range(k)
+                if sample.hr_mask[bi * k + a, bj * k + b]
+            ]
             assert sample.lr_mask[bi, bj] == (2 * len(members) >= k * k)
             if sample.lr_mask[bi, bj]:
                 expected = np.log1p(counts[members].sum(0) / totals[members].sum() * 1e4)
@@ -148,4 +164,9 @@ def test_misregistered_image_is_refused(card, root, tmp_path):
         shifted.append("\t".join([x, y, nx, ny, str(float(px) * 10), str(float(py) * 10), sel]))
     (dst / "spots.tsv").write_text("\n".join([header, *shifted]) + "\n")
     with pytest.raises(BenchError, match="misregistered"):
-        read_section("C5", src / card.sections["C5"]["counts"], dst / "spots.tsv", src / card.sections["C5"]["image"])
+        read_section(
+            "C5",
+            src / card.sections["C5"]["counts"],
+            dst / "spots.tsv",
+            src / card.sections["C5"]["image"],
+        )

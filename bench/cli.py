@@ -1,0 +1,255 @@
+"""Command line: ``python -m bench {list,run,leaderboard,fetch,split}``.
+
+Exit status: 0 success; 1 when a cell of the grid failed (recorded, the rest ran); 2 for bad
+input (unknown names, bad numbers, missing or corrupt data, unwritable folders, unreachable
+tracking server), reported as one line ``bench: error: ...`` before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.errors import BenchError
+
+DEFAULT_DATASET = "her2st"
+DEFAULT_LEADERBOARD = Path("leaderboard") / "LEADERBOARD.md"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BenchError(f"{message} (see 'python -m bench {self.prog.split()[-1]} --help')")
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"seed {text!r} is not an integer; use e.g. --seeds 0 1 2"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed {value} is negative; seeds are integers >= 0")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from methods import PRESETS
+
+    parser = _Parser(
+        prog="bench", description="stsr-bench: super-resolution of spatial transcriptomics"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="registered methods and datasets")
+
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
+        "--data-dir",
+        help="data directory (default: $STSR_DATA_DIR, else ~/.cache/stsr-bench/data)",
+    )
+    data.add_argument("--datasets", default=DEFAULT_DATASET, help="'all' or comma-separated names")
+
+    run = sub.add_parser("run", parents=[data], help="run the benchmark grid")
+    run.add_argument("--methods", default="all", help="'all' or comma-separated names")
+    run.add_argument("--seeds", nargs="+", type=_seed, default=[0], help="integers >= 0")
+    run.add_argument("--preset", choices=PRESETS, default="default")
+    run.add_argument(
+        "--samples", type=_positive, default=8, help="draws per input for stochastic methods"
+    )
+    run.add_argument(
+        "--results-dir", default="results", help="records and the MLflow store (default: results)"
+    )
+    run.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: sqlite file in the results dir)"
+    )
+    run.add_argument(
+        "--leaderboard", default=str(DEFAULT_LEADERBOARD), help="leaderboard file to regenerate"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    board = sub.add_parser("leaderboard", help="regenerate the leaderboard from the records")
+    board.add_argument("--results-dir", default="results")
+    board.add_argument("--leaderboard", default=str(DEFAULT_LEADERBOARD))
+
+    sub.add_parser("fetch", parents=[data], help="download the datasets' files (sha256-verified)")
+    split = sub.add_parser(
+        "split", parents=[data], help="(re)build committed split files from the data"
+    )
+    split.add_argument(
+        "--k", type=_positive, default=None, help="pooling factor (default: the card's)"
+    )
+    return parser
+
+
+def _writable_dir(path: Path, what: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise BenchError(
+            f"{what} {path} is not writable ({err.strerror}); pass a writable folder"
+        ) from None
+    return path.resolve()
+
+
+def cmd_list() -> int:
+    from bench.cards import dataset_names, load_card
+    from methods import names
+    from methods.registry import method_class
+
+    print("methods:")
+    for name in names():
+        cls, _ = method_class(name)
+        kind = f"{cls.control} control" if cls.control else "method"
+        print(f"  {name:<12} {kind}{', stochastic' if cls.stochastic else ''}")
+    print("datasets:")
+    for name in dataset_names():
+        card = load_card(name)
+        cfg = card.split
+        print(
+            f"  {name:<12} {card.raw.get('title', '')}; train {','.join(cfg['train'])}, "
+            f"test {','.join(cfg['test'])}; k = {cfg['default_pooling']}"
+        )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from tqdm import tqdm
+
+    from bench import cards, leaderboard, runner, splits
+    from bench.resources import code_version, device_name
+    from bench.tracking import Tracker, default_uri, run_name
+    from methods import UnknownMethodError, resolve
+
+    try:
+        methods = resolve(args.methods)
+    except UnknownMethodError as err:
+        raise BenchError(str(err)) from None
+    datasets = cards.resolve_datasets(args.datasets)
+    root = cards.data_dir(args.data_dir)
+    built = {}
+    for name in datasets:  # read and verify all data before writing anything
+        card = cards.load_card(name)
+        built[name] = splits.build(card, root, card.split["default_pooling"])
+    results = Path(args.results_dir).resolve()
+    # an explicit server is checked before any folder is made; the default store is in results
+    tracker = Tracker(args.tracking_uri, results) if args.tracking_uri else None
+    _writable_dir(results, "results dir")
+    board_path = Path(args.leaderboard)
+    _writable_dir(board_path.parent, "leaderboard folder")
+    tracker = tracker or Tracker(default_uri(results), results)
+    opts = runner.RunOptions(preset=args.preset, samples=args.samples, code_version=code_version())
+    command = "python -m bench " + shlex.join(argv)
+    print(f"device: {device_name()}; MLflow store: {tracker.uri}", flush=True)
+    tracker.start(
+        run_name("invocation", {"preset": args.preset}),
+        params={
+            "methods": ",".join(methods),
+            "datasets": ",".join(datasets),
+            "seeds": " ".join(map(str, args.seeds)),
+            "preset": args.preset,
+            "command": command,
+        },
+        tags={"code_version": opts.code_version, "device": opts.device},
+    )
+    cells = [(d, m, s) for d in datasets for m in methods for s in args.seeds]
+    failed = 0
+    bar = tqdm(cells, unit="cell", disable=args.no_progress, file=sys.stderr)
+    for dataset, method, seed in bar:
+        bar.set_description(f"{dataset}/{method} seed {seed}")
+        split = built[dataset]
+        if runner.reusable(results, split, method, seed, opts):
+            continue
+        record, extras = runner.run_cell(split, method, seed, opts)
+        files = runner.save(results, split, record, extras)
+        tracker.log_cell(record, files)
+        if record["status"] != "ok":
+            failed += 1
+            tqdm.write(
+                f"{dataset}/{method} seed {seed} failed: {record['error']}", file=sys.stderr
+            )
+    tracker.finish(failed=bool(failed))
+    path = leaderboard.write(results, board_path, command)
+    print(f"{len(cells)} cell(s), {failed} failed; records in {results}")
+    print(f"leaderboard: {path}")
+    print(
+        f"MLflow store: {tracker.uri}  (browse: mlflow ui --backend-store-uri {tracker.uri} "
+        "--host 127.0.0.1)"
+    )
+    return 1 if failed else 0
+
+
+def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench import leaderboard
+
+    results = Path(args.results_dir)
+    if not results.is_dir():
+        raise BenchError(f"results dir {results} does not exist; run 'python -m bench run' first")
+    _writable_dir(Path(args.leaderboard).parent, "leaderboard folder")
+    path = leaderboard.write(
+        results, Path(args.leaderboard), "python -m bench " + shlex.join(argv)
+    )
+    print(f"leaderboard: {path}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from bench import cards
+    from bench.fetch import fetch
+
+    root = cards.data_dir(args.data_dir)
+    for name in cards.resolve_datasets(args.datasets):
+        n = fetch(cards.load_card(name), root)
+        state = "all files present and verified" if n == 0 else f"{n} file(s) fetched"
+        print(f"{name}: {state} in {root / name}")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from bench import cards, splits
+
+    root = cards.data_dir(args.data_dir)
+    for name in cards.resolve_datasets(args.datasets):
+        card = cards.load_card(name)
+        spec = splits.make_split(card, root, args.k or card.split["default_pooling"])
+        path = splits.write_spec(card, spec)
+        print(f"{name}: {path} fingerprint {spec['fingerprint']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            return cmd_list()
+        if args.command == "run":
+            return cmd_run(args, argv)
+        if args.command == "leaderboard":
+            return cmd_leaderboard(args, argv)
+        if args.command == "fetch":
+            return cmd_fetch(args)
+        return cmd_split(args)
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,228 @@
+"""The leaderboard: one markdown page rendered from the result records.
+
+``render`` is pure: the same records (in any order) give the same bytes. There are no timestamps,
+and every loop runs over sorted keys. One section per (dataset, split fingerprint) so scores from
+different splits never share a table. Within a section, methods are ranked by mean PCC. Control
+methods (``record["control"]`` set) get their own table and no rank. Failed runs are listed with
+their reason.
+
+Aggregation (``shared/design/metrics.md``): per method, the per-gene values of its seeds are first
+averaged per (section, gene) (a NaN or null seed value is left out of that average). The
+(section x gene) table then goes to :func:`bench.stats.bootstrap_ci` with seed 0. Table order:
+sections sorted, genes in the split's order (unknown genes after, sorted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.records import atomic_write_text, read_records
+from bench.stats import bootstrap_ci
+
+__all__ = ["render", "write", "seed_mean_table"]
+
+MAIN = (("pcc", "PCC ↑"), ("ssim", "SSIM ↑"), ("rmse", "RMSE ↓"))
+DIVERSITY = (
+    ("spread", "spread"),
+    ("crps", "CRPS ↓"),
+    ("spread_skill", "spread-skill (→1)"),
+    ("rvd", "RVD ↓"),
+    ("collapse_ratio", "collapse ratio (→1)"),
+)
+STOCHASTIC = ("spread", "crps", "spread_skill", "collapse_ratio")
+N_BOOT = 1000
+LEVEL = 0.95
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    """Fixed-point text; None and NaN are shown as "n/a", and "-0.000" as "0.000"."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    text = f"{float(x):.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
+
+
+def _cell(text: Any) -> str:
+    """One markdown table cell or list item: a single line with pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _fingerprint(record: dict[str, Any]) -> str:
+    return str((record.get("split") or {}).get("fingerprint") or "unknown")
+
+
+def _mean(values: Iterable[Any]) -> float:
+    """Mean of the finite entries (None and NaN left out); NaN when there is none."""
+    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def seed_mean_table(
+    records: Sequence[dict[str, Any]], metric: str, genes: Sequence[str] = ()
+) -> tuple[np.ndarray, int]:
+    """One method's (section x gene) table of ``metric``, averaged over its seeds (records).
+
+    Parameters
+    ----------
+    records : the ok records of one method in one split (one per seed).
+    metric : a per-map metric column of ``per_gene``, e.g. ``"pcc"``.
+    genes : the split's gene order; genes not in it follow, sorted.
+
+    Returns
+    -------
+    ``(table, excluded)``: float64 ``(S, G)``, NaN where no seed has a value; ``excluded`` is the
+    number of (section, gene) pairs that appear in ``per_gene`` but have no value in any seed.
+    """
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for rec in records:
+        per_gene = rec.get("per_gene") or {}
+        values = per_gene.get(metric)
+        if not values:
+            continue
+        for key in zip(per_gene["section"], per_gene["gene"], strict=True):
+            counts[key] += 0  # register the pair even when its value is null
+        pairs = zip(per_gene["section"], per_gene["gene"], strict=True)
+        for key, v in zip(pairs, values, strict=True):
+            if v is not None and not math.isnan(float(v)):
+                sums[key] += float(v)
+                counts[key] += 1
+    sections = sorted({s for s, _ in counts})
+    order = {g: i for i, g in enumerate(genes)}
+    cols = sorted({g for _, g in counts}, key=lambda g: (g not in order, order.get(g, 0), g))
+    table = np.full((len(sections), len(cols)), np.nan)
+    row, col = {s: i for i, s in enumerate(sections)}, {g: j for j, g in enumerate(cols)}
+    for (s, g), c in counts.items():
+        if c:
+            table[row[s], col[g]] = sums[(s, g)] / c
+    return table, sum(1 for c in counts.values() if c == 0)
+
+
+def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) -> dict[str, Any]:
+    """Everything one table row needs for one method's ok records (sorted by seed)."""
+    row: dict[str, Any] = {"method": method, "control": recs[0].get("control"), "seeds": len(recs)}
+    for metric, _ in MAIN:
+        table, excluded = seed_mean_table(recs, metric, genes)
+        row[metric] = bootstrap_ci(table, n_boot=N_BOOT, level=LEVEL, seed=0)
+        if metric == "pcc":
+            row["excluded"], row["pairs"] = excluded, int(np.isfinite(table).sum()) + excluded
+    times = []
+    for rec in recs:
+        t = rec.get("timings") or {}
+        fit, predict = t.get("fit_s"), t.get("predict_s")
+        times.append(None if fit is None or predict is None else float(fit) + float(predict))
+    row["time"] = _mean(times)
+    for metric, _ in DIVERSITY:
+        row[metric] = _mean((rec.get("metrics") or {}).get(metric) for rec in recs)
+    row["stochastic"] = any(m in (rec.get("metrics") or {}) for rec in recs for m in STOCHASTIC)
+    return row
+
+
+def _rank_key(row: dict[str, Any]) -> tuple[float, str]:
+    pcc = row["pcc"][0]
+    return (-pcc if math.isfinite(pcc) else math.inf, row["method"])
+
+
+def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
+    """Markdown table; ``first`` is "rank" (ranked methods) or "control" (control kind)."""
+    head = [first, "method", *(label for _, label in MAIN), "seeds", "fit+predict (s)"]
+    align = ["---:" if first == "rank" else "---", "---", "---", "---", "---", "---:", "---:"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for i, row in enumerate(rows, start=1):
+        lead = str(i) if first == "rank" else _cell(row["control"])
+        cis = [f"{_num(m)} [{_num(lo)}, {_num(hi)}]" for m, lo, hi in (row[k] for k, _ in MAIN)]
+        cells = [lead, _cell(row["method"]), *cis, str(row["seeds"]), _num(row["time"], 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _section(group: list[dict[str, Any]]) -> list[str]:
+    """The markdown of one (dataset, fingerprint) group; ``group`` sorted by (method, seed)."""
+    split = next((r["split"] for r in group if r.get("split")), {})
+    genes = list(split.get("genes") or [])
+    dataset, k, fingerprint = group[0]["dataset"], split.get("k", "n/a"), _fingerprint(group[0])
+    out = [
+        f"## {dataset} · k = {k} · split `{fingerprint}`",
+        "",
+        f"{len(split.get('test') or [])} test sections, {len(genes)} genes. Scores are means over "
+        f"(section, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of genes "
+        "within sections, seed 0); a method's seeds are averaged per (section, gene) first.",
+        "",
+    ]
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in group:
+        if rec.get("status") == "ok":
+            by_method[rec["method"]].append(rec)
+    rows = [_summarise(m, by_method[m], genes) for m in sorted(by_method)]
+    ranked = sorted((r for r in rows if not r["control"]), key=_rank_key)
+    controls = sorted(
+        (r for r in rows if r["control"]), key=lambda r: (str(r["control"]), *_rank_key(r))
+    )
+    out += _score_table(ranked, "rank") if ranked else ["No successful method runs."]
+    out += ["", "### Controls", "", "Not ranked: they frame the scores above.", ""]
+    out += _score_table(controls, "control") if controls else ["none"]
+    if any(r["stochastic"] for r in rows):
+        out += ["", "### Diversity", "", "Means over seeds of each run's scalar metrics.", ""]
+        out += ["| method | " + " | ".join(label for _, label in DIVERSITY) + " |"]
+        out += ["|---|" + "---:|" * len(DIVERSITY)]
+        for r in ranked + controls:
+            cells = [_cell(r["method"]), *(_num(r[k]) for k, _ in DIVERSITY)]
+            out.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in group if r.get("status") != "ok"]
+    out += ["", "### Failed or skipped", ""]
+    out += [
+        f"- {_cell(r['method'])} (seed {r['seed']}, {_cell(r.get('status'))}): "
+        f"{_cell(r.get('error') or 'no reason recorded')}"
+        for r in failed
+    ] or ["none"]
+    excluded = [r for r in ranked + controls if r["excluded"]]
+    if excluded:
+        out += ["", "### Pairs excluded from PCC", "", "Constant truth (null in every seed):", ""]
+        out += [f"- {_cell(r['method'])}: {r['excluded']} of {r['pairs']}" for r in excluded]
+    return out + [""]
+
+
+def render(records: list[dict[str, Any]], command: str) -> str:
+    """The leaderboard markdown for ``records`` (any order; the result does not depend on it).
+
+    Parameters
+    ----------
+    records : result records as read by :func:`bench.records.read_records`.
+    command : the shell command that regenerates the page; printed in the header.
+
+    Returns
+    -------
+    Markdown text ending in one newline.
+    """
+    out = [
+        "# stsr-bench leaderboard",
+        "",
+        "Generated by `python -m bench leaderboard` from the result records; do not edit by hand.",
+        "Reproduce with:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        groups[(str(rec["dataset"]), _fingerprint(rec))].append(rec)
+    if not groups:
+        out += ["No result records found.", ""]
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: (str(r["method"]), int(r["seed"])))
+        out += _section(group)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def write(results_dir: Path, path: Path, command: str) -> Path:
+    """Render the records under ``results_dir`` and write them atomically to ``path``."""
+    atomic_write_text(Path(path), render(read_records(Path(results_dir)), command))
+    return Path(path)

@@ -1,0 +1,217 @@
+"""The runner: every (dataset, method, seed) cell fitted, predicted, scored, recorded and tracked.
+
+One cell = ``fit`` on the split's training samples, ``predict`` (or ``sample`` K draws for a
+stochastic method; the point prediction is their mean) on the test samples with the target
+removed, scoring against the HR truth, a JSON record and an MLflow child run. A cell that raises,
+returns the wrong shape or non-finite values is recorded as failed with its reason and the grid
+goes on. A cell whose record already exists with status ok, the same split fingerprint and the same
+parameters is not run again (failed cells always are), so an interrupted grid resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import diversity, metrics
+from bench.records import read_record, record_path, write_record
+from bench.resources import PeakMemory, Timer, device
+from bench.splits import Split
+from methods import create
+from methods.contract import stack
+
+
+@dataclass
+class RunOptions:
+    """Settings shared by every cell of one invocation."""
+
+    preset: str = "default"
+    samples: int = 8  # K draws per input for stochastic methods
+    code_version: str = "unknown"
+    device: str = field(default_factory=device)
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    return [
+        None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=float).ravel()
+    ]
+
+
+def _mean(values: np.ndarray | float) -> float | None:
+    arr = np.asarray(values, dtype=float)
+    return None if not np.isfinite(arr).any() else float(np.nanmean(arr))
+
+
+def score(split: Split, pred: np.ndarray, draws: np.ndarray | None, dev: str) -> tuple[dict, dict]:
+    """Scalar metrics and the per-(section, gene) table of one prediction.
+
+    Parameters
+    ----------
+    pred : (N, G, H, W) point prediction for ``split.test``.
+    draws : (N, K, G, H, W) stochastic draws, or None for a deterministic method.
+    """
+    hr, mask = stack(split.test, "hr"), stack(split.test, "hr_mask")
+    tables = metrics.score_maps(pred, hr, mask, split.data_range, device=dev)
+    tables["rvd"] = diversity.rvd(pred, hr, mask, device=dev)
+    scalars: dict[str, float | None] = {}
+    if draws is not None:
+        tables.update(diversity.diversity_scores(draws, hr, mask, device=dev))
+        scalars["collapse_ratio"] = _mean(diversity.collapse_ratio(pred, hr, mask, device=dev))
+        first = metrics.score_maps(draws[:, 0], hr, mask, split.data_range, device=dev)
+        scalars.update({f"first_sample_{k}": _mean(v) for k, v in first.items()})
+    scalars.update({k: _mean(v) for k, v in tables.items()})
+    n, g = pred.shape[:2]
+    per_gene: dict[str, list] = {
+        "section": [s.region for s in split.test for _ in range(g)],
+        "gene": list(split.genes) * n,
+    }
+    per_gene.update({k: _nan_to_none(v) for k, v in tables.items()})
+    return scalars, per_gene
+
+
+def _check_shape(name: str, array: Any, expected: tuple[int, ...]) -> np.ndarray:
+    arr = np.asarray(array, dtype=np.float32)
+    if arr.shape != expected:
+        raise ValueError(f"{name} has shape {arr.shape}, expected {expected}")
+    return arr
+
+
+def run_cell(split: Split, method_name: str, seed: int, opts: RunOptions) -> tuple[dict, dict]:
+    """Run one cell; returns (record, extras), extras holding arrays for figures or a traceback."""
+    import torch
+
+    record: dict[str, Any] = {
+        "dataset": split.spec["dataset"],
+        "method": method_name,
+        "seed": seed,
+        "split": {k: split.spec[k] for k in ("fingerprint", "k", "genes", "test")},
+        "code_version": opts.code_version,
+        "device": opts.device,
+        "control": None,
+        "params": {"preset": opts.preset},
+        "error": None,
+        "started": time.time(),
+    }
+    timings = {"fit_s": 0.0, "predict_s": 0.0, "score_s": 0.0}
+    extras: dict[str, Any] = {}
+    memory = PeakMemory()
+    try:
+        with memory:
+            torch.manual_seed(seed)
+            method = create(method_name, preset=opts.preset, seed=seed)
+            record["control"] = method.control
+            record["params"] = {**method.params(), "preset": opts.preset}
+            if method.stochastic:
+                record["params"]["samples"] = opts.samples
+            with Timer() as t:
+                method.fit(split.train)
+            timings["fit_s"] = t.seconds
+            inputs = [s.without_target() for s in split.test]
+            n, g, (h, w) = len(inputs), len(split.genes), inputs[0].hr_shape
+            with Timer() as t:
+                if method.stochastic:
+                    draws = _check_shape(
+                        "sample()",
+                        method.sample(inputs, opts.samples, seed),
+                        (n, opts.samples, g, h, w),
+                    )
+                    pred = draws.mean(axis=1)
+                else:
+                    draws, pred = (
+                        None,
+                        _check_shape("predict()", method.predict(inputs), (n, g, h, w)),
+                    )
+            timings["predict_s"] = t.seconds
+            with Timer() as t:
+                record["metrics"], record["per_gene"] = score(split, pred, draws, opts.device)
+            timings["score_s"] = t.seconds
+        record["status"] = "ok"
+        extras["pred"] = pred
+    except Exception as err:  # noqa: BLE001 - a failing method is recorded, the grid goes on
+        msg = " ".join(str(err).split()) or type(err).__name__
+        record.update(status="failed", error=f"{type(err).__name__}: {msg}"[:1000], metrics={})
+        record["per_gene"] = {}
+        extras["traceback"] = traceback.format_exc()
+    record["timings"] = timings
+    record["peak_memory_mb"] = round(max(memory.cpu_mb, memory.gpu_mb or 0.0), 1)
+    record["memory"] = {"cpu_rss_mb": round(memory.cpu_mb, 1), "gpu_mb": memory.gpu_mb}
+    record["finished"] = time.time()
+    record["finished_ms"] = int(record["finished"] * 1000)
+    return record, extras
+
+
+def reusable(
+    results_dir: Path, split: Split, method: str, seed: int, opts: RunOptions
+) -> dict | None:
+    """An existing ok record for this cell with the same fingerprint and preset, else None."""
+    rec = read_record(record_path(results_dir, split.spec["dataset"], method, seed))
+    if (
+        rec is not None
+        and rec.get("status") == "ok"
+        and rec["split"]["fingerprint"] == split.fingerprint
+        and rec["params"].get("preset") == opts.preset
+        and rec["params"].get("samples", opts.samples) == opts.samples
+    ):
+        return rec
+    return None
+
+
+def artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
+    """Write a cell's side files beside its record: per-gene CSV, gene-map figure, traceback."""
+    import pandas as pd
+
+    from bench import figures
+
+    base = record_path(results_dir, record["dataset"], record["method"], record["seed"])
+    stem = base.with_suffix("")
+    out: list[Path] = []
+    if record["per_gene"]:
+        csv = stem.with_name(stem.name + ".per_gene.csv")
+        _atomic_side_file(csv, lambda p: pd.DataFrame(record["per_gene"]).to_csv(p, index=False))
+        out.append(csv)
+    if "pred" in extras:
+        s = split.test[0]
+        idx = figures.pick_genes(s.hr, s.hr_mask, split.genes, n=3)
+        png = stem.with_name(stem.name + ".genes.png")
+        _atomic_side_file(
+            png,
+            lambda p: figures.gene_panel(
+                s.lr[idx],
+                s.hr[idx],
+                extras["pred"][0][idx],
+                s.hr_mask,
+                s.lr_mask,
+                [split.genes[i] for i in idx],
+                p,
+                title=f"{record['dataset']} {s.region}: {record['method']} "
+                f"(seed {record['seed']})",
+            ),
+        )
+        out.append(png)
+    if "traceback" in extras:
+        tb = stem.with_name(stem.name + ".traceback.txt")
+        _atomic_side_file(tb, lambda p: p.write_text(extras["traceback"]))
+        out.append(tb)
+    return out
+
+
+def _atomic_side_file(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-") as tmp:
+        staged = Path(tmp) / path.name
+        write(staged)
+        staged.replace(path)
+
+
+def save(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
+    """Write the side files, then the record itself (last, so a record implies its files)."""
+    files = artifacts(results_dir, split, record, extras)
+    write_record(results_dir, record)
+    return files

@@ -1,0 +1,128 @@
+"""MLflow tracking: one parent run per invocation, one child run per (dataset, method, seed).
+
+Default store: an SQLite file in the results directory (``sqlite:///<results>/mlflow.db``) with
+artifacts in ``<results>/mlartifacts``; ``--tracking-uri`` sends the same runs to a server. Child
+runs are named ``method[param=value,...]`` and carry params, the scalar metrics, tags (status,
+split fingerprint, code version, dataset, method, seed) and artifacts (per-gene table, gene-map
+figure, and the traceback of a failed cell). mlflow is imported only here, and only when used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+EXPERIMENT = "stsr-bench"
+
+
+def default_uri(results_dir: Path) -> str:
+    """The embedded store of a results directory."""
+    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+def run_name(method: str, params: dict[str, Any]) -> str:
+    """``method[a=1,b=x]`` with params sorted by name (benchopt's convention)."""
+    inner = ",".join(f"{k}={params[k]}" for k in sorted(params))
+    return f"{method}[{inner}]"
+
+
+def _flat(prefix: str, value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: str(value)[:6000]}
+
+
+class Tracker:
+    """A thin wrapper over ``mlflow.MlflowClient`` bound to one experiment and one parent run."""
+
+    def __init__(self, uri: str, results_dir: Path) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        self.uri = uri
+        self.client = mlflow.MlflowClient(tracking_uri=uri)
+        local = uri.startswith("sqlite:")
+        artifacts = (results_dir / "mlartifacts").resolve().as_uri() if local else None
+        try:
+            exp = self.client.get_experiment_by_name(EXPERIMENT)
+            if exp is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(EXPERIMENT, artifacts)
+                except MlflowException:  # created meanwhile by a concurrent run
+                    self.experiment_id = self.client.get_experiment_by_name(
+                        EXPERIMENT
+                    ).experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
+        except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BenchError(
+                f"tracking URI {uri!r} cannot be used ({first[:200]}); start the server or pass "
+                "another --tracking-uri"
+            ) from None
+        self.parent_id: str | None = None
+
+    def start(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Open the invocation's parent run; returns its id."""
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.parent_id = run.info.run_id
+        self._log(self.parent_id, params=params)
+        return self.parent_id
+
+    def finish(self, failed: bool) -> None:
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, "FAILED" if failed else "FINISHED")
+
+    def log_cell(self, record: dict[str, Any], artifacts: list[Path]) -> str:
+        """One child run for a result record; returns its id."""
+        from mlflow.entities import Metric
+
+        params = {"seed": record["seed"], **record["params"]}
+        tags = {
+            "status": record["status"],
+            "dataset": record["dataset"],
+            "method": record["method"],
+            "seed": str(record["seed"]),
+            "split_fingerprint": record["split"]["fingerprint"],
+            "code_version": record["code_version"],
+            "device": record["device"],
+        }
+        if record.get("control"):
+            tags["control"] = record["control"]
+        if record.get("error"):
+            tags["error"] = record["error"][:5000]
+        if self.parent_id:
+            tags["mlflow.parentRunId"] = self.parent_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name(record["method"], params), tags=tags
+        )
+        rid = run.info.run_id
+        split = {k: v for k, v in record["split"].items() if k != "genes"}
+        split["n_genes"] = len(record["split"]["genes"])
+        self._log(rid, params={**params, "dataset": record["dataset"], "split": split})
+        metrics = dict(record.get("metrics") or {})
+        metrics.update({f"time_{k}": v for k, v in record["timings"].items()})
+        metrics["peak_memory_mb"] = record["peak_memory_mb"]
+        ts = int(record.get("finished_ms", 0))
+        values = [Metric(k, float(v), ts, 0) for k, v in sorted(metrics.items()) if v is not None]
+        if values:
+            self.client.log_batch(rid, metrics=values)
+        for path in artifacts:
+            self.client.log_artifact(rid, str(path))
+        self.client.set_terminated(rid, "FINISHED" if record["status"] == "ok" else "FAILED")
+        return rid
+
+    def _log(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = _flat("", params)
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(flat.items())])

@@ -1,0 +1,193 @@
+"""End to end: the CLI on real her2st data, MLflow read-back, leaderboard, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import cli
+from bench.records import read_records
+from methods import names, registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory, root):
+    """The README's main job, as a subprocess, into a temporary results dir."""
+    out = tmp_path_factory.mktemp("main")
+    argv = [
+        "run",
+        "--methods",
+        "all",
+        "--data-dir",
+        str(root),
+        "--results-dir",
+        str(out / "results"),
+        "--leaderboard",
+        str(out / "LEADERBOARD.md"),
+        "--no-progress",
+    ]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *argv], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    return out, argv, proc
+
+
+def test_main_job_records_every_registered_method(main_job):
+    out, _, proc = main_job
+    assert proc.returncode == 0, proc.stderr
+    records = read_records(out / "results")
+    assert sorted(r["method"] for r in records) == sorted(names())
+    for r in records:
+        assert r["status"] == "ok" and r["dataset"] == "her2st" and r["seed"] == 0
+        assert set(r["metrics"]) >= {"pcc", "ssim", "rmse"}
+        assert len(r["per_gene"]["pcc"]) == 2 * 50 and r["split"]["fingerprint"]
+        assert r["timings"]["predict_s"] >= 0 and r["peak_memory_mb"] > 0 and r["device"] == "cpu"
+
+
+def test_mlflow_runs_are_readable_from_the_printed_store(main_job):
+    import mlflow
+
+    out, _, proc = main_job
+    uri = next(
+        line.split("MLflow store: ")[1].split()[0]
+        for line in proc.stdout.splitlines()
+        if line.startswith("MLflow store: ")
+    )
+    assert uri == f"sqlite:///{out / 'results' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["stsr-bench"])
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert sorted(children["tags.method"]) == sorted(names())
+    assert (
+        set(children["tags.status"]) == {"ok"}
+        and children["tags.mlflow.parentRunId"].nunique() == 1
+    )
+    assert children["tags.split_fingerprint"].nunique() == 1
+    bicubic = children[children["tags.method"] == "bicubic"].iloc[0]
+    record = json.loads((out / "results" / "her2st" / "bicubic" / "seed-0.json").read_text())
+    assert bicubic["metrics.pcc"] == pytest.approx(record["metrics"]["pcc"])
+    assert bicubic["tags.mlflow.runName"] == "bicubic[mode=bicubic,preset=default,seed=0]"
+    artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(bicubic["run_id"])}
+    assert artifacts == {"seed-0.per_gene.csv", "seed-0.genes.png"}
+
+
+def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
+    out, _, _ = main_job
+    by = {r["method"]: r for r in read_records(out / "results")}
+    assert by["bicubic"]["metrics"]["pcc"] > by["mean"]["metrics"]["pcc"] + 0.2
+    board = (out / "LEADERBOARD.md").read_text()
+    rows = {
+        line.split("|")[2].strip(): line
+        for line in board.splitlines()
+        if line.startswith("|") and line.count("|") > 5 and line.split("|")[2].strip() in names()
+    }
+    assert set(rows) == set(names())
+    assert f"{by['bicubic']['metrics']['pcc']:.3f}" in rows["bicubic"]
+    assert f"{by['mean']['metrics']['pcc']:.3f}" in rows["mean"]
+
+
+def test_rerun_resumes_and_numbers_are_deterministic(main_job, root, tmp_path, capsys):
+    out, argv, _ = main_job
+    before = {p: p.stat().st_mtime_ns for p in (out / "results").glob("her2st/*/seed-0.json")}
+    assert cli.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing recomputed
+    fresh = argv.copy()
+    fresh[fresh.index("--results-dir") + 1] = str(tmp_path / "again")
+    fresh[fresh.index("--leaderboard") + 1] = str(tmp_path / "LB.md")
+    assert cli.main(fresh) == 0
+    a = {r["method"]: (r["metrics"], r["per_gene"]) for r in read_records(out / "results")}
+    b = {r["method"]: (r["metrics"], r["per_gene"]) for r in read_records(tmp_path / "again")}
+    assert a == b
+
+
+@pytest.fixture
+def stubs(monkeypatch):
+    for name, cls in [
+        ("noisy", "NoisyBicubic"),
+        ("broken", "Broken"),
+        ("nan", "NotFinite"),
+        ("peek", "Peeking"),
+    ]:
+        monkeypatch.setitem(registry._REGISTRY, name, ("stub_methods", cls, {}))
+
+
+def test_failing_cells_are_recorded_and_the_grid_goes_on(stubs, root, tmp_path, capsys):
+    results = tmp_path / "r"
+    rc = cli.main(
+        [
+            "run",
+            "--methods",
+            "broken,nan,peek,noisy,mean",
+            "--data-dir",
+            str(root),
+            "--results-dir",
+            str(results),
+            "--leaderboard",
+            str(tmp_path / "LB.md"),
+            "--samples",
+            "10",
+            "--seeds",
+            "0",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 1
+    by = {(r["method"], r["seed"]): r for r in read_records(results)}
+    assert len(by) == 10
+    assert "deliberately broken" in by[("broken", 0)]["error"]
+    assert "NaN" in by[("nan", 0)]["error"]
+    assert by[("peek", 0)]["status"] == "failed"  # the target is not there at predict time
+    assert (
+        (results / "her2st" / "broken" / "seed-0.traceback.txt").read_text().count("RuntimeError")
+    )
+    noisy = by[("noisy", 0)]
+    assert noisy["status"] == "ok" and noisy["params"]["samples"] == 10
+    assert {"spread", "crps", "spread_skill", "coverage", "collapse_ratio", "rvd"} <= set(
+        noisy["metrics"]
+    )
+    assert noisy["metrics"]["spread"] > 0.2 and noisy["metrics"] != by[("noisy", 1)]["metrics"]
+    board = (tmp_path / "LB.md").read_text()
+    assert "deliberately broken" in board and "noisy" in board
+
+
+BAD = [
+    (["run", "--methods", "sr9000"], "unknown method 'sr9000'"),
+    (["run", "--datasets", "nope"], "unknown dataset 'nope'"),
+    (["run", "--seeds", "-1"], "negative"),
+    (["run", "--seeds", "x"], "not an integer"),
+    (["run", "--preset", "huge"], "invalid choice"),
+    (["run", "--samples", "0"], "positive integer"),
+    (["run", "--data-dir", "/nonexistent/data"], "bench fetch"),
+    (["run", "--results-dir", "{file}/results"], "not writable"),
+    (["run", "--tracking-uri", "http://127.0.0.1:9"], "cannot be used"),
+    (["leaderboard", "--results-dir", "/nonexistent/results"], "does not exist"),
+    (["bogus"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_gives_one_line_and_exit_2_and_writes_nothing(
+    argv, needle, root, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    (tmp_path / "file").write_text("")
+    argv = [a.replace("{file}", str(tmp_path / "file")) for a in argv]
+    if argv[0] == "run":
+        if "--data-dir" not in argv:
+            argv += ["--data-dir", str(root)]
+        if "--results-dir" not in argv:
+            argv += ["--results-dir", str(tmp_path / "results")]
+        argv += ["--leaderboard", str(tmp_path / "board" / "LB.md")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench: error:") and "\n" not in err and needle in err, err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "board").exists()

@@ -1,0 +1,243 @@
+"""bench.leaderboard: ranking, controls, failures, fingerprints, seed averaging, purity, write."""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+
+import numpy as np
+import pytest
+
+from bench.leaderboard import render, write
+from bench.records import read_records, write_record
+from bench.stats import bootstrap_ci
+
+SECTIONS = ("s2", "s1", "s3")  # the leaderboard sorts sections: s1, s2, s3
+GENES = ("KRT5", "ERBB2", "MUC1", "ACTB", "CD74", "FN1")  # split order, not alphabetical
+CMD = "python -m bench leaderboard --results results --out leaderboard/README.md"
+CI = re.compile(r"^(-?\d+\.\d{3}) \[(-?\d+\.\d{3}), (-?\d+\.\d{3})\]$")
+
+
+def _maps(base: float, seed: int) -> np.ndarray:
+    """A (section x gene) table around ``base``, reproducible for ``seed``."""
+    rng = np.random.default_rng(seed)
+    return base + rng.normal(0.0, 0.1, size=(len(SECTIONS), len(GENES)))
+
+
+def _record(
+    method: str,
+    seed: int = 0,
+    *,
+    pcc: np.ndarray | float = 0.5,
+    control: str | None = None,
+    status: str = "ok",
+    error: str | None = None,
+    fingerprint: str = "fp-a",
+    dataset: str = "toy",
+    stochastic: bool = False,
+) -> dict:
+    """A record as the runner writes it; ``pcc`` is a (S, G) table (NaN = null) or a base value."""
+    split = {"fingerprint": fingerprint, "k": 2, "genes": list(GENES), "test": list(SECTIONS)}
+    rec = {
+        "schema": 1, "dataset": dataset, "method": method, "seed": seed, "status": status,
+        "error": error, "control": control, "params": {"preset": "quick"}, "split": split,
+        "timings": {"fit_s": 1.0 + seed, "predict_s": 0.5, "score_s": 0.1},
+        "peak_memory_mb": 10.0, "device": "cpu", "code_version": "test",
+    }  # fmt: skip
+    if status != "ok":
+        return rec
+    code = sum(map(ord, method)) + 100 * seed
+    table = np.asarray(pcc, dtype=float) if np.ndim(pcc) else _maps(float(pcc), code)
+    ssim, rmse = _maps(0.3, code + 1), _maps(1.0, code + 2)
+    cells = [(i, j) for i in range(len(SECTIONS)) for j in range(len(GENES))]
+
+    def col(t: np.ndarray) -> list:
+        return [None if np.isnan(t[i, j]) else float(t[i, j]) for i, j in cells]
+
+    rec["per_gene"] = {
+        "section": [SECTIONS[i] for i, _ in cells], "gene": [GENES[j] for _, j in cells],
+        "pcc": col(table), "ssim": col(ssim), "rmse": col(rmse),
+    }  # fmt: skip
+    valid = table[~np.isnan(table)]
+    rec["metrics"] = {"pcc": float(valid.mean()) if valid.size else None, "ssim": 0.3, "rmse": 1.0}
+    if stochastic:
+        rec["metrics"] |= {"spread": 0.2, "crps": 0.4, "spread_skill": 0.5 + seed,
+                           "collapse_ratio": 1.1, "rvd": 0.3}  # fmt: skip
+    return rec
+
+
+def _records() -> list[dict]:
+    """Two ranked methods (alphabetical order != PCC order), a control and a failed run."""
+    return [
+        _record("alpha", pcc=0.3),
+        _record("zeta", pcc=0.7),
+        _record("zeta", seed=1, pcc=0.7),
+        _record("flat", pcc=0.0, control="negative"),
+        _record("broken", status="failed", error="CUDA out of memory in fit"),
+    ]
+
+
+def _sections(text: str) -> list[str]:
+    return text.split("\n## ")[1:]
+
+
+def _tables(section: str) -> list[list[list[str]]]:
+    """Every markdown table in ``section`` as rows of cells (header and rule dropped)."""
+    tables, rows = [], []
+    for line in section.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split(" | ")])
+        elif rows:
+            tables.append(rows[2:])
+            rows = []
+    return tables
+
+
+def _part(section: str, heading: str) -> str:
+    """The text of one ``### heading`` subsection."""
+    return section.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+
+
+def test_header_names_generator_and_command():
+    text = render(_records(), CMD)
+    assert text.startswith("# stsr-bench leaderboard\n")
+    assert "python -m bench leaderboard" in text and "do not edit by hand" in text
+    assert f"```\n{CMD}\n```" in text
+
+
+def test_one_row_per_ok_method_ranked_by_pcc():
+    (section,) = _sections(render(_records(), CMD))
+    ranked = _tables(section.split("### Controls")[0])[0]
+    assert [r[1] for r in ranked] == ["zeta", "alpha"]
+    assert [r[0] for r in ranked] == ["1", "2"]
+    assert [r[5] for r in ranked] == ["2", "1"]  # seeds
+    assert ranked[0][6] == "2.0" and ranked[1][6] == "1.5"  # mean fit + predict seconds
+    assert "k = 2" in section and "fp-a" in section and "3 test sections, 6 genes" in section
+
+
+def test_control_only_in_controls_table_and_failed_run_listed():
+    (section,) = _sections(render(_records(), CMD))
+    ranked = _tables(section.split("### Controls")[0])[0]
+    (controls,) = _tables(_part(section, "Controls"))
+    assert "flat" not in [r[1] for r in ranked]
+    assert [(r[0], r[1]) for r in controls] == [("negative", "flat")]
+    failed = _part(section, "Failed or skipped")
+    assert "broken (seed 0, failed): CUDA out of memory in fit" in failed
+    assert "broken" not in [r[1] for r in ranked + controls]
+
+
+def test_no_failures_says_none():
+    (section,) = _sections(render(_records()[:4], CMD))
+    assert _part(section, "Failed or skipped").strip() == "none"
+
+
+def test_intervals_contain_the_mean():
+    (section,) = _sections(render(_records(), CMD))
+    rows = [r for t in _tables(section) for r in t]
+    assert len(rows) == 3
+    for row in rows:
+        for cell in row[2:5]:
+            mean, low, high = map(float, CI.match(cell).groups())
+            assert low <= mean <= high and low < high
+
+
+def test_fingerprints_never_share_a_table():
+    records = [_record("omega", pcc=0.9, fingerprint="fp-b"), *_records()]
+    sections = _sections(render(records, CMD))
+    assert len(sections) == 2
+    assert "`fp-a`" in sections[0] and "`fp-b`" in sections[1]
+    assert [r[1] for r in _tables(sections[1])[0]] == ["omega"]
+    assert "omega" not in sections[0]
+    assert _part(sections[1], "Controls").strip().endswith("none")
+
+
+def test_pure_and_independent_of_record_and_key_order():
+    records = _records() + [
+        _record("omega", pcc=0.9, fingerprint="fp-b", stochastic=True),
+        _record("omega", seed=1, pcc=0.9, fingerprint="fp-b", stochastic=True),
+        _record("crashed", status="failed", error="NaN loss at step 3"),
+        _record("other", dataset="aaa", pcc=0.4),
+    ]
+    text = render(records, CMD)
+    assert render(records, CMD) == text
+    assert render(records[::-1], CMD) == text
+    for seed in range(5):
+        shuffled = copy.deepcopy(records)
+        random.Random(seed).shuffle(shuffled)
+        shuffled = [dict(reversed(list(r.items()))) for r in shuffled]
+        assert render(shuffled, CMD) == text
+    assert [s.split("\n", 1)[0] for s in _sections(text)] == [
+        "aaa · k = 2 · split `fp-a`",
+        "toy · k = 2 · split `fp-a`",
+        "toy · k = 2 · split `fp-b`",
+    ]
+    failed = _part(_sections(text)[1], "Failed or skipped")
+    assert failed.index("- broken") < failed.index("- crashed")
+
+
+def test_independent_of_per_gene_row_order():
+    records = _records()
+    text = render(records, CMD)
+    for rec in records:
+        per_gene = rec.get("per_gene")
+        if per_gene:
+            n = len(per_gene["gene"])
+            perm = np.random.default_rng(0).permutation(n)
+            rec["per_gene"] = {k: [v[i] for i in perm] for k, v in per_gene.items()}
+    assert render(records, CMD) == text
+
+
+def test_seeds_are_averaged_per_pair_before_bootstrapping():
+    t0, t1 = _maps(0.5, 1), _maps(0.2, 2)
+    t1[0, :3] = np.nan  # seed 1 lacks some pairs: pooled and per-pair means differ
+    records = [_record("m", 0, pcc=t0), _record("m", 1, pcc=t1)]
+    (row,) = _tables(_sections(render(records, CMD))[0])[0]
+
+    avg = np.where(np.isnan(t1), t0, (t0 + t1) / 2)[np.argsort(SECTIONS)]  # documented order
+    expected = "{:.3f} [{:.3f}, {:.3f}]".format(*bootstrap_ci(avg, n_boot=1000, seed=0))
+    pooled = "{:.3f} [{:.3f}, {:.3f}]".format(*bootstrap_ci(np.vstack([t0, t1]), seed=0))
+    assert expected != pooled
+    assert row[2] == expected
+
+
+def test_diversity_table_only_with_stochastic_metrics():
+    (plain,) = _sections(render(_records(), CMD))
+    assert "### Diversity" not in plain
+    records = _records() + [_record("gen", 0, stochastic=True), _record("gen", 1, stochastic=True)]
+    (section,) = _sections(render(records, CMD))
+    rows = {r[0]: r[1:] for r in _tables(_part(section, "Diversity"))[0]}
+    assert rows["gen"] == ["0.200", "0.400", "1.000", "0.300", "1.100"]
+    assert rows["alpha"] == ["n/a"] * 5
+
+
+def test_excluded_pairs_and_nan_shown_as_na():
+    t = _maps(0.5, 3)
+    t[1, :2] = np.nan
+    empty = np.full((len(SECTIONS), len(GENES)), np.nan)
+    records = [_record("holes", pcc=t), _record("void", pcc=empty), _record("alpha", pcc=0.3)]
+    (section,) = _sections(render(records, CMD))
+    ranked = _tables(section)[0]
+    assert [r[1] for r in ranked] == ["holes", "alpha", "void"]  # NaN ranks last
+    assert ranked[2][2] == "n/a [n/a, n/a]"
+    note = _part(section, "Pairs excluded from PCC")
+    assert "- holes: 2 of 18" in note and "- void: 18 of 18" in note and "alpha" not in note
+
+
+def test_no_records():
+    assert "No result records found." in render([], CMD)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_write_is_atomic_and_matches_render(tmp_path, existing):
+    results = tmp_path / "results"
+    for rec in _records():
+        write_record(results, {k: v for k, v in rec.items() if k != "schema"})
+    out = tmp_path / "board" / "README.md"
+    if existing:
+        out.parent.mkdir()
+        out.write_text("stale\n")
+    assert write(results, out, CMD) == out
+    assert out.read_text() == render(read_records(results), CMD)
+    assert "zeta" in out.read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["README.md"]
