@@ -4,7 +4,7 @@ Layout: ``<results-dir>/<dataset>/<method>/seed-<seed>.json``. A record holds ``
 ``method``, ``seed``, ``status`` ("ok" or "failed"), ``error``, ``params``, ``control``,
 ``split`` (fingerprint, k, genes, sections), ``metrics`` (scalar means), ``per_gene`` (a long
 table: one row per (section, gene) with every per-map metric), ``timings`` (seconds),
-``peak_memory_mb``, ``device``, ``code_version`` and start/finish times (UTC).
+``peak_memory_mb``, ``device``, ``code_version`` and start/finish times (Unix seconds).
 """
 
 from __future__ import annotations

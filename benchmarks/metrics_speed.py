@@ -1,0 +1,74 @@
+"""Metrics engine vs the per-map reference loop, side by side in one run.
+
+Ours: ``bench.metrics.score_maps`` (batched torch, float64, masked). Reference: a Python loop
+over maps with scipy ``pearsonr``, scikit-image ``structural_similarity`` (Gaussian weights,
+sigma 1.5, population covariance) and NumPy RMSE, all unmasked. Prints wall time, the ratio
+(reference / ours) and peak resident memory of each side. Values are compared in the tests, not
+here. Usage: ``python benchmarks/metrics_speed.py [--repeat 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import numpy as np
+
+
+def reference(pred: np.ndarray, hr: np.ndarray) -> None:
+    from scipy.stats import pearsonr
+    from skimage.metrics import structural_similarity
+
+    for p, t in zip(
+        pred.reshape(-1, *pred.shape[-2:]), hr.reshape(-1, *hr.shape[-2:]), strict=True
+    ):
+        pearsonr(p.ravel(), t.ravel())
+        structural_similarity(
+            p, t, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+        )
+        np.sqrt(np.mean((p - t) ** 2))
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    import torch
+
+    from bench.metrics import score_maps
+    from bench.resources import PeakMemory
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
+    print(f"{'maps':>12} {'ours s':>8} {'ref s':>8} {'ratio':>7} {'ours MiB':>9} {'ref MiB':>8}")
+    rng = np.random.default_rng(0)
+    for n, g, size in [(64, 50, 32), (4, 50, 256)]:
+        hr = rng.random((n, g, size, size))
+        pred = np.clip(hr + 0.1 * rng.standard_normal(hr.shape), 0, 1)
+        mask = np.ones((n, size, size), dtype=bool)
+        data_range = np.ones(g)
+        with PeakMemory() as mem_ours:
+            ours = best_of(partial(score_maps, pred, hr, mask, data_range), args.repeat)
+        with PeakMemory() as mem_ref:
+            ref = best_of(partial(reference, pred, hr), args.repeat)
+        label = f"{n * g}x{size}^2"
+        print(
+            f"{label:>12} {ours:8.3f} {ref:8.3f} {ref / ours:7.1f} {mem_ours.cpu_mb:9.0f} "
+            f"{mem_ref.cpu_mb:8.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
