@@ -1,0 +1,1 @@
+"""The cross-modal conditional diffusion model (diffst)."""
