@@ -1,0 +1,231 @@
+"""``DiffSTNet``: the cross-modal conditional denoiser of ``diffst`` (Wang et al., MICCAI 2024).
+
+Three time-conditioned encoders (noisy HR x_t, LR map, tissue image) whose per-level features are
+averaged into the U-Net skips; at the deepest level the image features attend to the cell tiles,
+image and LR features are disentangled and modulated, and the condition is injected into the x_t
+features by cross-attention; then the middle block and an improved-diffusion decoder predict
+epsilon and the learned-variance interpolation v (2G channels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.diffst.attention import CellToTissueAttention
+from methods.diffst.disentangle import Disentangle
+from methods.diffst.graph import Adjacency, GeneGraph
+from methods.diffst.modulation import AdaptiveModulation, ConditionInjection
+from methods.diffst.unet import Encoder, ResBlock, TimeEmbedding, group_norm, zero_module
+
+
+def _to_size(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
+    """Resize ``(B, C, h, w)`` to ``size`` with ``mode`` unless it already has that size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=tuple(size), mode="nearest")
+    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
+
+
+class DiffSTNet(nn.Module):
+    """Denoising network of ``diffst``.
+
+    Parameters
+    ----------
+    genes : int
+        Number of genes G (x_t and LR channels; the output has 2G).
+    image_channels : int
+        Channels of the tissue image and the cell tiles (3 for H&E, 1 for grey).
+    channels : int
+        Base width (128 in the paper).
+    channel_mult : tuple of int
+        Width multipliers per level ((1, 1, 1) in the paper).
+    num_res_blocks : int
+        Non-downsampling ResBlocks per encoder level.
+    groups : int
+        GroupNorm groups (falls back to a divisor of small channel counts).
+    lr_hw : tuple of int
+        LR grid ``(h, w)`` the gene graph is built for (26 x 26 in the paper).
+    tile_px : int
+        Side of a cell tile (16 in the paper).
+    graph, cell_attention, disentangle, modulation : bool
+        The four contributions; switching one off creates none of its parameters. Without
+        ``disentangle`` each modality gets its own conv3x3 + SiLU to half the width, the common
+        part is zero and the loss is 0.
+    graph_adjacency, graph_threshold, graph_normalize
+        Options of :class:`GeneGraph` (defaults: the release's ratio adjacency, unnormalised).
+    """
+
+    def __init__(
+        self,
+        *,
+        genes: int,
+        image_channels: int,
+        channels: int = 128,
+        channel_mult: tuple[int, ...] = (1, 1, 1),
+        num_res_blocks: int = 1,
+        groups: int = 32,
+        lr_hw: tuple[int, int],
+        tile_px: int = 16,
+        graph: bool = True,
+        cell_attention: bool = True,
+        disentangle: bool = True,
+        modulation: bool = True,
+        graph_adjacency: Adjacency = "ratio",
+        graph_threshold: float = 0.0,
+        graph_normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        mult = tuple(channel_mult)
+        self.genes, self.image_channels, self.channel_mult = genes, image_channels, mult
+        self.time_embed = TimeEmbedding(channels)
+        emb = self.time_embed.dim
+        self.gene_graph = (
+            GeneGraph(genes, lr_hw, graph_adjacency, graph_threshold, graph_normalize)
+            if graph
+            else None
+        )
+        self.xt_encoder = Encoder(genes, channels, mult, num_res_blocks, emb, groups)
+        self.lr_encoder = Encoder(genes, channels, mult, num_res_blocks, emb, groups)
+        self.image_encoder = Encoder(
+            image_channels, channels, mult, num_res_blocks, emb, groups, shared=self.xt_encoder
+        )
+        deep = self.xt_encoder.out_channels
+        half = deep // 2
+        self.cell_attention = (
+            CellToTissueAttention(deep, image_channels, tile_px) if cell_attention else None
+        )
+        if disentangle:
+            self.disentangle = Disentangle(deep)
+        else:
+            self.disentangle = None
+            self.distinct_img = nn.Sequential(nn.Conv2d(deep, half, 3, padding=1), nn.SiLU())
+            self.distinct_lr = nn.Sequential(nn.Conv2d(deep, half, 3, padding=1), nn.SiLU())
+        self.modulation = AdaptiveModulation(half) if modulation else None
+        self.inject = ConditionInjection(deep, 3 * half, groups=groups)
+        # Middle block as released: two ResBlocks, no self-attention.
+        self.middle = nn.ModuleList(
+            [ResBlock(deep, emb, groups=groups), ResBlock(deep, emb, groups=groups)]
+        )
+        self.decoder = nn.ModuleList()
+        skip_channels = list(self.xt_encoder.skip_channels)
+        ch = deep
+        for level, m in reversed(list(enumerate(mult))):
+            for i in range(num_res_blocks + 1):
+                blocks = [ResBlock(ch + skip_channels.pop(), emb, channels * m, groups=groups)]
+                ch = channels * m
+                if level and i == num_res_blocks:
+                    blocks.append(ResBlock(ch, emb, ch, up=True, groups=groups))
+                self.decoder.append(nn.ModuleList(blocks))
+        self.out = nn.Sequential(
+            group_norm(ch, groups),
+            nn.SiLU(),
+            zero_module(nn.Conv2d(ch, 2 * genes, 3, padding=1)),
+        )
+
+    def set_gene_totals(self, totals: Tensor) -> None:
+        """Build the gene graph from ``(G,)`` per-gene totals of the TRAINING HR maps.
+
+        Does nothing when ``graph=False`` (there is no graph to build).
+        """
+        if self.gene_graph is not None:
+            self.gene_graph.set_adjacency(totals)
+
+    def _check(self, x_t: Tensor, t: Tensor, lr: Tensor, image: Tensor, tiles: Tensor) -> None:
+        b, g, h, w = x_t.shape
+        factor = 2 ** (len(self.channel_mult) - 1)
+        if g != self.genes or h % factor or w % factor:
+            raise ValueError(
+                f"x_t must be (B, {self.genes}, H, W) with H, W divisible by {factor}; "
+                f"got {tuple(x_t.shape)}"
+            )
+        if lr.shape[:2] != (b, g) or min(lr.shape[-2:]) < factor:
+            raise ValueError(
+                f"lr must be (B={b}, G={g}, h, w) with h, w >= {factor}; got {tuple(lr.shape)}"
+            )
+        if image.ndim != 4 or image.shape[:2] != (b, self.image_channels):
+            raise ValueError(
+                f"image must be (B={b}, {self.image_channels}, Hi, Wi); got {tuple(image.shape)}"
+            )
+        if tiles.ndim != 5 or tiles.shape[0] != b or t.shape != (b,):
+            raise ValueError(
+                f"tiles must be (B={b}, T, C, p, p) and t (B={b},); got {tuple(tiles.shape)} "
+                f"and {tuple(t.shape)}"
+            )
+
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        lr: Tensor,
+        image: Tensor,
+        tiles: Tensor,
+        ratio: float = 1.0,
+    ) -> tuple[Tensor, Tensor]:
+        """Predict epsilon and v.
+
+        Parameters
+        ----------
+        x_t : Tensor
+            ``(B, G, H, W)`` noisy HR map, H and W divisible by ``2**(len(channel_mult) - 1)``
+            (and by ``2**len(channel_mult)`` with ``modulation``: its 2 x 2 parts need an even
+            deepest grid).
+        t : Tensor
+            ``(B,)`` int64 timesteps.
+        lr : Tensor
+            ``(B, G, h, w)`` LR map, any size (odd included); ``lr_hw`` with the gene graph.
+        image : Tensor
+            ``(B, C_img, Hi, Wi)`` tissue-level image.
+        tiles : Tensor
+            ``(B, T, C_img, p, p)`` cell tiles in ascending entropy order.
+        ratio : float
+            Fraction of tiles kept (:func:`~methods.diffst.attention.curriculum_ratio`; 1.0 at
+            inference).
+
+        Returns
+        -------
+        out : Tensor
+            ``(B, 2G, H, W)``: channels ``[:G]`` epsilon, ``[G:]`` the learned-variance v.
+        loss : Tensor
+            Scalar disentangling loss (0 without ``disentangle``).
+        """
+        self._check(x_t, t, lr, image, tiles)
+        emb = self.time_embed(t)
+        if self.gene_graph is not None:
+            lr = self.gene_graph(lr)
+        xt_skips, h = self.xt_encoder(x_t, emb)
+        lr_skips, lr_deep = self.lr_encoder(lr, emb)
+        img_skips, img_deep = self.image_encoder(image, emb)
+        # Each stream runs on its own; only the skips handed to the decoder are averaged.
+        skips = []
+        for xs, ls, im in zip(xt_skips, lr_skips, img_skips, strict=True):
+            size = xs.shape[-2:]
+            skips.append((xs + _to_size(ls, size, "nearest") + _to_size(im, size, "bilinear")) / 3)
+
+        # Condition at the deepest x_t grid: image resized first, so attention runs there.
+        size = h.shape[-2:]
+        img_deep = _to_size(img_deep, size, "bilinear")
+        lr_deep = _to_size(lr_deep, size, "nearest")
+        if self.cell_attention is not None:
+            img_deep = self.cell_attention(img_deep, tiles, ratio)
+        if self.disentangle is not None:
+            common, distinct_img, distinct_lr, loss = self.disentangle(img_deep, lr_deep)
+        else:
+            distinct_img, distinct_lr = self.distinct_img(img_deep), self.distinct_lr(lr_deep)
+            common = torch.zeros_like(distinct_img)
+            loss = x_t.new_zeros(())
+        if self.modulation is not None:
+            distinct_img, distinct_lr = self.modulation(distinct_img, distinct_lr)
+        h = self.inject(h, torch.cat([common, distinct_img, distinct_lr], dim=1))
+
+        for block in self.middle:
+            h = block(h, emb)
+        for blocks in self.decoder:
+            h = torch.cat([h, skips.pop()], dim=1)
+            for block in blocks:
+                h = block(h, emb)
+        return self.out(h), loss

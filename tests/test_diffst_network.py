@@ -1,0 +1,327 @@
+"""The ``diffst`` network and its parts: shapes, the gene graph, sharing, ablations, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from methods.diffst.attention import (
+    CellToTissueAttention,
+    CrossAttention,
+    curriculum_ratio,
+    kept_tiles,
+)
+from methods.diffst.disentangle import Disentangle
+from methods.diffst.graph import GeneGraph
+from methods.diffst.modulation import AdaptiveModulation, ConditionInjection
+from methods.diffst.network import DiffSTNet
+from methods.diffst.unet import Encoder, ResBlock, TimeEmbedding, group_norm, timestep_embedding
+
+G, H, LR, C, B, T, P = 5, 24, 12, 32, 2, 16, 8
+TOTALS = torch.tensor([1.0, 2.0, 4.0, 0.5, 3.0])
+
+
+def make_net(**kwargs) -> DiffSTNet:
+    options = dict(genes=G, image_channels=3, channels=C, lr_hw=(LR, LR), tile_px=P)
+    options.update(kwargs)
+    torch.manual_seed(0)
+    net = DiffSTNet(**options)
+    net.set_gene_totals(TOTALS)
+    return net
+
+
+def make_batch(
+    seed: int = 1, lr: int = LR, image_channels: int = 3, image_px: int = H
+) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        x_t=torch.randn(B, G, H, H, generator=g),
+        t=torch.randint(0, 1000, (B,), generator=g),
+        lr=torch.rand(B, G, lr, lr, generator=g),
+        image=torch.rand(B, image_channels, image_px, image_px, generator=g),
+        tiles=torch.rand(B, T, image_channels, P, P, generator=g),
+    )
+
+
+def randomise_zero_params(net: torch.nn.Module) -> None:
+    """Give zero-initialised parameters random values so every path carries signal."""
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def n_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# ---------------------------------------------------------------------------- unet.py
+
+
+def test_group_norm_falls_back_to_a_divisor():
+    assert group_norm(128, 32).num_groups == 32
+    assert group_norm(24, 32).num_groups == 24
+    assert group_norm(48, 32).num_groups == 24
+    assert group_norm(5, 32).num_groups == 5
+
+
+def test_time_embedding_shapes():
+    t = torch.tensor([0, 10, 999])
+    assert timestep_embedding(t, 7).shape == (3, 7)
+    emb = TimeEmbedding(128)
+    assert emb(t).shape == (3, 512)
+    assert [m.out_features for m in emb.mlp if isinstance(m, torch.nn.Linear)] == [512, 512]
+
+
+@pytest.mark.parametrize(
+    ("up", "down", "size"), [(False, False, 12), (True, False, 24), (False, True, 6)]
+)
+def test_resblock_resampling(up, down, size):
+    block = ResBlock(16, 64, out_channels=24, up=up, down=down, groups=32)
+    out = block(torch.randn(2, 16, 12, 12), torch.randn(2, 64))
+    assert out.shape == (2, 24, size, size)
+
+
+def test_resblock_starts_as_its_skip():
+    block = ResBlock(16, 64)
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(block(x, torch.randn(2, 64)), x)
+
+
+def test_encoder_skips_and_sharing():
+    enc = Encoder(G, 16, (1, 2), num_res_blocks=2, emb_dim=64, groups=8)
+    skips, deep = enc(torch.randn(2, G, 16, 16), torch.randn(2, 64))
+    assert [tuple(s.shape[1:]) for s in skips] == [
+        (16, 16, 16),
+        (16, 16, 16),
+        (16, 16, 16),
+        (16, 8, 8),
+        (32, 8, 8),
+        (32, 8, 8),
+    ]
+    assert enc.skip_channels == [s.shape[1] for s in skips]
+    assert deep is skips[-1]
+    img = Encoder(1, 16, (1, 2), num_res_blocks=2, emb_dim=64, groups=8, shared=enc)
+    skips, _ = img(torch.randn(2, 1, 16, 16), torch.randn(2, 64))
+    assert len(skips) == 6
+    assert img.res_blocks[1][0].in_conv.weight is enc.res_blocks[1][0].in_conv.weight
+    assert img.input_conv.weight is not enc.input_conv.weight
+    assert img.down_blocks[0].in_conv.weight is not enc.down_blocks[0].in_conv.weight
+
+
+# ---------------------------------------------------------------------------- graph.py
+
+
+def test_ratio_adjacency():
+    graph = GeneGraph(G, (LR, LR))
+    graph.set_adjacency(TOTALS)
+    a = graph.dense_adjacency()
+    expected = torch.maximum(TOTALS[:, None] / TOTALS[None], TOTALS[None] / TOTALS[:, None])
+    assert torch.allclose(a, expected)
+    assert torch.equal(a, a.T)
+    assert torch.equal(torch.diagonal(a), torch.ones(G))
+    assert graph.edge_index.shape == (2, G * G)
+
+
+def test_pearson_adjacency_and_normalisation_options():
+    r = torch.tensor([[1.0, 0.8, -0.2], [0.8, 1.0, -0.6], [-0.2, -0.6, 1.0]])
+    graph = GeneGraph(3, (4, 4), adjacency="pearson", threshold=0.5, normalize=True)
+    with pytest.raises(ValueError, match="Pearson"):
+        graph.set_adjacency(TOTALS[:3])
+    graph.set_adjacency(pearson=r)
+    expected = torch.tensor([[1.0, 0.8, 0.0], [0.8, 1.0, 0.6], [0.0, 0.6, 1.0]])
+    assert torch.allclose(graph.dense_adjacency(), expected)
+    assert graph(torch.rand(2, 3, 4, 4)).shape == (2, 3, 4, 4)
+
+
+def test_gene_graph_shapes_and_bad_totals():
+    graph = GeneGraph(G, (LR, LR))
+    lr = torch.rand(B, G, LR, LR)
+    with pytest.raises(RuntimeError, match="set_adjacency"):
+        graph(lr)
+    with pytest.raises(ValueError, match="genes"):
+        graph.set_adjacency(torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0]))
+    graph.set_adjacency(TOTALS)
+    out = graph(lr)
+    assert out.shape == lr.shape
+    assert torch.all(out >= 0.98 * lr - 1e-6)  # the GCN residual is ReLU'd, hence >= 0
+    with pytest.raises(ValueError, match="built for"):
+        graph(torch.rand(B, G, LR + 1, LR + 1))
+    # The adjacency and its readiness travel with the state dict.
+    fresh = GeneGraph(G, (LR, LR))
+    fresh.load_state_dict(graph.state_dict())
+    assert torch.equal(fresh(lr), out)
+
+
+# ---------------------------------------------------------------------------- attention.py
+
+
+def test_curriculum_boundaries():
+    steps = {0: 0.25, 24: 0.25, 25: 0.5, 49: 0.5, 50: 1.0, 999: 1.0}
+    assert {s: curriculum_ratio(s, 1000) for s in steps} == steps
+    assert kept_tiles(0.25, 256) == 64
+    assert kept_tiles(0.1, 30) == 3
+    assert kept_tiles(0.01, 16) == 1
+    with pytest.raises(ValueError):
+        kept_tiles(0.0, 16)
+
+
+def test_cross_attention_shape():
+    attn = CrossAttention(8, 12, 16)
+    assert attn(torch.randn(2, 5, 8), torch.randn(2, 7, 12)).shape == (2, 5, 16)
+
+
+@pytest.mark.parametrize("image_channels", [3, 1])
+def test_cell_attention_keeps_the_first_tiles(image_channels):
+    torch.manual_seed(0)
+    attn = CellToTissueAttention(C, image_channels, P)
+    tissue = torch.randn(B, C, 6, 6)
+    tiles = torch.rand(B, T, image_channels, P, P)
+    changed = tiles.clone()
+    changed[:, T // 4 :] = torch.rand_like(changed[:, T // 4 :])
+    out = attn(tissue, tiles, 0.25)
+    assert out.shape == tissue.shape
+    assert torch.equal(out, attn(tissue, changed, 0.25))
+    assert not torch.allclose(attn(tissue, tiles, 1.0), attn(tissue, changed, 1.0))
+    changed[:, T // 4 - 1] += 1.0  # the last kept tile does matter at 0.25
+    assert not torch.allclose(out, attn(tissue, changed, 0.25))
+
+
+# ---------------------------------------------------------------- disentangle.py, modulation.py
+
+
+def test_disentangle():
+    torch.manual_seed(0)
+    dis = Disentangle(C)
+    img, lr = torch.randn(B, C, 6, 6), torch.randn(B, C, 6, 6)
+    common, d_img, d_lr, loss = dis(img, lr)
+    assert common.shape == d_img.shape == d_lr.shape == (B, C // 2, 6, 6)
+    c_img, c_lr = dis.common(img), dis.common(lr)
+    assert torch.allclose(common, (c_img + c_lr) / 2)
+    expected = ((c_img - c_lr) ** 2).mean() / (((d_img - d_lr) ** 2).mean() + 1e-8)
+    assert loss.ndim == 0 and torch.allclose(loss, expected)
+
+
+def test_adaptive_modulation():
+    torch.manual_seed(0)
+    mod = AdaptiveModulation(C // 2)
+    d_img, d_lr = torch.randn(B, C // 2, 6, 6), torch.randn(B, C // 2, 6, 6)
+    out_img, out_lr = mod(d_img, d_lr)
+    assert out_img.shape == out_lr.shape == d_img.shape
+    # With a zero Linear the softmax is uniform: every lr part receives the mean img part.
+    with torch.no_grad():
+        mod.weight_lr.weight.zero_()
+        mod.weight_lr.bias.zero_()
+    _, out_lr = mod(d_img, d_lr)
+    parts = [d_img[..., :3, :3], d_img[..., :3, 3:], d_img[..., 3:, :3], d_img[..., 3:, 3:]]
+    mean_part = torch.stack(parts).mean(0)
+    assert torch.allclose(out_lr[..., 3:, :3], 0.9 * d_lr[..., 3:, :3] + 0.1 * mean_part)
+    with pytest.raises(ValueError, match="even"):
+        mod(torch.randn(B, C // 2, 5, 6), torch.randn(B, C // 2, 5, 6))
+
+
+def test_condition_injection_starts_as_identity():
+    inject = ConditionInjection(C, 3 * C // 2)
+    h = torch.randn(B, C, 6, 6)
+    out = inject(h, torch.randn(B, 3 * C // 2, 6, 6))
+    assert torch.equal(out, h)
+
+
+# ---------------------------------------------------------------------------- network.py
+
+
+def test_network_shapes_and_zero_output():
+    net = make_net()
+    out, loss = net(**make_batch(), ratio=0.25)
+    assert out.shape == (B, 2 * G, H, H)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert torch.equal(out, torch.zeros_like(out))  # zero-initialised final conv
+
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    batch = make_batch()
+    out, loss = net(**batch)
+    (torch.nn.functional.mse_loss(out, torch.randn_like(out)) + 0.01 * loss).backward()
+    opt.step()
+    with torch.no_grad():
+        after, _ = net(**batch)
+    assert after.abs().max() > 0
+
+
+def test_network_one_channel_image_odd_lr_and_other_image_size():
+    net = make_net(image_channels=1, lr_hw=(13, 13))
+    out, _ = net(**make_batch(lr=13, image_channels=1, image_px=40))
+    assert out.shape == (B, 2 * G, H, H)
+
+
+def test_network_bad_sizes_and_missing_graph():
+    net = DiffSTNet(genes=G, image_channels=3, channels=C, lr_hw=(LR, LR), tile_px=P)
+    with pytest.raises(RuntimeError, match="set_adjacency"):
+        net(**make_batch())
+    net.set_gene_totals(TOTALS)
+    batch = make_batch()
+    batch["x_t"] = torch.randn(B, G, 22, 22)
+    with pytest.raises(ValueError, match="22"):
+        net(**batch)
+
+
+def test_image_encoder_shares_x_t_blocks_and_lr_encoder_does_not():
+    net = make_net()
+    shared = list(net.xt_encoder.res_blocks.parameters())
+    assert shared
+    assert all(
+        a is b for a, b in zip(net.image_encoder.res_blocks.parameters(), shared, strict=True)
+    )
+    assert not any(
+        a is b for a, b in zip(net.lr_encoder.res_blocks.parameters(), shared, strict=True)
+    )
+    assert net.image_encoder.input_conv.weight is not net.xt_encoder.input_conv.weight
+    own = {id(p) for p in net.image_encoder.down_blocks.parameters()}
+    assert not own & {id(p) for p in net.xt_encoder.parameters()}
+
+
+@pytest.mark.parametrize(
+    ("switch", "component"),
+    [
+        ("graph", GeneGraph),
+        ("cell_attention", CellToTissueAttention),
+        ("modulation", AdaptiveModulation),
+        ("disentangle", Disentangle),
+    ],
+)
+def test_ablation_switches_remove_their_component(switch, component):
+    full = make_net()
+    net = make_net(**{switch: False})
+    assert not any(isinstance(m, component) for m in net.modules())
+    if switch == "disentangle":
+        # Its stand-in (one conv3x3 per modality to half the width) has exactly the size of the
+        # two shared convs, so the count stays; the common part and the loss are gone.
+        assert n_params(net) == n_params(full)
+    else:
+        assert n_params(net) < n_params(full)
+    out, loss = net(**make_batch())
+    assert out.shape == (B, 2 * G, H, H)
+    if switch == "disentangle":
+        assert loss.item() == 0.0
+
+
+def test_tiles_beyond_the_kept_fraction_do_not_matter():
+    net = make_net()
+    randomise_zero_params(net)
+    batch = make_batch()
+    changed = dict(batch, tiles=batch["tiles"].clone())
+    changed["tiles"][:, T // 4 :] = torch.rand_like(changed["tiles"][:, T // 4 :])
+    with torch.no_grad():
+        assert torch.equal(net(**batch, ratio=0.25)[0], net(**changed, ratio=0.25)[0])
+        assert not torch.allclose(net(**batch, ratio=1.0)[0], net(**changed, ratio=1.0)[0])
+
+
+def test_gradients_reach_every_parameter():
+    net = make_net()
+    # Zero-initialised layers would block the gradient of everything upstream of them.
+    randomise_zero_params(net)
+    out, loss = net(**make_batch(), ratio=1.0)
+    (out.sum() + loss).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    zero = [n for n, p in net.named_parameters() if p.grad is not None and not p.grad.any()]
+    assert not missing and not zero, (missing, zero)
