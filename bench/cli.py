@@ -135,6 +135,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tqdm import tqdm
 
     from bench import cards, leaderboard, runner, splits
+    from bench.records import record_path
     from bench.resources import code_version, device_name
     from bench.tracking import Tracker, default_uri, run_name
     from methods import UnknownMethodError, resolve
@@ -178,7 +179,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         split = built[dataset]
         if runner.reusable(results, split, method, seed, opts):
             continue
-        record, extras = runner.run_cell(split, method, seed, opts)
+        workdir = record_path(results, dataset, method, seed).with_suffix(".work")
+        record, extras = runner.run_cell(split, method, seed, opts, workdir)
         files = runner.save(results, split, record, extras)
         tracker.log_cell(record, files)
         if record["status"] != "ok":

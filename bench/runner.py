@@ -24,6 +24,7 @@ from bench import diversity, metrics
 from bench.records import read_record, record_path, write_record
 from bench.resources import PeakMemory, Timer, device
 from bench.splits import Split
+from bench.tracking import run_name
 from methods import create
 from methods.contract import stack
 
@@ -83,8 +84,13 @@ def _check_shape(name: str, array: Any, expected: tuple[int, ...]) -> np.ndarray
     return arr
 
 
-def run_cell(split: Split, method_name: str, seed: int, opts: RunOptions) -> tuple[dict, dict]:
-    """Run one cell; returns (record, extras), extras holding arrays for figures or a traceback."""
+def run_cell(
+    split: Split, method_name: str, seed: int, opts: RunOptions, workdir: Path | None = None
+) -> tuple[dict, dict]:
+    """Run one cell; returns (record, extras), extras holding arrays for figures or a traceback.
+
+    ``workdir`` is handed to the method for checkpoints (so an interrupted fit can resume).
+    """
     import torch
 
     record: dict[str, Any] = {
@@ -106,8 +112,10 @@ def run_cell(split: Split, method_name: str, seed: int, opts: RunOptions) -> tup
         with memory:
             torch.manual_seed(seed)
             method = create(method_name, preset=opts.preset, seed=seed)
+            method.workdir = workdir
             record["control"] = method.control
             record["params"] = {**method.params(), "preset": opts.preset}
+            record["name"] = run_name(method_name, {**method.label_params(), "seed": seed})
             if method.stochastic:
                 record["params"]["samples"] = opts.samples
             with Timer() as t:
@@ -150,17 +158,17 @@ def run_cell(split: Split, method_name: str, seed: int, opts: RunOptions) -> tup
 def reusable(
     results_dir: Path, split: Split, method: str, seed: int, opts: RunOptions
 ) -> dict | None:
-    """An existing ok record for this cell with the same fingerprint and preset, else None."""
+    """An existing ok record for this cell with the same split and parameters, else None."""
     rec = read_record(record_path(results_dir, split.spec["dataset"], method, seed))
-    if (
-        rec is not None
-        and rec.get("status") == "ok"
-        and rec["split"]["fingerprint"] == split.fingerprint
-        and rec["params"].get("preset") == opts.preset
-        and rec["params"].get("samples", opts.samples) == opts.samples
-    ):
-        return rec
-    return None
+    if rec is None or rec.get("status") != "ok":
+        return None
+    if rec["split"]["fingerprint"] != split.fingerprint:
+        return None
+    m = create(method, preset=opts.preset, seed=seed)  # cheap: nothing is fitted
+    params = {**m.params(), "preset": opts.preset}
+    if m.stochastic:
+        params["samples"] = opts.samples
+    return rec if rec["params"] == params else None
 
 
 def artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:

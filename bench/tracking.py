@@ -102,9 +102,8 @@ class Tracker:
             tags["error"] = record["error"][:5000]
         if self.parent_id:
             tags["mlflow.parentRunId"] = self.parent_id
-        run = self.client.create_run(
-            self.experiment_id, run_name=run_name(record["method"], params), tags=tags
-        )
+        name = record.get("name") or run_name(record["method"], params)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         rid = run.info.run_id
         split = {k: v for k, v in record["split"].items() if k != "genes"}
         split["n_genes"] = len(record["split"]["genes"])

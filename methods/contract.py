@@ -26,12 +26,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-Preset = Literal["quick", "default"]
-PRESETS: tuple[str, ...] = ("quick", "default")
+Preset = Literal["quick", "default", "paper"]
+# quick: minutes on 2 CPU cores; paper: the published sizes (for a GPU); default: each method's
+# recommended setting for the hardware it finds
+PRESETS: tuple[str, ...] = ("quick", "default", "paper")
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,10 +95,16 @@ class Method:
     def __init__(self, *, preset: Preset = "default", seed: int = 0) -> None:
         self.preset = preset
         self.seed = seed
+        # a private folder the runner may give (checkpoints, caches); None: keep nothing on disk
+        self.workdir: Path | None = None
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters that define this run (JSON-serialisable)."""
         return {"preset": self.preset}
+
+    def label_params(self) -> dict[str, Any]:
+        """The parameters that name a run, ``method[a=1,b=2]`` (default: all of :meth:`params`)."""
+        return self.params()
 
     def fit(self, train: Sequence[Sample]) -> None:
         """Learn from training samples (each with ``hr``). Training-free methods do nothing."""

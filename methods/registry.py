@@ -17,6 +17,7 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bilinear": ("methods.interpolation", "Interpolation", {"mode": "bilinear"}),
     "bicubic": ("methods.interpolation", "Interpolation", {"mode": "bicubic"}),
     "mean": ("methods.mean", "TrainingMean", {}),
+    "diffst": ("methods.diffst.method", "DiffST", {}),
 }
 
 

@@ -1,0 +1,171 @@
+"""diffst inside the method contract: training, sampling, checkpoints, ablations (tiny sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from methods.contract import Sample
+from methods.diffst.graph import ratio_adjacency
+from methods.diffst.method import DiffST
+
+TINY = {
+    "channels": 16,
+    "groups": 4,
+    "tile_grid": 2,
+    "tile_px": 4,
+    "iterations": 4,
+    "batch_size": 2,
+    "steps": 3,
+    "checkpoint_every": 2,
+}
+
+
+def samples(
+    n: int = 3,
+    genes: int = 3,
+    size: int = 8,
+    channels: int = 3,
+    seed: int = 0,
+    target: bool = True,
+) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        hr = rng.gamma(2.0, 1.0, (genes, size, size)).astype(np.float32)
+        mask = np.ones((size, size), bool)
+        mask[0, :3] = False
+        hr *= mask
+        lr = hr.reshape(genes, size // 2, 2, size // 2, 2).mean(axis=(2, 4))
+        out.append(
+            Sample(
+                region=f"r{i}",
+                genes=tuple(f"g{j}" for j in range(genes)),
+                scale=2,
+                lr=lr,
+                lr_mask=np.ones((size // 2, size // 2), bool),
+                hr_mask=mask,
+                image=rng.integers(0, 256, (channels, size * 4, size * 4), dtype=np.uint8),
+                hr=hr if target else None,
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained() -> DiffST:
+    m = DiffST(preset="quick", seed=0, **TINY)
+    m.fit(samples())
+    return m
+
+
+def test_sample_shape_seeds_and_scale(trained):
+    test = samples(n=2, seed=5, target=False)
+    a = trained.sample(test, 4, seed=1)
+    assert a.shape == (2, 4, 3, 8, 8) and a.dtype == np.float32
+    assert np.isfinite(a).all() and a.min() >= 0
+    np.testing.assert_array_equal(a, trained.sample(test, 4, seed=1))
+    assert not np.allclose(a, trained.sample(test, 4, seed=2))
+    assert not np.allclose(a[:, 0], a[:, 1])  # the K draws differ from each other
+    mean = trained.sample(test, 4, seed=trained.seed).mean(axis=1)
+    np.testing.assert_allclose(trained.predict(test, k=4), mean, rtol=1e-6)
+
+
+def test_graph_adjacency_comes_from_training_maps_only(trained):
+    train = samples()
+    totals = torch.tensor(np.stack([s.hr for s in train]).sum(axis=(0, 2, 3)), dtype=torch.float32)
+    adjacency = trained.net.gene_graph.dense_adjacency()
+    torch.testing.assert_close(adjacency, ratio_adjacency(totals), rtol=1e-5, atol=0)
+    torch.testing.assert_close(adjacency, adjacency.T)
+    trained.sample(samples(n=2, seed=9, target=False), 2, seed=0)  # test data change nothing
+    torch.testing.assert_close(trained.net.gene_graph.dense_adjacency(), adjacency)
+
+
+def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch():
+    m = DiffST(preset="quick", seed=3, **{**TINY, "iterations": 0})
+    train = samples()
+    m.fit(train)
+    data = m._encode(train)
+    gen = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 1000, (3,), generator=gen)
+    noise = torch.randn(data["x0"].shape, generator=gen)
+
+    def loss() -> torch.Tensor:
+        out = {}
+
+        def model_fn(x, tt):
+            y, out["dis"] = m.net(x, tt, data["lr"], data["image"], data["tiles"])
+            return y
+
+        terms = m.diffusion.training_losses(model_fn, data["x0"], t, noise)
+        return terms["loss"].mean() + 0.01 * out["dis"]
+
+    before = loss()
+    m.optimizer.zero_grad()
+    before.backward()
+    m.optimizer.step()
+    assert float(loss().detach()) < float(before.detach())
+
+
+def test_checkpoint_round_trip_and_resume_after_interruption(tmp_path, monkeypatch):
+    full = DiffST(preset="quick", seed=0, **TINY)
+    full.workdir = tmp_path / "full"
+    full.fit(samples())
+    state = torch.load(tmp_path / "full" / "diffst.pt", weights_only=True)
+    assert state["step"] == 4 and state["config"]["channels"] == 16
+
+    again = DiffST(preset="quick", seed=0, **TINY)
+    again.workdir = tmp_path / "full"
+    again.fit(samples())  # complete checkpoint: loads, trains nothing
+    assert again.history == pytest.approx(full.history)
+    test = samples(n=1, seed=7, target=False)
+    np.testing.assert_array_equal(again.sample(test, 2, 0), full.sample(test, 2, 0))
+
+    class Interrupt(Exception):
+        pass
+
+    original = DiffST._save
+
+    def save_then_die(self, step, generator):
+        original(self, step, generator)
+        if step == 2:
+            raise Interrupt
+
+    monkeypatch.setattr(DiffST, "_save", save_then_die)
+    first = DiffST(preset="quick", seed=0, **TINY)
+    first.workdir = tmp_path / "cut"
+    with pytest.raises(Interrupt):
+        first.fit(samples())
+    monkeypatch.setattr(DiffST, "_save", original)
+    resumed = DiffST(preset="quick", seed=0, **TINY)
+    resumed.workdir = tmp_path / "cut"
+    resumed.fit(samples())
+    assert resumed.history == pytest.approx(full.history, rel=1e-5)
+    for a, b in zip(resumed.ema.parameters(), full.ema.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+    other = DiffST(preset="quick", seed=1, **TINY)  # another seed: the checkpoint is not reused
+    other.workdir = tmp_path / "full"
+    other.fit(samples())
+    assert other.history != pytest.approx(full.history)
+
+
+@pytest.mark.parametrize("switch", ["graph", "cell_attention", "disentangle", "modulation"])
+def test_each_ablation_switch_runs(switch):
+    m = DiffST(preset="quick", seed=0, **{**TINY, switch: False})
+    m.fit(samples())
+    assert m.params()[switch] is False and m.label_params() == {
+        "preset": "quick",
+        **TINY,
+        switch: False,
+    }
+    out = m.sample(samples(n=1, seed=4, target=False), 2, seed=0)
+    assert out.shape == (1, 2, 3, 8, 8) and np.isfinite(out).all()
+
+
+def test_one_channel_morphology_image():
+    m = DiffST(preset="quick", seed=0, **TINY)
+    m.fit(samples(channels=1))
+    out = m.sample(samples(n=1, channels=1, seed=4, target=False), 2, seed=0)
+    assert out.shape == (1, 2, 3, 8, 8) and np.isfinite(out).all()
