@@ -18,6 +18,9 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bicubic": ("methods.interpolation", "Interpolation", {"mode": "bicubic"}),
     "mean": ("methods.mean", "TrainingMean", {}),
     "diffst": ("methods.diffst.method", "DiffST", {}),
+    "tesla": ("methods.tesla", "TeslaStyle", {}),
+    "istar": ("methods.istar", "IStarStyle", {}),
+    "linear_probe": ("methods.linear_probe", "LinearProbe", {}),
 }
 
 
