@@ -118,10 +118,14 @@ def run_cell(
             record["name"] = run_name(method_name, {**method.label_params(), "seed": seed})
             if method.stochastic:
                 record["params"]["samples"] = opts.samples
+            if method.needs_target and method.control != "positive":
+                raise ValueError("only a positive control may see the target at predict time")
             with Timer() as t:
                 method.fit(split.train)
             timings["fit_s"] = t.seconds
-            inputs = [s.without_target() for s in split.test]
+            inputs = (
+                split.test if method.needs_target else [s.without_target() for s in split.test]
+            )
             n, g, (h, w) = len(inputs), len(split.genes), inputs[0].hr_shape
             with Timer() as t:
                 if method.stochastic:

@@ -91,6 +91,8 @@ class Method:
     name: ClassVar[str] = "method"
     stochastic: ClassVar[bool] = False
     control: ClassVar[str | None] = None  # "negative" / "positive" for control methods
+    # only a positive control may see the target at prediction time (the truth passed through)
+    needs_target: ClassVar[bool] = False
 
     def __init__(self, *, preset: Preset = "default", seed: int = 0) -> None:
         self.preset = preset

@@ -21,6 +21,11 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "tesla": ("methods.tesla", "TeslaStyle", {}),
     "istar": ("methods.istar", "IStarStyle", {}),
     "linear_probe": ("methods.linear_probe", "LinearProbe", {}),
+    "histogene": ("methods.histogene", "HisToGeneStyle", {}),
+    # negative control: the strongest histology-using baseline on her2st (TESLA-style, PCC 0.35
+    # at k = 2) fed histology whose position blocks are shuffled
+    "shuffled": ("methods.controls", "ShuffledHistology", {"base": "tesla"}),
+    "truth": ("methods.controls", "Truth", {}),
 }
 
 

@@ -35,3 +35,29 @@ class Peeking(Method):
 
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
         return np.stack([s.hr for s in samples])
+
+
+class Recording(Method):
+    """Records the images it is given at fit and predict; predicts each block's mean red value."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        self.fit_images = [s.image.copy() for s in train]
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        self.predict_images = [s.image.copy() for s in samples]
+        out = []
+        for s in samples:
+            (h, w), p = s.hr_shape, s.image.shape[1] // s.hr_shape[0]
+            red = s.image[0].reshape(h, p, w, p).mean(axis=(1, 3), dtype=np.float32)
+            out.append(np.broadcast_to(red, (len(s.genes), h, w)))
+        return np.stack(out).astype(np.float32)
+
+
+class RecordingStochastic(StochasticMethod):
+    """Records the number of draws asked for; draw ``j`` is the constant ``j``."""
+
+    def sample(self, samples: Sequence[Sample], k: int, seed: int) -> np.ndarray:
+        self.k = k
+        h, w = samples[0].hr_shape
+        draws = np.arange(k, dtype=np.float32)[None, :, None, None, None]
+        return np.broadcast_to(draws, (len(samples), k, len(samples[0].genes), h, w)).copy()

@@ -8,23 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from smoke import shrink_registry
 
 from bench import cli
 from bench.records import read_records
 from methods import names, registry
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-# diffst at a size that trains in seconds; every other method as registered
-TINY_DIFFST = {
-    "iterations": 4,
-    "channels": 16,
-    "groups": 4,
-    "tile_grid": 4,
-    "tile_px": 4,
-    "steps": 3,
-}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +36,7 @@ def main_job(tmp_path_factory, root):
         "3",
     ]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(registry._REGISTRY, "diffst", ("methods.diffst.method", "DiffST", TINY_DIFFST))
+        shrink_registry(mp)  # iterative methods at smoke size; every registered method runs
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             rc = cli.main(argv)
@@ -109,9 +99,7 @@ def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
 
 def test_rerun_resumes_and_numbers_are_deterministic(main_job, tmp_path, capsys, monkeypatch):
     out, argv, _, _ = main_job
-    monkeypatch.setitem(
-        registry._REGISTRY, "diffst", ("methods.diffst.method", "DiffST", TINY_DIFFST)
-    )
+    shrink_registry(monkeypatch)
     before = {p: p.stat().st_mtime_ns for p in (out / "results").glob("her2st/*/seed-0.json")}
     assert cli.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing recomputed
