@@ -18,6 +18,8 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bicubic": ("methods.interpolation", "Interpolation", {"mode": "bicubic"}),
     "mean": ("methods.mean", "TrainingMean", {}),
     "diffst": ("methods.diffst.method", "DiffST", {}),
+    "unet": ("methods.unet_regressor", "UNetRegressor", {}),
+    "sr3": ("methods.sr3", "PlainConditionalDiffusion", {}),
     "tesla": ("methods.tesla", "TeslaStyle", {}),
     "istar": ("methods.istar", "IStarStyle", {}),
     "linear_probe": ("methods.linear_probe", "LinearProbe", {}),

@@ -19,7 +19,13 @@ TINY_NET = {
     "batch_size": 2,
     "steps": 3,
 }
-SMOKE: dict[str, dict] = {"diffst": TINY_NET, "istar": {"epochs": 2}, "histogene": {"epochs": 2}}
+SMOKE: dict[str, dict] = {
+    "diffst": TINY_NET,
+    "unet": TINY_NET,
+    "sr3": TINY_NET,
+    "istar": {"epochs": 2},
+    "histogene": {"epochs": 2},
+}
 
 
 def shrink_registry(mp: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,61 @@ def _to_size(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
 
 
+def decoder_modules(
+    encoder: Encoder, emb_dim: int, out_channels: int, groups: int = 32
+) -> tuple[nn.ModuleList, nn.ModuleList, nn.Sequential]:
+    """Middle block, decoder and output head matching ``encoder`` (improved-diffusion).
+
+    The middle block is two ResBlocks without self-attention (as released). The decoder has, per
+    level from the deepest, ``num_res_blocks + 1`` ResBlocks, each taking one encoder skip
+    (concatenated), and an ``up=True`` ResBlock closing every level but the shallowest. The head
+    is GroupNorm, SiLU and a zero-initialised conv3x3 to ``out_channels``. Returns ``(middle,
+    decoder, out)``, to be run by :func:`decode`; shared by :class:`DiffSTNet` and the SR3
+    baseline (``methods/sr3.py``).
+    """
+    channels, mult, n = encoder.channels, encoder.channel_mult, encoder.num_res_blocks
+    ch = encoder.out_channels
+    middle = nn.ModuleList(
+        [ResBlock(ch, emb_dim, groups=groups), ResBlock(ch, emb_dim, groups=groups)]
+    )
+    decoder = nn.ModuleList()
+    skip_channels = list(encoder.skip_channels)
+    for level, m in reversed(list(enumerate(mult))):
+        for i in range(n + 1):
+            blocks = [ResBlock(ch + skip_channels.pop(), emb_dim, channels * m, groups=groups)]
+            ch = channels * m
+            if level and i == n:
+                blocks.append(ResBlock(ch, emb_dim, ch, up=True, groups=groups))
+            decoder.append(nn.ModuleList(blocks))
+    out = nn.Sequential(
+        group_norm(ch, groups), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
+    )
+    return middle, decoder, out
+
+
+def decode(
+    middle: nn.ModuleList,
+    decoder: nn.ModuleList,
+    out: nn.Module,
+    h: Tensor,
+    skips: list[Tensor],
+    emb: Tensor,
+) -> Tensor:
+    """Run :func:`decoder_modules`' parts on the deepest features ``h`` ``(B, C, h, w)``.
+
+    ``skips`` are the encoder's skips in encoder order (consumed from the end, the list is left
+    unchanged); ``emb`` ``(B, E)`` the time embedding. Returns ``(B, out_channels, H, W)``.
+    """
+    skips = list(skips)
+    for block in middle:
+        h = block(h, emb)
+    for blocks in decoder:
+        h = torch.cat([h, skips.pop()], dim=1)
+        for block in blocks:
+            h = block(h, emb)
+    return out(h)
+
+
 class DiffSTNet(nn.Module):
     """Denoising network of ``diffst``.
 
@@ -107,24 +162,8 @@ class DiffSTNet(nn.Module):
             self.distinct_lr = nn.Sequential(nn.Conv2d(deep, half, 3, padding=1), nn.SiLU())
         self.modulation = AdaptiveModulation(half) if modulation else None
         self.inject = ConditionInjection(deep, 3 * half, groups=groups)
-        # Middle block as released: two ResBlocks, no self-attention.
-        self.middle = nn.ModuleList(
-            [ResBlock(deep, emb, groups=groups), ResBlock(deep, emb, groups=groups)]
-        )
-        self.decoder = nn.ModuleList()
-        skip_channels = list(self.xt_encoder.skip_channels)
-        ch = deep
-        for level, m in reversed(list(enumerate(mult))):
-            for i in range(num_res_blocks + 1):
-                blocks = [ResBlock(ch + skip_channels.pop(), emb, channels * m, groups=groups)]
-                ch = channels * m
-                if level and i == num_res_blocks:
-                    blocks.append(ResBlock(ch, emb, ch, up=True, groups=groups))
-                self.decoder.append(nn.ModuleList(blocks))
-        self.out = nn.Sequential(
-            group_norm(ch, groups),
-            nn.SiLU(),
-            zero_module(nn.Conv2d(ch, 2 * genes, 3, padding=1)),
+        self.middle, self.decoder, self.out = decoder_modules(
+            self.xt_encoder, emb, 2 * genes, groups
         )
 
     def set_gene_totals(self, totals: Tensor) -> None:
@@ -222,10 +261,4 @@ class DiffSTNet(nn.Module):
             distinct_img, distinct_lr = self.modulation(distinct_img, distinct_lr)
         h = self.inject(h, torch.cat([common, distinct_img, distinct_lr], dim=1))
 
-        for block in self.middle:
-            h = block(h, emb)
-        for blocks in self.decoder:
-            h = torch.cat([h, skips.pop()], dim=1)
-            for block in blocks:
-                h = block(h, emb)
-        return self.out(h), loss
+        return decode(self.middle, self.decoder, self.out, h, skips, emb), loss

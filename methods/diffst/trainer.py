@@ -1,0 +1,292 @@
+"""Shared training and sampling machinery of ``diffst`` and its two same-budget baselines.
+
+:class:`UNetTrainer` holds everything that does not depend on the objective: the config and
+presets (``config.py``), the model scale, the histology inputs, the dihedral augmentation, the
+training loop with AdamW, EMA and resumable checkpoints, and batched inference. A subclass says
+only how its network is built (:meth:`UNetTrainer._network`) and what the loss of one batch is
+(:meth:`UNetTrainer._loss`); :class:`DiffusionTrainer` adds the Gaussian diffusion (hybrid loss,
+respaced DDPM / DDIM samplers, K draws per input in one batch) with one more hook,
+:meth:`DiffusionTrainer._denoise`, the network call. Users: ``diffst`` (``method.py``), the U-Net
+regressor (``methods/unet_regressor.py``) and plain conditional diffusion (``methods/sr3.py``), so
+the three differ only in network and objective, never in data handling or training budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from methods.contract import Method, Preset, Sample, StochasticMethod, stack
+from methods.diffst import histology
+from methods.diffst.config import DiffSTConfig, make_config
+
+BATCH = 64  # maps per network call at inference (N * K is cut into chunks of this size)
+Batch = dict[str, Tensor]
+
+
+def dihedral(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Rotate the last two axes by ``k`` quarter turns, then optionally flip the columns."""
+    out = np.rot90(a, k, axes=(-2, -1))
+    return np.ascontiguousarray(out[..., ::-1] if flip else out)
+
+
+class UNetTrainer(Method):
+    """A U-Net method trained on the model scale with diffst's config (see the module docstring).
+
+    Keyword overrides are :class:`~methods.diffst.config.DiffSTConfig` fields (unknown names raise
+    TypeError); ``fixed`` are config values a subclass pins (overriding one raises TypeError).
+    """
+
+    checkpoint: ClassVar[str] = "unet_trainer.pt"  # file name inside ``workdir``
+    uses_histology: ClassVar[bool] = True  # encode the tissue image and cell tiles
+    fixed: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *, preset: Preset = "default", seed: int = 0, **overrides: Any) -> None:
+        super().__init__(preset=preset, seed=seed)
+        pinned = sorted(set(overrides) & set(self.fixed))
+        if pinned:
+            raise TypeError(
+                f"{type(self).__name__} does not take {', '.join(pinned)}: it has none of those "
+                f"parts (fixed to {', '.join(f'{k}={self.fixed[k]}' for k in pinned)})"
+            )
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.overrides = dict(overrides)
+        on_gpu = self.device.type == "cuda"
+        self.config: DiffSTConfig = make_config(preset, on_gpu, **overrides, **self.fixed)
+        self.history: list[float] = []
+
+    def params(self) -> dict[str, Any]:
+        return {"preset": self.preset, **self.config.to_dict()}
+
+    def label_params(self) -> dict[str, Any]:
+        return {"preset": self.preset, **self.overrides}
+
+    # --- hooks ------------------------------------------------------------------------------
+    def _network(self, sample: Sample, totals: Tensor) -> nn.Module:
+        """A fresh network for ``sample``'s shapes (``totals``: (G,) training HR gene sums)."""
+        raise NotImplementedError
+
+    def _loss(self, batch: Batch, generator: torch.Generator, ratio: float) -> Tensor:
+        """Scalar training loss of ``batch`` (``_encode`` output rows, with ``x0``); random
+        draws come from ``generator`` (CPU); ``ratio`` is the cell-tile curriculum's fraction."""
+        raise NotImplementedError
+
+    # --- inputs -----------------------------------------------------------------------------
+    def _encode(self, samples: Sequence[Sample]) -> Batch:
+        """Model-scale tensors: lr (N, G, h, w), x0 (N, G, H, W) when the samples carry ``hr``,
+        and with ``uses_histology`` image (N, C, H, W) and tiles (N, T, C, p, p)."""
+        cfg = self.config
+        out = {"lr": self._to_model(stack(samples, "lr"), stack(samples, "lr_mask"))}
+        if self.uses_histology:
+            hw = samples[0].hr_shape
+            out["image"] = torch.stack([histology.tissue_image(s.image, hw) for s in samples])
+            out["tiles"] = torch.stack(
+                [histology.cell_tiles(s.image, cfg.tile_grid, cfg.tile_px) for s in samples]
+            )
+        if samples[0].hr is not None:
+            out["x0"] = self._to_model(stack(samples, "hr"), stack(samples, "hr_mask"))
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    def _to_model(self, values: np.ndarray, mask: np.ndarray) -> Tensor:
+        """(N, G, h, w) log1p-CP10k -> model scale ``2 v / r_g - 1`` in [-1, 1] (r_g: the gene's
+        maximum over the training HR maps); outside tissue the gene's training mean, so the
+        network spends no capacity on the tissue outline (which the mask already gives)."""
+        r = self.scale.cpu().numpy()[None, :, None, None]
+        mu = self.mean.cpu().numpy()[None, :, None, None]
+        x = np.where(mask[:, None], values, mu) * (2.0 / r) - 1.0
+        return torch.from_numpy(np.clip(x, -1.0, 1.0)).float()
+
+    def _from_model(self, x: Tensor) -> Tensor:
+        """Inverse of :meth:`_to_model`, ``r_g (x + 1) / 2`` (non-negative as x >= -1)."""
+        return (x + 1.0) * 0.5 * self.scale.to(x.device)[None, :, None, None]
+
+    def _augmented(self, train: Sequence[Sample]) -> list[Sample]:
+        """The 8 symmetries of the square (4 flips if not square) of every training sample."""
+        if not self.config.augment:
+            return list(train)
+        h, w = train[0].hr_shape
+        maps = ("lr", "lr_mask", "hr_mask", "image", "hr")  # turned and flipped together
+        return [
+            dataclasses.replace(s, **{f: dihedral(getattr(s, f), k, flip) for f in maps})
+            for s in train
+            for k in (range(4) if h == w else (0, 2))
+            for flip in (False, True)
+        ]
+
+    def _build(self, train: Sequence[Sample]) -> None:
+        """Scale statistics, network (seeded), EMA copy, optimiser and the run's signature."""
+        cfg, s = self.config, train[0]
+        hr = stack(train, "hr").astype(np.float64)  # (N, G, H, W)
+        tissue = hr.transpose(1, 0, 2, 3)[:, stack(train, "hr_mask")]  # (G, positions)
+        self.scale = torch.from_numpy(np.maximum(tissue.max(axis=1), 1e-6)).float()
+        self.mean = torch.from_numpy(tissue.mean(axis=1)).float()
+        totals = torch.from_numpy(hr.sum(axis=(0, 2, 3))).float()  # training maps only
+        torch.manual_seed(self.seed)
+        self.net = self._network(s, totals).to(self.device)
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        digest = hashlib.sha256(repr((s.genes, cfg.to_dict(), self.seed)).encode())
+        digest.update(np.ascontiguousarray(hr, dtype=np.float32).tobytes())
+        self.signature = digest.hexdigest()
+
+    # --- training ---------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast for training on CUDA with ``amp``; a no-op otherwise."""
+        enabled = self.config.amp and self.device.type == "cuda"
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        """Train on the (augmented) training samples; resumes from ``workdir`` when possible."""
+        from tqdm import tqdm
+
+        from methods.diffst.attention import curriculum_ratio
+
+        cfg = self.config
+        self._build(train)
+        data = self._encode(self._augmented(train))
+        generator = torch.Generator().manual_seed(self.seed)
+        start = self._load(generator)
+        n = data["x0"].shape[0]
+        bar = tqdm(
+            range(start, cfg.iterations), desc=f"{self.name} train", leave=False, disable=None
+        )
+        for step in bar:
+            idx = torch.randint(0, n, (cfg.batch_size,), generator=generator)
+            batch = {k: v[idx.to(self.device)] for k, v in data.items()}
+            ratio = curriculum_ratio(step, cfg.iterations) if cfg.cell_attention else 1.0
+            loss = self._loss(batch, generator, ratio)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self._update_ema()
+            self.history.append(float(loss.detach()))
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{np.mean(self.history[-20:]):.4f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.iterations:
+                self._save(step + 1, generator)
+        self.ema.eval()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        d = self.config.ema_decay
+        for p_ema, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
+            p_ema.mul_(d).add_(p.detach(), alpha=1.0 - d)
+        for b_ema, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _checkpoint_path(self) -> Path | None:
+        return None if self.workdir is None else Path(self.workdir) / self.checkpoint
+
+    def _save(self, step: int, generator: torch.Generator) -> None:
+        path = self._checkpoint_path()
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "signature": self.signature,
+            "step": step,
+            "config": self.config.to_dict(),
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": generator.get_state(),
+            "history": torch.tensor(self.history),
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def _load(self, generator: torch.Generator) -> int:
+        """Restore a matching checkpoint; returns the step to continue from (0 without one)."""
+        path = self._checkpoint_path()
+        if path is None or not path.is_file():
+            return 0
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("signature") != self.signature:
+            return 0  # another config or other training data: start afresh (it is overwritten)
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["rng"].cpu())
+        self.history = state["history"].tolist()
+        return int(state["step"])
+
+    # --- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def _infer(
+        self, samples: Sequence[Sample], k: int, run: Callable[[Batch, tuple[int, ...]], Tensor]
+    ) -> np.ndarray:
+        """``run(part, shape)`` -> model-scale maps ``shape = (B, G, H, W)`` on chunks of the
+        encoded inputs repeated ``k`` times each; returns (N, K, G, H, W) float32 log1p-CP10k."""
+        rows = {key: v.repeat_interleave(k, dim=0) for key, v in self._encode(samples).items()}
+        n, (h, w), g = len(samples), samples[0].hr_shape, len(samples[0].genes)
+        self.ema.eval()
+        chunks = []
+        for lo in range(0, n * k, BATCH):  # rows (N K, ...) in chunks of BATCH
+            part = {key: v[lo : lo + BATCH] for key, v in rows.items()}
+            chunks.append(run(part, (part["lr"].shape[0], g, h, w)))
+        values = self._from_model(torch.cat(chunks).float())
+        return values.reshape(n, k, g, h, w).cpu().numpy().astype(np.float32)
+
+
+class DiffusionTrainer(UNetTrainer, StochasticMethod):
+    """A :class:`UNetTrainer` whose network denoises: hybrid loss and K-sample drawing."""
+
+    def _denoise(
+        self, net: nn.Module, x_t: Tensor, t: Tensor, batch: Batch, ratio: float
+    ) -> tuple[Tensor, Tensor]:
+        """``net``'s ``(B, 2G, H, W)`` epsilon and v for ``x_t`` at timesteps ``t`` (B,),
+        conditioned on ``batch`` rows; and a scalar auxiliary loss (0 when there is none)."""
+        raise NotImplementedError
+
+    def _build(self, train: Sequence[Sample]) -> None:
+        from methods.diffst.schedule import GaussianDiffusion
+
+        super()._build(train)
+        self.diffusion = GaussianDiffusion.linear(self.config.timesteps)
+
+    def _loss(self, batch: Batch, generator: torch.Generator, ratio: float) -> Tensor:
+        """Hybrid loss (schedule.py) at uniform timesteps + ``disentangle_weight`` x aux."""
+        cfg, x0 = self.config, batch["x0"]
+        t = torch.randint(0, cfg.timesteps, (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        aux: dict[str, Tensor] = {}
+
+        def model_fn(x: Tensor, tt: Tensor) -> Tensor:
+            with self._autocast():
+                out, aux["loss"] = self._denoise(self.net, x, tt, batch, ratio)
+            return out.float()
+
+        losses = self.diffusion.training_losses(
+            model_fn, x0, t.to(self.device), noise.to(self.device)
+        )
+        return losses["loss"].mean() + cfg.disentangle_weight * aux["loss"]
+
+    @torch.no_grad()
+    def sample(self, samples: Sequence[Sample], k: int, seed: int) -> np.ndarray:
+        """``k`` draws per input in one batched pass, (N, K, G, H, W) float32, log1p-CP10k."""
+        cfg = self.config
+        generator = torch.Generator(self.device).manual_seed(seed)
+
+        def run(part: Batch, shape: tuple[int, ...]) -> Tensor:
+            def model_fn(x: Tensor, tt: Tensor) -> Tensor:
+                return self._denoise(self.ema, x, tt, part, 1.0)[0]
+
+            return self.diffusion.sample(
+                model_fn, shape, generator, steps=cfg.steps, method=cfg.sampler, device=self.device
+            )
+
+        return self._infer(samples, k, run)
