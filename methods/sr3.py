@@ -89,15 +89,10 @@ class SR3Net(nn.Module):
         Tensor
             ``(B, 2G, H, W)``: channels ``[:G]`` epsilon, ``[G:]`` the learned-variance v.
         """
-        from methods.diffst.network import decode
+        from methods.diffst.network import check_xt, decode
 
         b, g, h, w = x_t.shape
-        factor = 2 ** (len(self.channel_mult) - 1)
-        if g != self.genes or h % factor or w % factor:
-            raise ValueError(
-                f"x_t must be (B, {self.genes}, H, W) with H, W divisible by {factor}; "
-                f"got {tuple(x_t.shape)}"
-            )
+        check_xt(x_t, self.genes, self.channel_mult)
         if lr.ndim != 4 or lr.shape[:2] != (b, g) or t.shape != (b,):
             raise ValueError(
                 f"lr must be (B={b}, G={g}, h, w) and t (B={b},); got {tuple(lr.shape)} and "

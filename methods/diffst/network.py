@@ -86,6 +86,19 @@ def decode(
     return out(h)
 
 
+def check_xt(x_t: Tensor, genes: int, channel_mult: Sequence[int]) -> int:
+    """Check ``x_t`` is ``(B, genes, H, W)`` with H, W divisible by the U-Net's downsampling
+    factor ``2 ** (levels - 1)``; returns that factor."""
+    factor = 2 ** (len(channel_mult) - 1)
+    _, g, h, w = x_t.shape
+    if g != genes or h % factor or w % factor:
+        raise ValueError(
+            f"x_t must be (B, {genes}, H, W) with H, W divisible by {factor}; "
+            f"got {tuple(x_t.shape)}"
+        )
+    return factor
+
+
 class DiffSTNet(nn.Module):
     """Denoising network of ``diffst``.
 
@@ -175,13 +188,8 @@ class DiffSTNet(nn.Module):
             self.gene_graph.set_adjacency(totals)
 
     def _check(self, x_t: Tensor, t: Tensor, lr: Tensor, image: Tensor, tiles: Tensor) -> None:
-        b, g, h, w = x_t.shape
-        factor = 2 ** (len(self.channel_mult) - 1)
-        if g != self.genes or h % factor or w % factor:
-            raise ValueError(
-                f"x_t must be (B, {self.genes}, H, W) with H, W divisible by {factor}; "
-                f"got {tuple(x_t.shape)}"
-            )
+        b, g = x_t.shape[:2]
+        factor = check_xt(x_t, self.genes, self.channel_mult)
         if lr.shape[:2] != (b, g) or min(lr.shape[-2:]) < factor:
             raise ValueError(
                 f"lr must be (B={b}, G={g}, h, w) with h, w >= {factor}; got {tuple(lr.shape)}"
