@@ -1,4 +1,5 @@
-"""The two same-budget baselines of diffst: the U-Net regressor and SR3 (tiny sizes)."""
+"""The two same-budget baselines of diffst (U-Net regressor, SR3) and the trainer they share
+with it (tiny sizes)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from methods.contract import Sample, StochasticMethod
+from methods.diffst.method import DiffST
 from methods.sr3 import PlainConditionalDiffusion, SR3Net
 from methods.unet_regressor import UNetRegressor
 
@@ -121,13 +123,21 @@ def test_regressor_loss_decreases_on_a_fixed_batch():
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("cls", [UNetRegressor, PlainConditionalDiffusion])
-def test_checkpoint_resume_after_interruption(cls, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cls", [DiffST, UNetRegressor, PlainConditionalDiffusion])
+def test_checkpoint_round_trip_and_resume_after_interruption(cls, tmp_path, monkeypatch):
+    """The shared trainer's checkpoints, for every method built on it."""
     full = cls(preset="quick", seed=0, **TINY)
     full.workdir = tmp_path / "full"
     full.fit(samples())
     state = torch.load(tmp_path / "full" / cls.checkpoint, weights_only=True)
     assert state["step"] == 4 and state["config"]["channels"] == 16
+    test = samples(n=1, seed=7, target=False)
+
+    again = cls(preset="quick", seed=0, **TINY)
+    again.workdir = tmp_path / "full"
+    again.fit(samples())  # complete checkpoint: loads, trains nothing
+    assert again.history == pytest.approx(full.history)
+    np.testing.assert_array_equal(again.predict(test), full.predict(test))
 
     class Interrupt(Exception):
         pass
@@ -152,8 +162,12 @@ def test_checkpoint_resume_after_interruption(cls, tmp_path, monkeypatch):
     assert resumed.history == pytest.approx(full.history, rel=1e-5)
     for a, b in zip(resumed.ema.parameters(), full.ema.parameters(), strict=True):
         torch.testing.assert_close(a, b)
-    test = samples(n=1, seed=7, target=False)
     np.testing.assert_allclose(resumed.predict(test), full.predict(test), rtol=1e-5, atol=1e-6)
+
+    other = cls(preset="quick", seed=1, **TINY)  # another seed: the checkpoint is not reused
+    other.workdir = tmp_path / "full"
+    other.fit(samples())
+    assert other.history != pytest.approx(full.history)
 
 
 def test_config_params_and_rejected_names():
