@@ -18,6 +18,7 @@ from bench.errors import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CARDS_DIR = REPO_ROOT / "datasets"
+CARDS_ENV = "STSR_DATASETS_DIR"  # an extra folder of user cards (<dir>/<name>/card.toml)
 DATA_DIR_ENV = "STSR_DATA_DIR"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -47,18 +48,27 @@ class Card:
         return self.folder / f"split-k{k}.json"
 
 
+def card_dirs() -> list[Path]:
+    """Folders searched for cards: ``$STSR_DATASETS_DIR`` (user cards) first, then the repo's."""
+    extra = os.environ.get(CARDS_ENV)
+    return [Path(extra).expanduser(), CARDS_DIR] if extra else [CARDS_DIR]
+
+
 def dataset_names() -> list[str]:
     """Datasets that have a card, sorted."""
-    return sorted(p.parent.name for p in CARDS_DIR.glob("*/card.toml"))
+    return sorted({p.parent.name for d in card_dirs() for p in d.glob("*/card.toml")})
 
 
 def load_card(name: str) -> Card:
-    """Read ``datasets/<name>/card.toml``; unknown names fail listing the known ones."""
-    if not _NAME.match(name) or not (CARDS_DIR / name / "card.toml").is_file():
+    """Read ``<cards>/<name>/card.toml``; unknown names fail listing the known ones."""
+    valid = bool(_NAME.match(name))  # a name becomes a path: no separators, no ".."
+    found = [d / name / "card.toml" for d in card_dirs() if valid and (d / name).is_dir()]
+    found = [p for p in found if p.is_file()]
+    if not found:
         raise BenchError(
             f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names()) or 'none'}"
         )
-    path = CARDS_DIR / name / "card.toml"
+    path = found[0]
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {list,run,leaderboard,fetch,split}``.
+"""Command line: ``python -m bench {list,run,leaderboard,fetch,split,export}``.
 
 Exit status: 0 success; 1 when a cell of the grid failed (recorded, the rest ran); 2 for bad
 input (unknown names, bad numbers, missing or corrupt data, unwritable folders, unreachable
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--leaderboard", default=str(DEFAULT_LEADERBOARD), help="leaderboard file to regenerate"
     )
+    run.add_argument(
+        "--k", type=_positive, default=None, help="pooling factor (default: each card's)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     board = sub.add_parser("leaderboard", help="regenerate the leaderboard from the records")
@@ -95,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument(
         "--k", type=_positive, default=None, help="pooling factor (default: the card's)"
     )
+    export = sub.add_parser("export", help="write a cell's HR prediction as AnnData (.h5ad)")
+    export.add_argument("--dataset", default=DEFAULT_DATASET)
+    export.add_argument("--method", required=True)
+    export.add_argument("--seed", type=_seed, default=0)
+    export.add_argument("--k", type=_positive, default=None, help="pooling (default: the card's)")
+    export.add_argument("--data-dir", help="data directory (as for run)")
+    export.add_argument("--results-dir", default="results")
+    export.add_argument("--out", required=True, help="output .h5ad file")
     return parser
 
 
@@ -134,7 +145,7 @@ def cmd_list() -> int:
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tqdm import tqdm
 
-    from bench import cards, leaderboard, runner, splits
+    from bench import cache, cards, leaderboard, runner
     from bench.records import record_path
     from bench.resources import code_version, device_name
     from bench.tracking import Tracker, default_uri, run_name
@@ -149,7 +160,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     built = {}
     for name in datasets:  # read and verify all data before writing anything
         card = cards.load_card(name)
-        built[name] = splits.build(card, root, card.split["default_pooling"])
+        built[name] = cache.load(card, root, args.k or card.split["default_pooling"])
     results = Path(args.results_dir).resolve()
     # an explicit server is checked before any folder is made; the default store is in results
     tracker = Tracker(args.tracking_uri, results) if args.tracking_uri else None
@@ -175,18 +186,18 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     failed = 0
     bar = tqdm(cells, unit="cell", disable=args.no_progress, file=sys.stderr)
     for dataset, method, seed in bar:
-        bar.set_description(f"{dataset}/{method} seed {seed}")
         split = built[dataset]
+        bar.set_description(f"{split.label}/{method} seed {seed}")
         if runner.reusable(results, split, method, seed, opts):
             continue
-        workdir = record_path(results, dataset, method, seed).with_suffix(".work")
+        workdir = record_path(results, split.label, method, seed).with_suffix(".work")
         record, extras = runner.run_cell(split, method, seed, opts, workdir)
         files = runner.save(results, split, record, extras)
         tracker.log_cell(record, files)
         if record["status"] != "ok":
             failed += 1
             tqdm.write(
-                f"{dataset}/{method} seed {seed} failed: {record['error']}", file=sys.stderr
+                f"{split.label}/{method} seed {seed} failed: {record['error']}", file=sys.stderr
             )
     tracker.finish(failed=bool(failed))
     path = leaderboard.write(results, board_path, command)
@@ -237,6 +248,31 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench import cache, cards, export, splits
+    from bench.records import record_path
+    from methods import UnknownMethodError, resolve
+
+    try:
+        (method,) = resolve(args.method)
+    except (UnknownMethodError, ValueError) as err:
+        raise BenchError(f"--method must name one registered method ({err})") from None
+    card = cards.load_card(args.dataset)
+    root = cards.data_dir(args.data_dir)
+    split = cache.load(card, root, args.k or card.split["default_pooling"])
+    stem = record_path(Path(args.results_dir), split.label, method, args.seed).with_suffix("")
+    pred = export.read_prediction(stem.with_name(stem.name + ".pred.npz"), split)
+    ids = list(dict.fromkeys(split.spec["regions"][s.region]["section"] for s in split.test))
+    adata = export.to_anndata(
+        split, splits.read_sections(card, root, ids), pred, method, args.seed
+    )
+    out = Path(args.out)
+    _writable_dir(out.parent if str(out.parent) else Path("."), "output folder")
+    export.write_h5ad(adata, out)
+    print(f"{out}: {adata.n_obs} HR positions x {adata.n_vars} genes ({split.label}, {method})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -251,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_leaderboard(args, argv)
         if args.command == "fetch":
             return cmd_fetch(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_split(args)
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)

@@ -1,34 +1,40 @@
 """Reader for the legacy Spatial Transcriptomics format (Stahl et al. 2016; e.g. her2st).
 
-Files per section (paths from the dataset card, relative to ``<data-dir>/<dataset>``):
+Files per section (the card's ``[sections.<id>]`` entry, relative to ``<data-dir>/<dataset>``):
 
-- counts: ``spots x genes`` raw UMI table, tab separated (optionally gzip), row index ``<x>x<y>``
-  (array column x, array row y);
-- spots: the spot-selection table with columns ``x y new_x new_y pixel_x pixel_y selected``
-  (``pixel_*`` = spot centre in full-resolution image pixels, x = column; ``selected`` 1 = under
-  tissue); not every counts row need have a selection row and vice versa;
-- image: the full-resolution H&E.
+- ``counts``: ``spots x genes`` raw UMI table, tab separated (optionally gzip), row index
+  ``<x>x<y>`` (array column x, array row y);
+- ``spots``: the spot-selection table with columns ``x y pixel_x pixel_y selected`` (``pixel_*`` =
+  spot centre in full-resolution image pixels, x = column; ``selected`` 1 = under tissue); not
+  every counts row need have a selection row and vice versa;
+- ``image``: the full-resolution H&E.
+
+Lattice (the card's ``[lattice]``): ``kind = "square"`` for the 1k array (33 x 35 spots, 200 um
+pitch) or ``"checkerboard"`` for the 2k array, whose spots occupy only the positions of one parity
+of ``x + y``; ``pitch_um`` is one grid step (a number, or [row, column]).
 
 A spot is kept when it appears in both tables; it is in tissue when ``selected == 1``. The affine
-from lattice to image pixels is fitted by least squares to all selection rows, and the reader
-refuses images whose in-tissue spots fall outside the image (misregistration).
+from grid to image pixels is fitted by least squares to all selection rows, then
+:func:`bench.section.check_section` enforces the coordinate contract.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from bench.errors import BenchError
-from bench.section import Section
+from bench.section import Section, check_counts, check_section, fit_to_pixel
 
 SPOT_COLUMNS = ("x", "y", "pixel_x", "pixel_y", "selected")
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header only."""
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = None  # full-resolution slides exceed PIL's bomb guard by design
@@ -39,17 +45,40 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise BenchError(f"{path}: not a readable image ({err}); re-fetch the dataset") from None
 
 
+def pitch(lattice: Mapping[str, Any]) -> tuple[float, float]:
+    """The card's ``pitch_um`` as (row step, column step) in micrometres."""
+    value = lattice["pitch_um"]
+    row, col = (value, value) if isinstance(value, int | float) else value
+    return float(row), float(col)
+
+
+def lattice_parity(where: Path, kind: str, row: np.ndarray, col: np.ndarray) -> int:
+    """Parity of a checkerboard lattice's positions (0 for square); mixed parities fail."""
+    if kind != "checkerboard":
+        return 0
+    parities = np.unique((row + col) % 2)
+    if len(parities) != 1:
+        raise BenchError(
+            f"{where}: spots on both parities of row + col, so the lattice is not a checkerboard; "
+            'set [lattice].kind = "square" in the card'
+        )
+    return int(parities[0])
+
+
 def read_section(
-    section_id: str, counts_path: Path, spots_path: Path, image_path: Path
+    section_id: str, folder: Path, entry: Mapping[str, Any], card: Mapping[str, Any]
 ) -> Section:
     """Read one legacy-ST section into a :class:`Section` (see the module docstring)."""
+    counts_path, spots_path = folder / entry["counts"], folder / entry["spots"]
+    image_path = folder / entry["image"]
     try:
         table = pd.read_csv(counts_path, sep="\t", index_col=0)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise BenchError(f"{counts_path}: unreadable counts table ({err}); re-fetch it") from None
+    try:
         spots = pd.read_csv(spots_path, sep="\t")
-    except (OSError, EOFError, ValueError, pd.errors.ParserError) as err:
-        raise BenchError(
-            f"{counts_path.parent}: cannot read section {section_id} ({err}); re-fetch the dataset"
-        ) from None
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise BenchError(f"{spots_path}: unreadable spot table ({err}); re-fetch it") from None
     missing = [c for c in SPOT_COLUMNS if c not in spots.columns]
     if missing:
         raise BenchError(
@@ -61,6 +90,9 @@ def read_section(
         raise BenchError(
             f"{spots_path}: duplicate spot {keys[keys.duplicated()].iloc[0]}; each x,y once"
         )
+    if table.index.duplicated().any():
+        dup = table.index[table.index.duplicated()][0]
+        raise BenchError(f"{counts_path}: spot {dup} appears twice; each spot once")
     spots = spots.set_index(keys)
     shared = spots.index.intersection(table.index, sort=False)
     if len(shared) == 0:
@@ -68,31 +100,29 @@ def read_section(
             f"{counts_path}: no row index matches the spot table's <x>x<y> keys; "
             "check the files belong together"
         )
+    try:
+        values = table.loc[shared].to_numpy(dtype=np.float64)
+    except ValueError as err:
+        raise BenchError(f"{counts_path}: non-numeric counts ({err}); raw counts only") from None
+    counts = check_counts(counts_path, values, table.columns.to_numpy(dtype=str))
     spots = spots.loc[shared]
-    table = table.loc[shared]
-
-    xy = spots[["x", "y"]].to_numpy(dtype=np.float64)
-    design = np.c_[xy, np.ones(len(xy))]
-    pixels = spots[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
-    coef, *_ = np.linalg.lstsq(design, pixels, rcond=None)
-    size = _image_size(image_path)
-    in_tissue = spots["selected"].to_numpy() == 1
-    inside = (pixels >= 0).all(axis=1) & (pixels[:, 0] < size[0]) & (pixels[:, 1] < size[1])
-    if not inside[in_tissue].all():
-        bad = spots.index[in_tissue & ~inside][0]
-        raise BenchError(
-            f"{spots_path}: spot {bad} lies outside the {size[0]}x{size[1]} image "
-            f"{image_path.name}; "
-            "the image and spot table are misregistered (wrong image or scale)"
-        )
-    return Section(
+    lattice = card["lattice"]
+    row = spots["y"].to_numpy(dtype=np.int64)
+    col = spots["x"].to_numpy(dtype=np.int64)
+    section = Section(
         id=section_id,
-        counts=sparse.csr_matrix(table.to_numpy(dtype=np.int32)),
+        counts=counts,
         genes=table.columns.to_numpy(dtype=str),
-        row=spots["y"].to_numpy(dtype=np.int64),
-        col=spots["x"].to_numpy(dtype=np.int64),
-        in_tissue=in_tissue,
-        to_pixel=coef.T,  # (2, 3): [px_x, px_y] = to_pixel @ [col, row, 1]
-        image_path=image_path,
-        image_size=size,
+        row=row,
+        col=col,
+        in_tissue=spots["selected"].to_numpy() == 1,
+        to_pixel=fit_to_pixel(col, row, spots[["pixel_x", "pixel_y"]].to_numpy()),
+        image=image_path,
+        image_size=image_size(image_path),
+        pitch_um=pitch(lattice),
+        um_per_px=lattice.get("image_um_per_px"),
+        lattice=lattice.get("kind", "square"),
+        parity=lattice_parity(spots_path, lattice.get("kind", "square"), row, col),
     )
+    check_section(spots_path, section)
+    return section

@@ -94,7 +94,7 @@ def run_cell(
     import torch
 
     record: dict[str, Any] = {
-        "dataset": split.spec["dataset"],
+        "dataset": split.label,
         "method": method_name,
         "seed": seed,
         "split": {k: split.spec[k] for k in ("fingerprint", "k", "genes", "test")},
@@ -163,7 +163,7 @@ def reusable(
     results_dir: Path, split: Split, method: str, seed: int, opts: RunOptions
 ) -> dict | None:
     """An existing ok record for this cell with the same split and parameters, else None."""
-    rec = read_record(record_path(results_dir, split.spec["dataset"], method, seed))
+    rec = read_record(record_path(results_dir, split.label, method, seed))
     if rec is None or rec.get("status") != "ok":
         return None
     if rec["split"]["fingerprint"] != split.fingerprint:
@@ -176,7 +176,9 @@ def reusable(
 
 
 def artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
-    """Write a cell's side files beside its record: per-gene CSV, gene-map figure, traceback."""
+    """Write a cell's side files beside its record: per-gene CSV, the point prediction
+    (``.pred.npz``: ``pred`` (N, G, H, W) float32 on the split's scale, ``regions`` (N,)),
+    gene-map figure, traceback."""
     import pandas as pd
 
     from bench import figures
@@ -189,6 +191,12 @@ def artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> li
         _atomic_side_file(csv, lambda p: pd.DataFrame(record["per_gene"]).to_csv(p, index=False))
         out.append(csv)
     if "pred" in extras:
+        npz = stem.with_name(stem.name + ".pred.npz")  # for 'python -m bench export'
+        regions = np.array([t.region for t in split.test])
+        _atomic_side_file(
+            npz, lambda p: np.savez_compressed(p, pred=extras["pred"], regions=regions)
+        )
+        out.append(npz)
         s = split.test[0]
         idx = figures.pick_genes(s.hr, s.hr_mask, split.genes, n=3)
         png = stem.with_name(stem.name + ".genes.png")

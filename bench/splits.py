@@ -1,19 +1,24 @@
 """Fixed downsampled splits: committed split files and the samples they define.
 
-A split file ``datasets/<name>/split-k<k>.json`` fixes everything a score depends on: sections and
-their train/test role, the HR canvas and each section's place on it, the pooling factor k, the
-genes (chosen on training sections only), the normalisation, the image resolution and the sha256 of
-every input file. Its fingerprint is the first 16 hex digits of the sha256 of the canonical JSON of
-those fields; results carry it and the leaderboard never mixes fingerprints.
+A split file ``datasets/<name>/split-k<k>.json`` fixes everything a score depends on: the regions
+(windows of the HR grid, :mod:`bench.regions`) and their train/test role, the pooling factor k,
+the genes (chosen on training regions only), the normalisation, the image resolution and the
+sha256 of every input file. Its fingerprint is the first 16 hex digits of the sha256 of the
+canonical JSON of those fields (no dates, paths or machine facts, so two builds on different days
+or machines agree); results carry it and the leaderboard never mixes fingerprints.
 
-Construction of one sample from a section (metrics.md, "Splits"):
+Construction of one sample from a region (metrics.md, "Splits"):
 
-- HR grid: the native lattice on a fixed ``canvas`` (rows x columns), section centred on it;
-  ``hr_mask`` = measured in-tissue spots.
-- LR: non-overlapping k x k blocks; counts of the block's in-tissue HR spots summed; a block is an
-  LR spot when at least half of its k^2 positions are in tissue.
-- Scale: ``x = log1p(counts / spot_total * 1e4)`` on each resolution's own counts
-  (``spot_total`` = all genes of that spot or block), 0 outside the mask.
+- HR grid: the section's grid (:mod:`bench.section`) in the region's ``canvas``-sized window;
+  ``hr_mask`` = measured in-tissue positions with counts.
+- LR: non-overlapping k x k blocks of the window; counts of the block's in-tissue HR positions
+  summed; a block is an LR spot when at least half of its lattice positions are in tissue (on a
+  checkerboard lattice a block holds k^2 / 2 positions, exactly, for even k).
+- Scale (the card's ``normalisation``), 0 outside the mask:
+  ``log1p_cp10k`` (spot platforms): ``x = log1p(counts / spot_total * 1e4)`` on each resolution's
+  own counts (``spot_total`` = all genes of that spot or block);
+  ``log1p_area`` (binned transcripts): ``x = log1p(counts per HR-bin area)``, i.e. HR bins as
+  counted and LR blocks' sums divided by k^2.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,20 +35,27 @@ import numpy as np
 
 from bench.cards import Card, require_files
 from bench.errors import BenchError
-from bench.histology import crop_grid
+from bench.histology import crop_grids
+from bench.regions import define_regions, in_window, sites
 from bench.section import Section
 from methods.contract import Sample
 
-READERS = {"legacy_st": "bench.legacy_st"}
+READERS = {
+    "legacy_st": "bench.legacy_st",
+    "spaceranger": "bench.spaceranger",
+    "transcripts": "bench.transcripts",
+    "h5ad": "bench.h5ad",
+}
+NORMALISATIONS = ("log1p_cp10k", "log1p_area")
 _FINGERPRINTED = (
     "dataset",
     "k",
     "canvas",
     "image_px",
+    "regions",
     "train",
     "test",
     "genes",
-    "origins",
     "normalisation",
     "inputs",
 )
@@ -68,66 +81,115 @@ class Split:
     def genes(self) -> tuple[str, ...]:
         return tuple(self.spec["genes"])
 
+    @property
+    def label(self) -> str:
+        """Name of this task in records: the dataset, suffixed ``-k<k>`` unless k is the card's
+        default pooling (so results at different resolutions never overwrite each other)."""
+        name, k = self.spec["dataset"], self.spec["k"]
+        return name if k == self.spec["default_pooling"] else f"{name}-k{k}"
 
-def fingerprint(spec: dict[str, Any]) -> str:
+
+def fingerprint(spec: Mapping[str, Any]) -> str:
     """sha256 (16 hex digits) of the canonical JSON of the fingerprinted fields of ``spec``."""
     core = {key: spec[key] for key in _FINGERPRINTED}
     blob = json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def card_sections(card: Card) -> list[str]:
+    """The sections a card's split uses, in card order."""
+    cfg = card.split
+    ids = (
+        cfg["sections"]
+        if cfg.get("regions", "sections") == "tiles"
+        else cfg["train"] + cfg["test"]
+    )
+    unknown = [s for s in ids if s not in card.sections]
+    if unknown:
+        raise BenchError(
+            f"dataset {card.name}: split names section {unknown[0]!r} not in [sections]"
+        )
+    return list(ids)
+
+
 def read_sections(card: Card, root: Path, ids: list[str]) -> dict[str, Section]:
     """Read the named sections with the card's reader, from ``root/<dataset>``."""
     folder = require_files(card, root)
-    reader = importlib.import_module(READERS[card.raw["reader"]])
-    return {
-        sid: reader.read_section(
-            sid,
-            folder / card.sections[sid]["counts"],
-            folder / card.sections[sid]["spots"],
-            folder / card.sections[sid]["image"],
+    name = card.raw.get("reader")
+    if name not in READERS:
+        raise BenchError(
+            f"dataset {card.name}: reader {name!r} unknown; use one of {list(READERS)}"
         )
-        for sid in ids
-    }
+    reader = importlib.import_module(READERS[name])
+    return {sid: reader.read_section(sid, folder, card.sections[sid], card.raw) for sid in ids}
 
 
-def select_genes(train: list[Section], n: int) -> list[str]:
-    """The card's gene rule, on training sections only (the released diffusion code's rule).
+def normalise(
+    counts: np.ndarray, totals: np.ndarray, mask: np.ndarray, how: str, area: float = 1.0
+) -> np.ndarray:
+    """(G, H, W) float32 values on the split's scale (module docstring), 0 outside ``mask``.
 
-    Genes are ranked by their mean ``log1p(counts / spot_total * 1e4)`` over all in-tissue spots
-    of the training sections pooled (a gene absent from a section counts 0 there), after dropping
-    mitochondrial (``MT-``) and ribosomal-protein (``RPL``/``RPS``) genes; the top ``n`` are kept,
-    in rank order (ties broken by name).
+    ``counts`` (G, H, W) summed counts; ``totals`` (H, W) all-gene totals; ``area`` the number of
+    HR bins a position stands for (k^2 for LR blocks, 1 for HR), used by ``log1p_area``.
     """
-    genes = sorted(set().union(*(s.genes for s in train)))
-    total, spots = np.zeros(len(genes)), 0
-    for s in train:
-        x = s.gene_counts(genes)[s.in_tissue]
-        total += np.log1p(x / s.totals[s.in_tissue, None] * 1e4).sum(axis=0)
-        spots += len(x)
+    if how == "log1p_cp10k":
+        safe = np.where(mask, totals, 1.0)
+        values = np.log1p(counts / safe * 1e4)
+    elif how == "log1p_area":
+        values = np.log1p(counts / area)
+    else:
+        raise BenchError(f"normalisation {how!r} unknown; use one of {NORMALISATIONS}")
+    return np.where(mask, values, 0.0).astype(np.float32)
+
+
+def _grid(section: Section, origin: tuple[int, int], shape: tuple[int, int], genes) -> tuple:
+    """Counts (G, H, W), totals (H, W) and the mask of a window."""
+    spot = in_window(section, origin, shape)
+    i, j = section.row[spot] - origin[0], section.col[spot] - origin[1]
+    counts = np.zeros((len(genes), *shape))
+    totals = np.zeros(shape)
+    counts[:, i, j] = section.gene_counts(genes)[spot].T
+    totals[i, j] = section.totals[spot]
+    return counts, totals, totals > 0
+
+
+def select_genes(
+    train: list[tuple[Section, tuple[int, int]]],
+    all_sections: list[Section],
+    canvas: tuple[int, int],
+    n: int,
+    normalisation: str,
+    exclude: tuple[str, ...] = ("MT-", "RPL", "RPS"),
+) -> list[str]:
+    """The card's gene rule, on training regions only (the released diffusion code's rule).
+
+    Candidates are the genes measured in every section of the split (names only: a panel is a
+    property of the assay, not of test values), minus those starting with an ``exclude`` prefix
+    (case-insensitive; mitochondrial and ribosomal-protein genes by default). They are ranked by
+    their mean value on the split's scale (``normalisation``) over all in-tissue HR positions of
+    the training regions (``train`` = (section, window origin) pairs) pooled; the top ``n`` are
+    kept, in rank order (ties broken by name).
+    """
+    common = set(all_sections[0].genes).intersection(*(s.genes for s in all_sections[1:]))
+    prefixes = tuple(p.lower() for p in exclude)
+    genes = sorted(g for g in common if not g.lower().startswith(prefixes))
+    if len(genes) < n:
+        raise BenchError(
+            f"only {len(genes)} genes are measured in every section and pass the filter, fewer "
+            f"than n = {n}; lower [genes].n"
+        )
+    total, positions = np.zeros(len(genes)), 0
+    for section, origin in train:
+        spot = in_window(section, origin, canvas) & (section.totals > 0)
+        index = {g: i for i, g in enumerate(section.genes)}
+        x = section.counts[spot][:, [index[g] for g in genes]].toarray()
+        tot = section.totals[spot, None]
+        x = np.log1p(x / tot * 1e4) if normalisation == "log1p_cp10k" else np.log1p(x)
+        total += x.sum(axis=0)
+        positions += len(x)
     names = np.asarray(genes)
-    keep = np.array([not g.startswith(("MT-", "RPL", "RPS")) for g in genes])
-    if keep.sum() < n:
-        raise BenchError(
-            f"only {keep.sum()} genes pass the filter, fewer than n = {n}; lower [genes].n"
-        )
-    order = np.lexsort((names, -np.where(keep, total / spots, -np.inf)))
+    order = np.lexsort((names, -total / max(positions, 1)))
     return [str(g) for g in names[order[:n]]]
-
-
-def grid_origin(section: Section, canvas: tuple[int, int]) -> tuple[int, int]:
-    """Lattice (row, col) of HR position (0, 0) that centres the section's tissue on the canvas."""
-    rows, cols = section.row[section.in_tissue], section.col[section.in_tissue]
-    extent = (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
-    if extent[0] > canvas[0] or extent[1] > canvas[1]:
-        raise BenchError(
-            f"section {section.id}: tissue spans {extent[0]}x{extent[1]} spots, larger than the "
-            f"card's canvas {canvas[0]}x{canvas[1]}; enlarge [split].canvas"
-        )
-    return (
-        int(rows.min() - (canvas[0] - extent[0]) // 2),
-        int(cols.min() - (canvas[1] - extent[1]) // 2),
-    )
 
 
 def make_split(card: Card, root: Path, k: int) -> dict[str, Any]:
@@ -140,17 +202,35 @@ def make_split(card: Card, root: Path, k: int) -> dict[str, Any]:
     canvas = tuple(cfg["canvas"])
     if canvas[0] % k or canvas[1] % k:
         raise BenchError(f"canvas {canvas} is not divisible by k = {k}; fix [split].canvas")
-    sections = read_sections(card, root, cfg["train"] + cfg["test"])
+    if cfg["normalisation"] not in NORMALISATIONS:
+        raise BenchError(
+            f"dataset {card.name}: normalisation {cfg['normalisation']!r} unknown; "
+            f"use one of {NORMALISATIONS}"
+        )
+    sections = read_sections(card, root, card_sections(card))
+    layout = define_regions(sections, cfg)
+    train = [
+        (sections[layout["regions"][r]["section"]], tuple(layout["regions"][r]["origin"]))
+        for r in layout["train"]
+    ]
+    gene_cfg = card.raw["genes"]
     spec: dict[str, Any] = {
         "dataset": card.name,
         "k": k,
+        "default_pooling": cfg["default_pooling"],
         "canvas": list(canvas),
         "image_px": cfg["image_px"],
-        "train": list(cfg["train"]),
-        "test": list(cfg["test"]),
-        "genes": select_genes([sections[s] for s in cfg["train"]], card.raw["genes"]["n"]),
-        "gene_rule": card.raw["genes"]["rule"],
-        "origins": {sid: list(grid_origin(sec, canvas)) for sid, sec in sections.items()},
+        **layout,
+        "genes": select_genes(
+            train,
+            list(sections.values()),
+            canvas,
+            gene_cfg["n"],
+            cfg["normalisation"],
+            tuple(gene_cfg.get("exclude_prefixes", ("MT-", "RPL", "RPS"))),
+        ),
+        "gene_rule": gene_cfg["rule"],
+        "region_rule": cfg.get("region_rule", ""),
         "normalisation": cfg["normalisation"],
         "inputs": card.files,
     }
@@ -187,46 +267,54 @@ def write_spec(card: Card, spec: dict[str, Any]) -> Path:
     return path
 
 
-def to_sample(section: Section, spec: dict[str, Any]) -> Sample:
-    """One :class:`Sample` (with ``hr``) from a section, as the module docstring defines."""
-    k, (H, W) = spec["k"], spec["canvas"]
+def to_samples(section: Section, region_ids: list[str], spec: dict[str, Any]) -> list[Sample]:
+    """The :class:`Sample` (with ``hr``) of each named region of one section."""
+    k, shape = spec["k"], tuple(spec["canvas"])
     genes = tuple(spec["genes"])
-    row0, col0 = spec["origins"][section.id]
-    i, j = section.row - row0, section.col - col0
-    spot = section.in_tissue & (i >= 0) & (i < H) & (j >= 0) & (j < W)
-    if (section.in_tissue & ~spot).any():
-        raise BenchError(
-            f"section {section.id}: in-tissue spots fall off the split's canvas; "
-            "regenerate the split"
-        )
-    counts = np.zeros((len(genes), H, W))
-    totals = np.zeros((H, W))
-    mask = np.zeros((H, W), dtype=bool)
-    counts[:, i[spot], j[spot]] = section.gene_counts(genes)[spot].T
-    totals[i[spot], j[spot]] = section.totals[spot]
-    mask[i[spot], j[spot]] = totals[i[spot], j[spot]] > 0
+    origins = [tuple(spec["regions"][r]["origin"]) for r in region_ids]
+    images = crop_grids(section, origins, shape, spec["image_px"])
+    how = spec["normalisation"]
 
     def pool(a: np.ndarray) -> np.ndarray:
-        return a.reshape(*a.shape[:-2], H // k, k, W // k, k).sum(axis=(-3, -1))
+        return a.reshape(*a.shape[:-2], shape[0] // k, k, shape[1] // k, k).sum(axis=(-3, -1))
 
-    lr_mask = pool(mask.astype(np.int64)) * 2 >= k * k
-    lr_counts, lr_totals = pool(counts * mask), pool(totals * mask)
-    return Sample(
-        region=section.id,
-        genes=genes,
-        scale=k,
-        lr=_log_cp10k(lr_counts, lr_totals, lr_mask),
-        lr_mask=lr_mask,
-        hr_mask=mask,
-        image=crop_grid(section, (row0, col0), (H, W), spec["image_px"]),
-        hr=_log_cp10k(counts, totals, mask),
-    )
+    out = []
+    for rid, origin, image in zip(region_ids, origins, images, strict=True):
+        counts, totals, mask = _grid(section, origin, shape, genes)
+        lr_mask = pool(mask.astype(np.int64)) * 2 >= pool(sites(section, origin, shape))
+        lr_mask &= pool(totals * mask) > 0
+        out.append(
+            Sample(
+                region=rid,
+                genes=genes,
+                scale=k,
+                lr=normalise(pool(counts * mask), pool(totals * mask), lr_mask, how, k * k),
+                lr_mask=lr_mask,
+                hr_mask=mask,
+                image=image,
+                hr=normalise(counts, totals, mask, how),
+            )
+        )
+    return out
 
 
-def _log_cp10k(counts: np.ndarray, totals: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``log1p(counts / totals * 1e4)`` where ``mask``, else 0; (G, H, W) float32."""
-    safe = np.where(mask, totals, 1.0)
-    return np.where(mask, np.log1p(counts / safe * 1e4), 0.0).astype(np.float32)
+def materialise(spec: dict[str, Any], sections: dict[str, Section]) -> Split:
+    """Samples of every region of ``spec`` and the training data range (no file access)."""
+    by_section: dict[str, list[str]] = {}
+    for rid in spec["train"] + spec["test"]:
+        by_section.setdefault(spec["regions"][rid]["section"], []).append(rid)
+    made: dict[str, Sample] = {}
+    for sid, rids in by_section.items():
+        made.update(zip(rids, to_samples(sections[sid], rids, spec), strict=True))
+    train = [made[r] for r in spec["train"]]
+    test = [made[r] for r in spec["test"]]
+    data_range = np.stack([s.hr for s in train]).max(axis=(0, 2, 3)).astype(np.float64)
+    if (data_range <= 0).any():
+        gene = spec["genes"][int(np.argmin(data_range))]
+        raise BenchError(
+            f"gene {gene} is never expressed in the training HR maps; regenerate the split"
+        )
+    return Split(spec=spec, train=train, test=test, data_range=data_range)
 
 
 def build(card: Card, root: Path, k: int, verify_inputs: bool = True) -> Split:
@@ -237,14 +325,5 @@ def build(card: Card, root: Path, k: int, verify_inputs: bool = True) -> Split:
     require_files(card, root)
     if verify_inputs:
         verify(card, root)
-    sections = read_sections(card, root, spec["train"] + spec["test"])
-    train = [to_sample(sections[s], spec) for s in spec["train"]]
-    test = [to_sample(sections[s], spec) for s in spec["test"]]
-    hr = np.stack([s.hr for s in train])  # (N, G, H, W)
-    data_range = hr.max(axis=(0, 2, 3)).astype(np.float64)
-    if (data_range <= 0).any():
-        gene = spec["genes"][int(np.argmin(data_range))]
-        raise BenchError(
-            f"gene {gene} is never expressed in the training HR maps; regenerate the split"
-        )
-    return Split(spec=spec, train=train, test=test, data_range=data_range)
+    ids = list(dict.fromkeys(spec["regions"][r]["section"] for r in spec["train"] + spec["test"]))
+    return materialise(spec, read_sections(card, root, ids))

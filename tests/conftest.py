@@ -15,6 +15,12 @@ def data_root() -> Path:
     return Path(env) if env else (REPO.parent / "shared" / "data").resolve()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_split_cache(tmp_path_factory):
+    """Tests (and the CLI they start) build splits into a fresh cache, never the user's."""
+    os.environ["STSR_CACHE_DIR"] = str(tmp_path_factory.mktemp("split-cache"))
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     path = data_root()

@@ -81,7 +81,7 @@ def test_split_content(her2st, card):
 def test_hr_and_lr_values_follow_the_counts(her2st, sections):
     sample, section = her2st.test[0], sections[her2st.test[0].region]
     spec, k = her2st.spec, her2st.spec["k"]
-    row0, col0 = spec["origins"][section.id]
+    row0, col0 = spec["regions"][section.id]["origin"]
     genes = spec["genes"]
     counts = section.gene_counts(genes)
     totals = section.totals
@@ -127,7 +127,7 @@ def test_fingerprint_covers_genes_and_tampering_is_refused(card, tmp_path):
     with pytest.raises(BenchError, match="fingerprint does not match"):
         splits.load_spec(fake, 2)
     with pytest.raises(BenchError, match="no committed split"):
-        splits.load_spec(card, 3)
+        splits.load_spec(fake, 3)
 
 
 def test_missing_data_says_where_and_how_to_fetch(card, tmp_path):
@@ -163,10 +163,10 @@ def test_misregistered_image_is_refused(card, root, tmp_path):
         x, y, nx, ny, px, py, sel = line.split("\t")
         shifted.append("\t".join([x, y, nx, ny, str(float(px) * 10), str(float(py) * 10), sel]))
     (dst / "spots.tsv").write_text("\n".join([header, *shifted]) + "\n")
+    entry = {
+        "counts": str(src / card.sections["C5"]["counts"]),
+        "spots": "spots.tsv",
+        "image": str(src / card.sections["C5"]["image"]),
+    }
     with pytest.raises(BenchError, match="misregistered"):
-        read_section(
-            "C5",
-            src / card.sections["C5"]["counts"],
-            dst / "spots.tsv",
-            src / card.sections["C5"]["image"],
-        )
+        read_section("C5", dst, entry, card.raw)

@@ -1,0 +1,107 @@
+"""A cache of built splits, keyed by the split's fingerprint.
+
+Building a split reads every input file (counts tables of ~15k genes, transcripts, whole-slide
+images), verifies their sha256 and pools them; the result is a few MB of arrays. The first build
+is stored as ``<cache-dir>/<dataset>-k<k>-<fingerprint>.npz`` (written to a temporary file and
+renamed, loaded with ``allow_pickle=False``), together with each input file's size and
+modification time at build time. A later load uses the cache when the fingerprint (which covers
+the inputs' sha256) and every input's size and mtime still match; otherwise it rebuilds, verifying
+the checksums again. The cache folder is ``$STSR_CACHE_DIR``, else ``~/.cache/stsr-bench/splits``;
+an unwritable cache is skipped with a note, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.cards import Card, require_files
+from bench.splits import Split, build, load_spec
+from methods.contract import Sample
+
+CACHE_ENV = "STSR_CACHE_DIR"
+_ARRAYS = ("lr", "lr_mask", "hr_mask", "image", "hr")
+
+
+def cache_dir() -> Path:
+    """``$STSR_CACHE_DIR``, else ``~/.cache/stsr-bench/splits``."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "stsr-bench" / "splits"
+
+
+def _stamp(card: Card, root: Path) -> dict[str, list[int]]:
+    folder = require_files(card, root)
+    out = {}
+    for rel in sorted(card.files):
+        st = (folder / rel).stat()
+        out[rel] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _path(card: Card, k: int, fingerprint: str) -> Path:
+    return cache_dir() / f"{card.name}-k{k}-{fingerprint}.npz"
+
+
+def _save(path: Path, split: Split, stamp: dict[str, list[int]]) -> None:
+    arrays: dict[str, np.ndarray] = {"data_range": split.data_range}
+    for role, samples in (("train", split.train), ("test", split.test)):
+        for i, s in enumerate(samples):
+            arrays.update({f"{role}/{i}/{name}": getattr(s, name) for name in _ARRAYS})
+    meta = {"spec": split.spec, "stamp": stamp}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path, stamp: dict[str, list[int]]) -> Split | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            if meta["stamp"] != stamp:
+                return None
+            spec = meta["spec"]
+            genes, k = tuple(spec["genes"]), spec["k"]
+
+            def samples(role: str) -> list[Sample]:
+                return [
+                    Sample(
+                        region=rid,
+                        genes=genes,
+                        scale=k,
+                        **{name: z[f"{role}/{i}/{name}"] for name in _ARRAYS},
+                    )
+                    for i, rid in enumerate(spec[role])
+                ]
+
+            return Split(spec, samples("train"), samples("test"), z["data_range"])
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None  # a damaged or foreign cache file is rebuilt, never trusted
+
+
+def load(card: Card, root: Path, k: int) -> Split:
+    """The committed split for pooling ``k``, from the cache when valid, else built and cached."""
+    spec = load_spec(card, k)
+    stamp = _stamp(card, root)
+    path = _path(card, k, spec["fingerprint"])
+    if path.is_file():
+        split = _load(path, stamp)
+        if split is not None and split.spec == spec:
+            return split
+    split = build(card, root, k)
+    try:
+        _save(path, split, stamp)
+    except OSError as err:
+        print(f"note: split cache {path.parent} not written ({err.strerror})", file=sys.stderr)
+    return split

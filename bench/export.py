@@ -1,0 +1,105 @@
+"""Export a cell's HR prediction as AnnData (``.h5ad``), to open in scanpy or squidpy.
+
+One observation per HR position of a test region that is measured (``hr_mask``) or lies under
+an LR spot (the positions a method super-resolves); variables are the split's genes.
+
+- ``X``: (positions, genes) float32 prediction on the split's scale (``uns["stsr"]["scale"]``);
+- ``layers["truth"]``: the measured HR value, NaN where the position was not measured;
+- ``obs``: ``region``, ``section``, ``hr_row``/``hr_col`` (position in the region's window),
+  ``grid_row``/``grid_col`` (the section's grid), ``measured`` (bool);
+- ``obsm["spatial"]``: (x, y) in the section's full-resolution image pixels (scanpy's
+  convention; x = image column), ``obsm["spatial_um"]``: the same in micrometres from the grid;
+- ``uns["stsr"]``: dataset, method, seed, split fingerprint, k, normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.section import Section
+from bench.splits import Split
+
+
+def to_anndata(
+    split: Split, sections: dict[str, Section], pred: np.ndarray, method: str, seed: int
+):  # -> anndata.AnnData
+    """AnnData of ``pred`` (N, G, H, W) for ``split.test`` (see the module docstring)."""
+    import anndata as ad
+    import pandas as pd
+
+    spec = split.spec
+    k = spec["k"]
+    obs, xs, truths, spatial, spatial_um = [], [], [], [], []
+    for sample, values in zip(split.test, pred, strict=True):
+        region = spec["regions"][sample.region]
+        section = sections[region["section"]]
+        covered = np.kron(sample.lr_mask, np.ones((k, k), dtype=bool)) | sample.hr_mask
+        i, j = np.nonzero(covered)
+        rows, cols = i + region["origin"][0], j + region["origin"][1]
+        xy = section.to_pixel @ np.vstack([cols, rows, np.ones(len(i))])
+        obs.append(
+            pd.DataFrame(
+                {
+                    "region": sample.region,
+                    "section": section.id,
+                    "hr_row": i,
+                    "hr_col": j,
+                    "grid_row": rows,
+                    "grid_col": cols,
+                    "measured": sample.hr_mask[i, j],
+                }
+            )
+        )
+        xs.append(values[:, i, j].T)
+        truths.append(np.where(sample.hr_mask[i, j][:, None], sample.hr[:, i, j].T, np.nan))
+        spatial.append(xy.T)
+        spatial_um.append(np.c_[cols * section.pitch_um[1], rows * section.pitch_um[0]])
+    frame = pd.concat(obs, ignore_index=True)
+    keys = zip(frame.region, frame.hr_row, frame.hr_col, strict=True)
+    frame.index = [f"{r}:{a}_{b}" for r, a, b in keys]
+    adata = ad.AnnData(
+        X=np.concatenate(xs).astype(np.float32),
+        obs=frame,
+        var=pd.DataFrame(index=list(split.genes)),
+        layers={"truth": np.concatenate(truths).astype(np.float32)},
+        obsm={"spatial": np.concatenate(spatial), "spatial_um": np.concatenate(spatial_um)},
+    )
+    adata.uns["stsr"] = {
+        "dataset": spec["dataset"],
+        "method": method,
+        "seed": seed,
+        "fingerprint": spec["fingerprint"],
+        "k": k,
+        "scale": spec["normalisation"],
+    }
+    return adata
+
+
+def read_prediction(path: Path, split: Split) -> np.ndarray:
+    """The saved (N, G, H, W) prediction of a cell, checked against the split's test regions."""
+    if not path.is_file():
+        raise BenchError(f"{path}: no saved prediction; run this cell with 'python -m bench run'")
+    with np.load(path, allow_pickle=False) as z:
+        pred, regions = z["pred"], [str(r) for r in z["regions"]]
+    if regions != [s.region for s in split.test]:
+        raise BenchError(f"{path}: prediction is for other regions than the split's; rerun it")
+    return pred
+
+
+def write_h5ad(adata, out: Path) -> Path:  # adata: anndata.AnnData
+    """Write atomically (temporary file in the same folder, then rename)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".h5ad", dir=out.parent)
+    os.close(fd)
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

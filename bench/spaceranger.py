@@ -1,0 +1,228 @@
+"""Reader for 10x Space Ranger output (Visium, including CytAssist).
+
+Files per section (the card's ``[sections.<id>]`` entry, relative to ``<data-dir>/<dataset>``):
+
+- ``matrix``: a feature-barcode matrix, either a MEX directory (``filtered_feature_bc_matrix/`` or
+  ``raw_feature_bc_matrix/``: ``matrix.mtx.gz``, ``features.tsv.gz``, ``barcodes.tsv.gz``) or the
+  same matrix as a 10x ``.h5`` file; raw UMI counts. Only ``feature_types == "Gene Expression"``
+  rows are kept. Genes are named by symbol, made unique the scanpy way: a symbol shared by several
+  gene ids keeps its name once, then gets ``-1``, ``-2``, ... (e.g. ``Aldoa``, ``Aldoa-1``).
+- ``spatial``: the ``spatial/`` directory with ``tissue_positions.csv`` (Space Ranger >= 2.0, with
+  a header) or ``tissue_positions_list.csv`` (older, no header), columns ``barcode in_tissue
+  array_row array_col pxl_row_in_fullres pxl_col_in_fullres`` (pixel centres in the
+  full-resolution image, row = y, col = x); ``scalefactors_json.json``; and the PNG below.
+- ``image``: ``"hires"`` or ``"lowres"`` (default ``"hires"``): the PNG
+  ``tissue_<image>_image.png``, the full-resolution image scaled by ``tissue_<image>_scalef``.
+
+Grid: ``row = array_row``, ``col = array_col`` unchanged. Visium's hexagonal lattice is a
+checkerboard (``array_row + array_col`` even, odd rows offset by one column step of 50 um), so no
+offset row is rounded. Pixels: the full-resolution space, whose size is the PNG's divided by its
+scale factor; ``to_pixel`` is fitted to every row of the positions file.
+
+Pixel size: ``um_per_px = 65 / spot_diameter_fullres``; Space Ranger documents that key as the
+pixel diameter of a *theoretical 65 um* spot (not the 55 um physical spot).
+
+Checked: readable files (errors name the file), unique barcodes in matrix and positions, every
+matrix barcode positioned, raw integer counts (:func:`bench.section.check_counts`), one lattice
+parity, and the coordinate contract (:func:`bench.section.check_section`: in-tissue spots inside
+the image, plausible pixel size agreeing with the scale factors and the card's
+``image_um_per_px``). Spots are the matrix's (a filtered matrix holds the in-tissue ones, a raw
+one all 4,992), each with ``in_tissue`` from the positions file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from bench.errors import BenchError
+from bench.legacy_st import image_size, lattice_parity, pitch
+from bench.section import Section, check_counts, check_section, fit_to_pixel
+
+POSITION_COLUMNS = (
+    "barcode",
+    "in_tissue",
+    "array_row",
+    "array_col",
+    "pxl_row_in_fullres",
+    "pxl_col_in_fullres",
+)
+POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")
+IMAGES = ("hires", "lowres")
+FULLRES_SPOT_UM = 65.0  # spot_diameter_fullres spans a theoretical 65 um spot (Space Ranger docs)
+MEX_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
+
+
+def _line(err: BaseException) -> str:
+    """An exception as one line: its type and squeezed message."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
+
+
+def _culprit(folder: Path) -> Path:
+    """The first gzip file of a MEX directory that does not decompress, else the directory."""
+    for name in MEX_FILES:
+        try:
+            with gzip.open(folder / name) as stream:
+                while stream.read(1 << 22):
+                    pass
+        except (OSError, EOFError, ValueError):
+            return folder / name
+    return folder
+
+
+def read_counts(path: Path) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """(spots x genes counts, unique gene symbols, barcodes) of a MEX directory or 10x ``.h5``."""
+    import anndata
+    import scanpy as sc
+
+    mex = path.is_dir()
+    for file in [path / n for n in MEX_FILES] if mex else [path]:
+        if not file.is_file():
+            raise BenchError(f"{file}: not found; re-fetch it or fix the card's matrix path")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicated names are handled below
+        try:
+            if mex:
+                adata = sc.read_10x_mtx(path, make_unique=False, gex_only=False)
+            else:
+                adata = sc.read_10x_h5(path, gex_only=False)
+        except Exception as err:  # noqa: BLE001 - scanpy/h5py raise many types, even Exception
+            where = _culprit(path) if mex else path
+            raise BenchError(f"{where}: unreadable matrix ({_line(err)}); re-fetch it") from None
+        keep = np.ones(adata.n_vars, dtype=bool)
+        if "feature_types" in adata.var:
+            keep = (adata.var["feature_types"] == "Gene Expression").to_numpy()
+        genes = anndata.utils.make_index_unique(adata.var_names[keep]).to_numpy(dtype=str)
+    source = path / "matrix.mtx.gz" if mex else path
+    if not keep.any():
+        raise BenchError(f"{source}: no 'Gene Expression' features; use a gene-expression matrix")
+    if adata.obs_names.duplicated().any():
+        dup = adata.obs_names[adata.obs_names.duplicated()][0]
+        where = path / "barcodes.tsv.gz" if mex else path
+        raise BenchError(f"{where}: barcode {dup} appears more than once; each barcode once")
+    counts = check_counts(source, sparse.csr_matrix(adata.X)[:, keep], genes)
+    return counts, genes, adata.obs_names.to_numpy(dtype=str)
+
+
+def read_positions(spatial: Path) -> tuple[Path, pd.DataFrame]:
+    """(file, table indexed by barcode) from ``tissue_positions[_list].csv``, header optional."""
+    path = next((spatial / n for n in POSITION_FILES if (spatial / n).is_file()), None)
+    if path is None:
+        raise BenchError(f"{spatial}: no {' or '.join(POSITION_FILES)}; re-fetch spatial/")
+    try:
+        table = pd.read_csv(path, header=None, dtype=str)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise BenchError(f"{path}: unreadable positions ({_line(err)}); re-fetch it") from None
+    if table.shape[1] != len(POSITION_COLUMNS):
+        raise BenchError(
+            f"{path}: {table.shape[1]} columns, not {len(POSITION_COLUMNS)}; re-fetch it"
+        )
+    if str(table.iloc[0, 0]).strip() == "barcode":
+        table = table.iloc[1:]
+    table.columns = list(POSITION_COLUMNS)
+    table = table.set_index("barcode")
+    try:
+        table = table.astype(np.float64)
+    except ValueError as err:
+        raise BenchError(f"{path}: non-numeric position ({_line(err)}); re-fetch it") from None
+    grid = table[["in_tissue", "array_row", "array_col"]].to_numpy()
+    if not np.isfinite(table.to_numpy()).all() or (grid != np.round(grid)).any():
+        raise BenchError(f"{path}: in_tissue/array_row/array_col must be integers; re-fetch it")
+    if table.index.duplicated().any():
+        dup = table.index[table.index.duplicated()][0]
+        raise BenchError(f"{path}: barcode {dup} appears more than once; each barcode once")
+    return path, table
+
+
+def read_scalefactors(path: Path, keys: tuple[str, ...]) -> dict[str, float]:
+    """The named positive numbers from ``scalefactors_json.json``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BenchError(f"{path}: unreadable scale factors ({_line(err)}); re-fetch it") from None
+    values = {}
+    for key in keys:
+        value = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise BenchError(f"{path}: no positive number {key!r}; re-fetch the file")
+        values[key] = float(value)
+    return values
+
+
+def read_section(
+    section_id: str, folder: Path, entry: Mapping[str, Any], card: Mapping[str, Any]
+) -> Section:
+    """Read one Space Ranger section (see the module docstring).
+
+    Parameters
+    ----------
+    section_id : the card's section name.
+    folder : ``<data-dir>/<dataset>``; the entry's paths are relative to it.
+    entry : the card's ``[sections.<id>]`` table: ``matrix``, ``spatial``, ``image``.
+    card : the whole card; ``[lattice]`` gives ``kind``, ``pitch_um`` and ``image_um_per_px``.
+
+    Returns
+    -------
+    Section
+        Counts of the matrix's spots, on the ``array_row``/``array_col`` grid.
+
+    Raises
+    ------
+    BenchError
+        One line naming the offending file and the fix (see the module docstring's checks).
+    """
+    spatial = folder / entry["spatial"]
+    kind = entry.get("image", "hires")
+    if kind not in IMAGES:
+        raise BenchError(f"section {section_id}: image = {kind!r} unknown; use one of {IMAGES}")
+    png = spatial / f"tissue_{kind}_image.png"
+    if not png.is_file():
+        other = IMAGES[1 - IMAGES.index(kind)]
+        raise BenchError(f"{png}: not found; re-fetch it or set image = {other!r} in the card")
+    scale = read_scalefactors(
+        spatial / "scalefactors_json.json", (f"tissue_{kind}_scalef", "spot_diameter_fullres")
+    )
+    counts, genes, barcodes = read_counts(folder / entry["matrix"])
+    positions_path, positions = read_positions(spatial)
+    absent = ~np.isin(barcodes, positions.index.to_numpy(dtype=str))
+    if absent.any():
+        raise BenchError(
+            f"{positions_path}: matrix barcode {barcodes[absent][0]} (and {absent.sum() - 1} "
+            "more) has no position; the matrix and spatial/ folder come from different runs"
+        )
+    spots = positions.loc[barcodes]
+    row = spots["array_row"].to_numpy(dtype=np.int64)
+    col = spots["array_col"].to_numpy(dtype=np.int64)
+    pixels = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy()
+    width, height = image_size(png)
+    scalef = scale[f"tissue_{kind}_scalef"]
+    lattice = card["lattice"]
+    lattice_kind = lattice.get("kind", "checkerboard")
+    section = Section(
+        id=section_id,
+        counts=counts,
+        genes=genes,
+        row=row,
+        col=col,
+        in_tissue=spots["in_tissue"].to_numpy() == 1,
+        to_pixel=fit_to_pixel(
+            positions["array_col"].to_numpy(), positions["array_row"].to_numpy(), pixels
+        ),
+        image=png,
+        image_size=(round(width / scalef), round(height / scalef)),
+        pitch_um=pitch(lattice),
+        um_per_px=FULLRES_SPOT_UM / scale["spot_diameter_fullres"],
+        lattice=lattice_kind,
+        parity=lattice_parity(positions_path, lattice_kind, row, col),
+    )
+    check_section(positions_path, section, lattice.get("image_um_per_px"))
+    return section
