@@ -135,9 +135,13 @@ def cmd_list() -> int:
     for name in dataset_names():
         card = load_card(name)
         cfg = card.split
+        if cfg.get("regions", "sections") == "tiles":
+            layout = f"tiles of {','.join(cfg['sections'])}, test in spatial bands"
+        else:
+            layout = f"train {','.join(cfg['train'])}, test {','.join(cfg['test'])}"
         print(
-            f"  {name:<12} {card.raw.get('title', '')}; train {','.join(cfg['train'])}, "
-            f"test {','.join(cfg['test'])}; k = {cfg['default_pooling']}"
+            f"  {name:<30} {card.raw.get('platform', '?')}: {layout}; "
+            f"k = {cfg['default_pooling']} (offered {cfg['pooling']})"
         )
     return 0
 

@@ -195,3 +195,44 @@ def test_bad_input_gives_one_line_and_exit_2_and_writes_nothing(
     err = capsys.readouterr().err.strip()
     assert err.startswith("bench: error:") and "\n" not in err and needle in err, err
     assert not (tmp_path / "results").exists() and not (tmp_path / "board").exists()
+
+
+def test_list_shows_every_card(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("her2st", "visium_cytassist_mouse_embryo", "xenium_bone_marrow"):
+        assert name in out
+
+
+def test_all_datasets_score_and_export(root, tmp_path, capsys):
+    """``run --methods bicubic,mean --datasets all``, then a second resolution and an export."""
+    import anndata as ad
+
+    results = tmp_path / "results"
+    common = ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
+    board = ["--leaderboard", str(tmp_path / "LB.md")]
+    argv = ["run", "--methods", "bicubic,mean", "--datasets", "all", "--preset", "quick"]
+    assert cli.main(argv + common + board) == 0
+    records = read_records(results)
+    assert {r["dataset"] for r in records} == {
+        "her2st",
+        "visium_cytassist_mouse_embryo",
+        "xenium_bone_marrow",
+    }
+    assert all(r["status"] == "ok" for r in records)
+    for dataset in {r["dataset"] for r in records}:
+        by = {r["method"]: r["metrics"]["pcc"] for r in records if r["dataset"] == dataset}
+        assert by["bicubic"] > by["mean"] + 0.2, dataset  # interpolation carries real signal
+    assert cli.main(["run", "--methods", "bicubic", "--k", "3"] + common + board) == 0
+    k3 = [r for r in read_records(results) if r["dataset"] == "her2st-k3"]
+    assert len(k3) == 1 and k3[0]["split"]["k"] == 3
+    out = tmp_path / "x.h5ad"
+    argv = ["export", "--dataset", "xenium_bone_marrow", "--method", "bicubic", "--out", str(out)]
+    assert cli.main(argv + ["--data-dir", str(root), "--results-dir", str(results)]) == 0
+    adata = ad.read_h5ad(out)
+    assert adata.n_vars == 25 and adata.obsm["spatial"].shape == (adata.n_obs, 2)
+    assert adata.uns["stsr"]["k"] == 4
+    capsys.readouterr()
+    argv = ["export", "--dataset", "her2st", "--method", "mean", "--seed", "7", "--out", str(out)]
+    assert cli.main(argv + ["--data-dir", str(root), "--results-dir", str(results)]) == 2
+    assert "no saved prediction" in capsys.readouterr().err
