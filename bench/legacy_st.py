@@ -73,6 +73,7 @@ def read_section(
     image_path = folder / entry["image"]
     try:
         table = pd.read_csv(counts_path, sep="\t", index_col=0)
+        header = pd.read_csv(counts_path, sep="\t", header=None, nrows=1).iloc[0, 1:]
     except (OSError, EOFError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
         raise BenchError(f"{counts_path}: unreadable counts table ({err}); re-fetch it") from None
     try:
@@ -89,6 +90,11 @@ def read_section(
     if keys.duplicated().any():
         raise BenchError(
             f"{spots_path}: duplicate spot {keys[keys.duplicated()].iloc[0]}; each x,y once"
+        )
+    if header.duplicated().any():  # pandas renames duplicated columns (X, X.1): check raw names
+        raise BenchError(
+            f"{counts_path}: gene {header[header.duplicated()].iloc[0]} appears more than once; "
+            "gene names must be unique"
         )
     if table.index.duplicated().any():
         dup = table.index[table.index.duplicated()][0]
@@ -120,9 +126,9 @@ def read_section(
         image=image_path,
         image_size=image_size(image_path),
         pitch_um=pitch(lattice),
-        um_per_px=lattice.get("image_um_per_px"),
+        um_per_px=None,  # the format states no pixel size; the card's is checked below
         lattice=lattice.get("kind", "square"),
         parity=lattice_parity(spots_path, lattice.get("kind", "square"), row, col),
     )
-    check_section(spots_path, section)
+    check_section(spots_path, section, lattice.get("image_um_per_px"))
     return section

@@ -78,10 +78,11 @@ class Section:
         index = {g: i for i, g in enumerate(self.genes)}
         absent = [g for g in genes if g not in index]
         if absent:
+            more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
             raise BenchError(
-                f"section {self.id}: gene {absent[0]} (and {len(absent) - 1} more) not measured "
-                "in this section; a split's genes must be measured in every section "
-                "(regenerate the split with 'python -m bench split')"
+                f"section {self.id}: gene {absent[0]}{more} not measured in this section; a "
+                "split's genes must be measured in every section (regenerate the split with "
+                "'python -m bench split')"
             )
         return self.counts[:, [index[g] for g in genes]].toarray().astype(np.float64)
 

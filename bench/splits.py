@@ -207,6 +207,10 @@ def make_split(card: Card, root: Path, k: int) -> dict[str, Any]:
             f"dataset {card.name}: normalisation {cfg['normalisation']!r} unknown; "
             f"use one of {NORMALISATIONS}"
         )
+    from bench.fetch import verify
+
+    require_files(card, root)
+    verify(card, root)  # a split records the card's checksums, so the data must match them
     sections = read_sections(card, root, card_sections(card))
     layout = define_regions(sections, cfg)
     train = [

@@ -1,0 +1,313 @@
+"""Tiny synthetic datasets for CLI tests: a card folder plus a data folder, built in a tmp dir.
+
+:class:`Dataset` holds a card (a dict written as ``<cards>/<name>/card.toml``) and its files under
+``<data>/<name>/``; :meth:`Dataset.rehash` recomputes every ``[files]`` sha256 and rewrites the
+card, so a test can corrupt a file and still have the checksum check pass (the reader, not
+:func:`bench.fetch.verify`, then meets the problem).
+
+Generators (each returns a valid dataset: ``split`` and ``run`` succeed on it):
+
+- :func:`legacy_st`: 2 train + 1 test sections on an 8 x 8 square lattice (200 um pitch, 20 px per
+  step at 10 um/px), 20 genes of Poisson counts, spot tables and RGB JPEGs;
+- :func:`h5ad`: the same sections as Visium-style ``.h5ad`` files (``array_row``/``array_col``,
+  ``obsm["spatial"]`` in pixels) with PNG images;
+- :func:`transcripts`: one section of random transcripts (a parquet table in pixels, 1 um/px,
+  10 um bins) over a 400 x 200 px greyscale image, cut into tiles;
+- :func:`copy_real`: a copy of a real dataset (card and files) under a new name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+N_GENES = 20
+GRID = 8  # spots per row and column (array x, y = 1 .. GRID)
+PX_PER_STEP = 20  # 200 um pitch at 10 um/px
+IMAGE_PX = PX_PER_STEP * (GRID + 2)  # square image holding every spot centre
+SECTIONS = {"A1": "train", "A2": "train", "B1": "test"}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ "
+            + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+            + " }"
+        )
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Top-level scalars, then one ``[table]`` per dict; deeper dicts become inline tables."""
+    lines = [
+        f"{json.dumps(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)
+    ]
+    for key, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{key}]"]
+            lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Dataset:
+    """A synthetic dataset: ``card`` is written to ``cards/<name>/card.toml``, files live in
+    ``data/<name>/``."""
+
+    name: str
+    cards: Path
+    data: Path
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def card_dir(self) -> Path:
+        return self.cards / self.name
+
+    @property
+    def card_path(self) -> Path:
+        return self.card_dir / "card.toml"
+
+    @property
+    def folder(self) -> Path:
+        return self.data / self.name
+
+    def file(self, section: str, key: str) -> Path:
+        """The file of a section's card entry (``counts``, ``spots``, ``image``, ...)."""
+        return self.folder / self.card["sections"][section][key]
+
+    def write_card(self) -> Path:
+        self.card_dir.mkdir(parents=True, exist_ok=True)
+        self.card_path.write_text(to_toml(self.card))
+        return self.card_path
+
+    def rehash(self) -> Path:
+        """Recompute the sha256 of every existing ``[files]`` entry and rewrite the card."""
+        self.card["files"] = {
+            rel: sha256(self.folder / rel) if (self.folder / rel).is_file() else old
+            for rel, old in self.card["files"].items()
+        }
+        return self.write_card()
+
+
+def _counts(rng: np.random.Generator, n_spots: int) -> np.ndarray:
+    """(spots, genes) Poisson counts, gene means from 0.5 to 30, every spot with counts."""
+    means = np.geomspace(30.0, 0.5, N_GENES)
+    counts = rng.poisson(means, size=(n_spots, N_GENES))
+    counts[:, 0] = np.maximum(counts[:, 0], 1)
+    return counts
+
+
+def gene_names() -> list[str]:
+    return [f"Gene{i:02d}" for i in range(N_GENES)]
+
+
+def _grid() -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) array coordinates of every lattice position, 1-based as in legacy ST."""
+    y, x = np.mgrid[1 : GRID + 1, 1 : GRID + 1]
+    return x.ravel(), y.ravel()
+
+
+def _image(rng: np.random.Generator, mode: str = "RGB", size=(IMAGE_PX, IMAGE_PX)) -> Image.Image:
+    """A smooth random H&E-ish (RGB) or DAPI-ish (L) picture."""
+    w, h = size
+    base = rng.integers(60, 230, size=(h // 10 + 1, w // 10 + 1, 3), dtype=np.uint8)
+    im = Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)
+    return im.convert(mode)
+
+
+def _lattice_card(name: str, reader: str, sections: dict, files: dict) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": f"synthetic {reader} dataset for tests",
+        "platform": reader,
+        "reader": reader,
+        "citation": "synthetic",
+        "licence": "synthetic",
+        "source": {"repository": "none", "commit": "none", "mirrors": []},
+        "lattice": {
+            "kind": "square",
+            "spot_diameter_um": 100,
+            "pitch_um": 200,
+            "image_um_per_px": 10.0,
+        },
+        "split": {
+            "regions": "sections",
+            "train": [s for s, role in SECTIONS.items() if role == "train"],
+            "test": [s for s, role in SECTIONS.items() if role == "test"],
+            "pooling": [2],
+            "default_pooling": 2,
+            "canvas": [GRID, GRID],
+            "image_px": 4,
+            "normalisation": "log1p_cp10k",
+        },
+        "genes": {"n": 5, "exclude_prefixes": ["MT-"], "rule": "top 5 by mean log1p-CP10k"},
+        "sections": sections,
+        "files": files,
+    }
+
+
+def legacy_st(cards: Path, data: Path, name: str = "synth_st", seed: int = 0) -> Dataset:
+    """A valid legacy-ST dataset (module docstring); every spot but one corner is in tissue."""
+    rng = np.random.default_rng(seed)
+    ds = Dataset(name, cards, data)
+    sections, files = {}, {}
+    x, y = _grid()
+    for sid in SECTIONS:
+        entry = {
+            "counts": f"counts/{sid}.tsv.gz",
+            "spots": f"spots/{sid}_selection.tsv",
+            "image": f"images/{sid}.jpg",
+        }
+        for rel in entry.values():
+            (ds.folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        index = [f"{a}x{b}" for a, b in zip(x, y, strict=True)]
+        table = pd.DataFrame(_counts(rng, len(x)), index=index, columns=gene_names())
+        with gzip.open(ds.folder / entry["counts"], "wt") as fh:
+            table.to_csv(fh, sep="\t")
+        selected = np.ones(len(x), dtype=int)
+        selected[0] = 0
+        spots = pd.DataFrame(
+            {
+                "x": x,
+                "y": y,
+                "new_x": x + 0.01,
+                "new_y": y - 0.01,
+                "pixel_x": x * PX_PER_STEP + 0.5,
+                "pixel_y": y * PX_PER_STEP + 0.5,
+                "selected": selected,
+            }
+        )
+        spots.to_csv(ds.folder / entry["spots"], sep="\t", index=False)
+        _image(rng).save(ds.folder / entry["image"], quality=90)
+        sections[sid] = entry
+        files.update(dict.fromkeys(entry.values(), ""))
+    ds.card = _lattice_card(name, "legacy_st", sections, files)
+    ds.rehash()
+    return ds
+
+
+def h5ad(cards: Path, data: Path, name: str = "synth_h5ad", seed: int = 1) -> Dataset:
+    """A valid h5ad dataset: the legacy-ST layout as Visium-style AnnData files."""
+    import anndata as ad
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    ds = Dataset(name, cards, data)
+    ds.folder.mkdir(parents=True, exist_ok=True)
+    sections, files = {}, {}
+    x, y = _grid()
+    for sid in SECTIONS:
+        entry = {"h5ad": f"{sid}.h5ad", "image": f"{sid}.png"}
+        obs = pd.DataFrame(
+            {"array_row": y, "array_col": x, "in_tissue": np.ones(len(x), dtype=int)},
+            index=[f"spot{i:03d}-{sid}" for i in range(len(x))],
+        )
+        adata = ad.AnnData(
+            X=sparse.csr_matrix(_counts(rng, len(x)).astype(np.float32)),
+            obs=obs,
+            var=pd.DataFrame(index=gene_names()),
+        )
+        adata.obsm["spatial"] = np.c_[x, y].astype(np.float64) * PX_PER_STEP + 0.5
+        adata.write_h5ad(ds.folder / entry["h5ad"])
+        _image(rng).save(ds.folder / entry["image"])
+        sections[sid] = entry
+        files.update(dict.fromkeys(entry.values(), ""))
+    ds.card = _lattice_card(name, "h5ad", sections, files)
+    ds.card["read"] = {"spatial_unit": "px", "um_per_px": 10.0}
+    ds.rehash()
+    return ds
+
+
+def transcripts(cards: Path, data: Path, name: str = "synth_tx", seed: int = 2) -> Dataset:
+    """A valid transcript-table dataset: one 400 x 200 um section, 10 um bins, 8 x 8-bin tiles."""
+    rng = np.random.default_rng(seed)
+    ds = Dataset(name, cards, data)
+    ds.folder.mkdir(parents=True, exist_ok=True)
+    n = 40_000
+    weights = np.geomspace(30.0, 0.5, N_GENES)
+    frame = pd.DataFrame(
+        {
+            "gene": rng.choice(gene_names() + ["NegControl_1"], size=n, p=_p(weights)),
+            "x_px": rng.uniform(0, 400, n),
+            "y_px": rng.uniform(0, 200, n),
+        }
+    )
+    frame.to_parquet(ds.folder / "transcripts.parquet")
+    _image(rng, "L", (400, 200)).save(ds.folder / "dapi.png")
+    ds.card = {
+        "name": name,
+        "title": "synthetic transcript table for tests",
+        "platform": "xenium",
+        "reader": "transcripts",
+        "citation": "synthetic",
+        "licence": "synthetic",
+        "source": {"repository": "none", "commit": "none", "mirrors": []},
+        "read": {
+            "format": "table",
+            "columns": {"gene": "gene", "x": "x_px", "y": "y_px"},
+            "unit": "px",
+            "um_per_px": 1.0,
+            "bin_um": 10,
+            "tissue_min_counts": 1,
+        },
+        "lattice": {"kind": "square", "pitch_um": 10, "image_um_per_px": 1.0},
+        "split": {
+            "regions": "tiles",
+            "sections": ["section"],
+            "canvas": [8, 8],
+            "min_tissue": 0.25,
+            "test_fraction": 0.25,
+            "pooling": [2],
+            "default_pooling": 2,
+            "image_px": 4,
+            "normalisation": "log1p_area",
+        },
+        "genes": {"n": 5, "exclude_prefixes": [], "rule": "top 5 by mean log1p(counts per bin)"},
+        "sections": {"section": {"transcripts": "transcripts.parquet", "image": "dapi.png"}},
+        "files": {"transcripts.parquet": "", "dapi.png": ""},
+    }
+    ds.rehash()
+    return ds
+
+
+def _p(weights: np.ndarray) -> np.ndarray:
+    """Gene probabilities with a small share for one control probe."""
+    p = np.r_[weights, weights.sum() * 0.01]
+    return p / p.sum()
+
+
+def copy_real(real_root: Path, real_name: str, cards: Path, data: Path, name: str) -> Dataset:
+    """A copy of the real dataset ``real_name`` (its card and input files) named ``name``."""
+    raw = tomllib.loads((REPO / "datasets" / real_name / "card.toml").read_text())
+    raw["name"] = name
+    ds = Dataset(name, cards, data, raw)
+    for rel in raw["files"]:
+        target = ds.folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(real_root / real_name / rel, target)  # copy bytes, not read-only modes
+    ds.write_card()
+    return ds
