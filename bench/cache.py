@@ -4,14 +4,16 @@ Building a split reads every input file (counts tables of ~15k genes, transcript
 images), verifies their sha256 and pools them; the result is a few MB of arrays. The first build
 is stored as ``<cache-dir>/<dataset>-k<k>-<fingerprint>.npz`` (written to a temporary file and
 renamed, loaded with ``allow_pickle=False``), together with each input file's size and
-modification time at build time. A later load uses the cache when the fingerprint (which covers
-the inputs' sha256) and every input's size and mtime still match; otherwise it rebuilds, verifying
-the checksums again. The cache folder is ``$STSR_CACHE_DIR``, else ``~/.cache/stsr-bench/splits``;
-an unwritable cache is skipped with a note, never an error.
+modification time at build time and a hash of the split-building code. A later load uses the
+cache when the fingerprint (which covers the inputs' sha256), every input's size and mtime and the
+code hash still match; otherwise it rebuilds, verifying the checksums again. The cache folder is
+``$STSR_CACHE_DIR``, else ``~/.cache/stsr-bench/splits``; an unwritable cache is skipped with a
+note, never an error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -26,6 +28,26 @@ from methods.contract import Sample
 
 CACHE_ENV = "STSR_CACHE_DIR"
 _ARRAYS = ("lr", "lr_mask", "hr_mask", "image", "hr")
+# the code that turns input files into samples: a change to any of them invalidates the cache
+_BUILDERS = (
+    "splits.py",
+    "regions.py",
+    "section.py",
+    "histology.py",
+    "binning.py",
+    "legacy_st.py",
+    "spaceranger.py",
+    "transcripts.py",
+    "h5ad.py",
+)
+
+
+def code_hash() -> str:
+    """sha256 (16 hex digits) of the split-building modules' source."""
+    digest = hashlib.sha256()
+    for name in _BUILDERS:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cache_dir() -> Path:
@@ -52,7 +74,7 @@ def _save(path: Path, split: Split, stamp: dict[str, list[int]]) -> None:
     for role, samples in (("train", split.train), ("test", split.test)):
         for i, s in enumerate(samples):
             arrays.update({f"{role}/{i}/{name}": getattr(s, name) for name in _ARRAYS})
-    meta = {"spec": split.spec, "stamp": stamp}
+    meta = {"spec": split.spec, "stamp": stamp, "code": code_hash()}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -69,7 +91,7 @@ def _load(path: Path, stamp: dict[str, list[int]]) -> Split | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
-            if meta["stamp"] != stamp:
+            if meta["stamp"] != stamp or meta.get("code") != code_hash():
                 return None
             spec = meta["spec"]
             genes, k = tuple(spec["genes"]), spec["k"]

@@ -26,7 +26,13 @@ def _open(section: Section, px: int):  # -> PIL.Image.Image
         arr = np.asarray(im, dtype=np.float64)
         arr = np.clip(arr / max(arr.max(), 1.0) * 255, 0, 255).astype(np.uint8)
         im = Image.fromarray(arr)
-    return im.convert(mode)
+    im = im.convert(mode)
+    if mode == "L":  # fluorescence (e.g. DAPI) is often very dark: stretch to its 99.9th pct
+        arr = np.asarray(im)
+        top = float(np.percentile(arr, 99.9))
+        if 0 < top < 255:
+            im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8))
+    return im
 
 
 def crop_grids(
@@ -36,7 +42,9 @@ def crop_grids(
 
     HR position ``(i, j)`` of a grid with origin ``(r0, c0)`` is grid ``(row, col) = (r0 + i,
     c0 + j)`` and covers output rows ``[i px, (i + 1) px)`` and columns ``[j px, (j + 1) px)``,
-    centred on the spot centre. Grid-to-pixel mapping: ``section.to_pixel`` (rescaled to the
+    centred on the spot centre. One-channel images (fluorescence such as DAPI) are stretched so
+    the whole image's 99.9th percentile maps to 255 (no information from any sample's target is
+    used). Grid-to-pixel mapping: ``section.to_pixel`` (rescaled to the
     stored image's size); bilinear resampling; area outside the slide is white. The image is
     decoded once for all origins.
 
