@@ -79,7 +79,7 @@ def test_mlflow_runs_are_readable_from_the_printed_store(main_job):
     assert bicubic["metrics.pcc"] == pytest.approx(record["metrics"]["pcc"])
     assert bicubic["tags.mlflow.runName"] == "bicubic[mode=bicubic,seed=0]"
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(bicubic["run_id"])}
-    assert artifacts == {"seed-0.per_gene.csv", "seed-0.genes.png"}
+    assert artifacts == {"seed-0.per_gene.csv", "seed-0.genes.png", "seed-0.pred.npz"}
 
 
 def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
