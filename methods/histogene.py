@@ -23,8 +23,9 @@ Adapted or simplified:
   than a softplus keeps the release's plain MSE on a linear head).
 - ``augment``: the symmetries of the square (rot90 and flips of the grid, applied to positions and
   block contents together; flips only on a non-square grid), one drawn per section and step.
-- ``quick`` (CPU): 2 layers, dim 64, 4 heads, 8 px patches, learning rate 1e-3, all training
-  sections per step; ``default`` is ``paper`` on a GPU and ``quick`` on a CPU.
+- ``quick`` (CPU): 2 layers, dim 64, 4 heads, 8 px patches, learning rate 1e-3, batches of 4
+  regions, a fixed budget of 300 steps (an epoch budget would grow with the number of tiles of a
+  large section); ``default`` is ``paper`` on a GPU and ``quick`` on a CPU.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         heads=16,
         lr=1e-5,
         epochs=100,
+        steps=None,
         batch_size=1,
         patch_px=None,
         dropout=0.1,
@@ -57,7 +59,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         dim=64,
         heads=4,
         lr=1e-3,
-        epochs=300,
+        epochs=None,
+        steps=300,  # a fixed budget: many small regions (tiled sections) cost no more
         batch_size=4,
         patch_px=8,
         dropout=0.1,
@@ -151,6 +154,7 @@ class HisToGeneStyle(Method):
         heads: int | None = None,
         lr: float | None = None,
         epochs: int | None = None,
+        steps: int | None = None,
         batch_size: int | None = None,
         patch_px: int | None = None,
         dropout: float | None = None,
@@ -169,6 +173,7 @@ class HisToGeneStyle(Method):
             heads=heads,
             lr=lr,
             epochs=epochs,
+            steps=steps,
             batch_size=batch_size,
             patch_px=patch_px,
             dropout=dropout,
@@ -176,6 +181,8 @@ class HisToGeneStyle(Method):
         )
         self.overrides = {k: v for k, v in given.items() if v is not None}
         self.config: dict[str, Any] = {**_PRESETS[base], **self.overrides}
+        if epochs is not None and steps is None:  # asking for epochs means an epoch budget
+            self.config["steps"] = None
         if self.config["dim"] % self.config["heads"]:
             raise ValueError(f"dim {self.config['dim']} is not a multiple of heads")
         self.history: list[float] = []
@@ -241,9 +248,11 @@ class HisToGeneStyle(Method):
         bs = min(cfg["batch_size"], len(train))
         self.net.train()
         self.history = []
-        for _ in range(cfg["epochs"]):
+        per_epoch = math.ceil(len(train) / bs)
+        total = cfg["steps"] or cfg["epochs"] * per_epoch
+        for epoch in range(math.ceil(total / per_epoch)):
             order = rng.permutation(len(train))
-            for start in range(0, len(order), bs):
+            for start in range(0, len(order), bs)[: total - epoch * per_epoch]:
                 items = []
                 for i in order[start : start + bs]:
                     s, b = train[i], blocks[i]

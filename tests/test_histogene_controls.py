@@ -124,7 +124,7 @@ def test_histogene_params_presets_and_symmetries():
     m = HisToGeneStyle(preset="paper")
     assert m.params() == {
         "preset": "paper", "layers": 4, "dim": 1024, "heads": 16, "lr": 1e-5, "epochs": 100,
-        "batch_size": 1, "patch_px": None, "dropout": 0.1, "augment": False,
+        "steps": None, "batch_size": 1, "patch_px": None, "dropout": 0.1, "augment": False,
     }  # fmt: skip
     assert HisToGeneStyle(preset="quick", dim=32).label_params() == {"preset": "quick", "dim": 32}
     with pytest.raises(ValueError, match="preset"):
