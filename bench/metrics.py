@@ -21,6 +21,8 @@ passes as signal.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -39,7 +41,9 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 # Upper bound on the float64 elements of one SSIM chunk (5 stacked statistics of chunk maps), so
 # hundreds of 256 x 256 maps do not allocate several GiB of temporaries at once.
-_SSIM_CHUNK_ELEMENTS = 1 << 24
+_SSIM_CHUNK_ELEMENTS = 1 << 23  # measured best at 2^20-2^22 per statistic (5 statistics)
+_CHUNK_ELEMENTS = 1 << 21  # PCC/RMSE chunk (float64 elements per map batch)
+_TILE = 32  # output tile of the banded filter on long axes
 
 _NONFINITE_HINT = {
     "pred": "methods must return finite maps",
@@ -80,6 +84,8 @@ def _real_tensor(x: ArrayLike, name: str) -> torch.Tensor:
 def _as_float64(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
     """Cast ``x`` to a float64 tensor on ``device``; raise if it is not real or not finite."""
     t = _real_tensor(x, name).to(device=device, dtype=torch.float64)
+    if bool(torch.isfinite(t.sum())):  # one reduction; a sum of finite values overflows only
+        return t  # near 1e308, where the exact count below decides
     bad = int((~torch.isfinite(t)).sum())
     if bad:
         hint = _NONFINITE_HINT.get(name, "pass finite values")
@@ -186,20 +192,49 @@ def _pcc_from_moments(
     return torch.where(_is_constant(var_y, msq_y) | (n < 2), torch.nan, r)
 
 
+def _pcc_rmse_t(
+    pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCC and RMSE (N, G) in one pass over chunks of regions (see :func:`pcc`, :func:`rmse`).
+
+    Raw float64 moments over the mask (``n``, ``E[p]``, ``E[h]``, ``E[p^2]``, ``E[h^2]``,
+    ``E[ph]``, each one fused product-sum over ``p * m`` or ``h * m``) give
+    ``var = E[p^2] - E[p]^2``, ``cov = E[ph] - E[p]E[h]`` and
+    ``mse = E[p^2] - 2 E[ph] + E[h^2]``. In float64 the cancellation costs ~1e-16 of the mean
+    square, far below the 1e-5 agreement with the references and the constant-map threshold
+    (1e-12 of the mean square). Chunks keep the temporaries in cache.
+    """
+    n_, g, h, w = pred.shape
+    P, Y = pred.reshape(n_, g, h * w), hr.reshape(n_, g, h * w)
+    M = mask.reshape(n_, h * w, 1).to(pred.dtype)
+    r_all = torch.empty(n_, g, dtype=torch.float64, device=pred.device)
+    e_all = torch.empty_like(r_all)
+    step = max(1, _CHUNK_ELEMENTS // (g * h * w))
+    for s in range(0, n_, step):
+        p, y, m = P[s : s + step], Y[s : s + step], M[s : s + step]
+        n = m.sum(dim=1)  # (B, 1)
+        safe = n.clamp_min(1.0)
+        mt = m.transpose(1, 2)  # (B, 1, L)
+        pm, ym = p * mt, y * mt
+        mp, my = pm.sum(-1) / safe, ym.sum(-1) / safe  # (B, G)
+        spp = torch.linalg.vecdot(pm, p) / safe  # E[p^2]
+        syy = torch.linalg.vecdot(ym, y) / safe
+        spy = torch.linalg.vecdot(pm, y) / safe
+        var_p, var_y, cov = spp - mp * mp, syy - my * my, spy - mp * my
+        mse = spp - 2 * spy + syy  # exactly 0 when pred == hr bitwise
+        msq_p, msq_y = spp, syy
+        nn = n.expand(-1, g)
+        r_all[s : s + step] = _pcc_from_moments(cov, var_p, var_y, msq_p, msq_y, nn)
+        e_all[s : s + step] = torch.where(nn > 0, mse.clamp_min(0).sqrt(), torch.nan)
+    return r_all, e_all
+
+
 def _pcc_t(pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask[:, None]
-    n = m.sum(dim=(-2, -1)).to(pred.dtype).expand(pred.shape[:2])
-    pc = torch.where(m, pred - _masked_mean(pred, mask)[..., None, None], 0.0)
-    hc = torch.where(m, hr - _masked_mean(hr, mask)[..., None, None], 0.0)
-    var_p, var_h = _masked_mean(pc * pc, mask), _masked_mean(hc * hc, mask)
-    cov = _masked_mean(pc * hc, mask)
-    msq_p, msq_h = _masked_mean(pred * pred, mask), _masked_mean(hr * hr, mask)
-    return _pcc_from_moments(cov, var_p, var_h, msq_p, msq_h, n)
+    return _pcc_rmse_t(pred, hr, mask)[0]
 
 
 def _rmse_t(pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    d = pred - hr
-    return _masked_mean(d * d, mask).sqrt()
+    return _pcc_rmse_t(pred, hr, mask)[1]
 
 
 def _gaussian_1d(device: torch.device) -> torch.Tensor:
@@ -208,36 +243,113 @@ def _gaussian_1d(device: torch.device) -> torch.Tensor:
     return g / g.sum()  # the 2-D window g g^T then sums to 1 as well
 
 
-def _ssim_map_t(pred: torch.Tensor, hr: torch.Tensor, data_range: torch.Tensor) -> torch.Tensor:
+@functools.lru_cache(maxsize=32)
+def _band(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n, n) symmetric banded matrix ``B[i, j] = g[j - i]`` (|j - i| <= radius, else 0).
+
+    ``x @ B`` correlates every row of ``x`` with the Gaussian, zero-padded at both ends: the
+    padding is the band's missing entries, so no padded copy is made and the filter runs as one
+    large matrix product (BLAS), much faster on a CPU than a depthwise convolution.
+    """
+    g = _gaussian_1d(torch.device("cpu"))
+    i = torch.arange(n)
+    d = i[None, :] - i[:, None]
+    band = torch.zeros(n, n, dtype=torch.float64)
+    inside = d.abs() <= SSIM_RADIUS
+    band[inside] = g[(d + SSIM_RADIUS)[inside]]
+    return band.to(device=device, dtype=dtype)
+
+
+def _smooth(x: torch.Tensor) -> torch.Tensor:
+    """Separable zero-padded Gaussian of every map of ``x`` (B, H, W): rows, then columns.
+
+    Long axes are cut into tiles of ``_TILE`` outputs, each a product with the band's
+    ``_TILE + 2 radius`` non-zero rows only, so the work grows linearly with the axis length.
+    """
+    b, h, w = x.shape
+    band = _band(w, x.device, x.dtype)
+    flat = x.reshape(b * h, w)
+    if w <= 2 * _TILE:
+        rows = flat @ band
+    else:
+        rows = torch.cat([flat[:, lo:hi] @ band[lo:hi, s:e] for s, e, lo, hi in _tiles(w)], 1)
+    rows = rows.reshape(b, h, w)
+    band = _band(h, x.device, x.dtype)
+    if h <= 2 * _TILE:
+        return band @ rows
+    return torch.cat([band[s:e, lo:hi] @ rows[:, lo:hi] for s, e, lo, hi in _tiles(h)], 1)
+
+
+def _tiles(n: int) -> list[tuple[int, int, int, int]]:
+    """(start, end, input start, input end) of each output tile along an axis of length n."""
+    return [
+        (s, min(n, s + _TILE), max(0, s - SSIM_RADIUS), min(n, s + _TILE + SSIM_RADIUS))
+        for s in range(0, n, _TILE)
+    ]
+
+
+def _ssim_map_t(
+    pred: torch.Tensor,
+    hr: torch.Tensor,
+    data_range: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SSIM map (N, G, H, W) float32, computed in float32 with per-map centring; with ``mask``
+    (N, H, W), both maps are zeroed outside it and the (N, G) float64 masked means are returned
+    instead (accumulated chunk by chunk, so the full map is never stored).
+
+    float32 halves the memory traffic and doubles BLAS throughput; the cancellation in
+    ``s_x^2 = E[x^2] - mu^2`` that float32 would suffer is avoided by filtering the moments of
+    ``x' = x - c`` (c = the map's mean): variances are shift-invariant in the interior, and near
+    the border, where zero padding breaks the invariance, the exact correction terms with the
+    window mass ``F = filter(1)`` are added:
+    ``s_x^2 = f(x'^2) - f(x')^2 + 2 c f(x') (1 - F) + c^2 (F - F^2)``, ``mu_x = f(x') + c F``
+    (and likewise for ``s_xy``). Agreement with the float64 definition is ~1e-6 (tests: 1e-5).
+    """
     n, g, h, w = pred.shape
-    r = data_range[None, :, None, None]
-    x = (pred / r).clamp(0.0, 1.0).reshape(n * g, 1, h, w)
-    y = (hr / r).clamp(0.0, 1.0).reshape(n * g, 1, h, w)
-    k1 = _gaussian_1d(pred.device)
-    kr, kc = k1.view(1, 1, 1, -1), k1.view(1, 1, -1, 1)
+    r = data_range.to(torch.float32).repeat(n)[:, None, None]  # (N G, 1, 1)
+    x, y = pred.reshape(n * g, h, w), hr.reshape(n * g, h, w)
+    keep = None
+    if mask is not None:
+        keep = mask[:, None].expand(n, g, h, w).reshape(n * g, h, w).to(torch.float32)
+    mass = _smooth(torch.ones(1, h, w, dtype=torch.float32, device=x.device))  # F
+    edge, edge2 = 1.0 - mass, mass - mass * mass
     c1, c2 = SSIM_K1**2, SSIM_K2**2  # L = 1 on the u scale
-    out = torch.empty_like(x)
+    if keep is None:
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    else:
+        out = torch.empty(n * g, dtype=torch.float64, device=x.device)
     step = max(1, _SSIM_CHUNK_ELEMENTS // (5 * h * w))
-    for s in range(0, n * g, step):  # chunks of maps bound the memory, not a loop over N or G
-        xs, ys = x[s : s + step], y[s : s + step]
-        stats = torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=0)
-        # Separable Gaussian with zero padding == 2-D zero-padded correlation with g g^T.
-        f = torch.nn.functional.conv2d(stats, kr, padding=(0, SSIM_RADIUS))
-        f = torch.nn.functional.conv2d(f, kc, padding=(SSIM_RADIUS, 0))
-        mx, my, mxx, myy, mxy = f.chunk(5, dim=0)
-        vx, vy, vxy = mxx - mx * mx, myy - my * my, mxy - mx * my  # population moments
+    for s in range(0, n * g, step):  # chunks of maps keep temporaries in cache, bound memory
+        rs = r[s : s + step]
+        xs = (x[s : s + step].to(torch.float32) / rs).clamp_(0.0, 1.0)
+        ys = (y[s : s + step].to(torch.float32) / rs).clamp_(0.0, 1.0)
+        if keep is not None:
+            ks = keep[s : s + step]
+            xs, ys = xs * ks, ys * ks
+        cx, cy = xs.mean(dim=(1, 2), keepdim=True), ys.mean(dim=(1, 2), keepdim=True)
+        xs, ys = xs - cx, ys - cy
+        f = _smooth(torch.cat([xs, ys, xs * xs, ys * ys, xs * ys]))
+        fx, fy, fxx, fyy, fxy = f.chunk(5)
+        vx = fxx - fx * fx + (2 * cx * fx) * edge + (cx * cx) * edge2  # population moments
+        vy = fyy - fy * fy + (2 * cy * fy) * edge + (cy * cy) * edge2
+        vxy = fxy - fx * fy + (cx * fy + cy * fx) * edge + (cx * cy) * edge2
+        mx, my = fx + cx * mass, fy + cy * mass
         num = (2 * mx * my + c1) * (2 * vxy + c2)
         den = (mx * mx + my * my + c1) * (vx + vy + c2)
-        out[s : s + step] = num / den
-    return out.reshape(n, g, h, w)
+        if keep is None:
+            out[s : s + step] = num / den
+        else:
+            k = ks.sum(dim=(1, 2), dtype=torch.float64)
+            total = ((num / den) * ks).sum(dim=(1, 2), dtype=torch.float64)
+            out[s : s + step] = torch.where(k > 0, total / k.clamp_min(1.0), torch.nan)
+    return out.reshape(n, g) if keep is not None else out.reshape(n, g, h, w)
 
 
 def _ssim_t(
     pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor, data_range: torch.Tensor
 ) -> torch.Tensor:
-    m = mask[:, None]
-    s = _ssim_map_t(torch.where(m, pred, 0.0), torch.where(m, hr, 0.0), data_range)
-    return _masked_mean(s, mask)
+    return _ssim_map_t(pred, hr, data_range, mask)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -306,7 +418,7 @@ def ssim_map(
     dev = _resolve_device(device)
     p_shape = _check_pair(pred, hr)
     r = _prepare_range(data_range, p_shape[1], dev)
-    return _ssim_map_t(_as_float64(pred, "pred", dev), _as_float64(hr, "hr", dev), r)
+    return _ssim_map_t(_as_float64(pred, "pred", dev), _as_float64(hr, "hr", dev), r).double()
 
 
 def ssim(
@@ -336,8 +448,5 @@ def score_maps(
     """
     p, h, m = _prepare_maps(pred, hr, mask, device)
     r = _prepare_range(data_range, p.shape[1], p.device)
-    return {
-        "pcc": _np(_pcc_t(p, h, m)),
-        "ssim": _np(_ssim_t(p, h, m, r)),
-        "rmse": _np(_rmse_t(p, h, m)),
-    }
+    r_pcc, r_rmse = _pcc_rmse_t(p, h, m)
+    return {"pcc": _np(r_pcc), "ssim": _np(_ssim_t(p, h, m, r)), "rmse": _np(r_rmse)}
