@@ -309,9 +309,7 @@ def _ssim_map_t(
     n, g, h, w = pred.shape
     r = data_range.to(torch.float32).repeat(n)[:, None, None]  # (N G, 1, 1)
     x, y = pred.reshape(n * g, h, w), hr.reshape(n * g, h, w)
-    keep = None
-    if mask is not None:
-        keep = mask[:, None].expand(n, g, h, w).reshape(n * g, h, w).to(torch.float32)
+    keep = None if mask is None else mask.to(torch.float32)  # (N, H, W), indexed per chunk
     mass = _smooth(torch.ones(1, h, w, dtype=torch.float32, device=x.device))  # F
     edge, edge2 = 1.0 - mass, mass - mass * mass
     c1, c2 = SSIM_K1**2, SSIM_K2**2  # L = 1 on the u scale
@@ -322,26 +320,29 @@ def _ssim_map_t(
     step = max(1, _SSIM_CHUNK_ELEMENTS // (5 * h * w))
     for s in range(0, n * g, step):  # chunks of maps keep temporaries in cache, bound memory
         rs = r[s : s + step]
-        xs = (x[s : s + step].to(torch.float32) / rs).clamp_(0.0, 1.0)
-        ys = (y[s : s + step].to(torch.float32) / rs).clamp_(0.0, 1.0)
+        xs = x[s : s + step].to(torch.float32, copy=True).div_(rs).clamp_(0.0, 1.0)
+        ys = y[s : s + step].to(torch.float32, copy=True).div_(rs).clamp_(0.0, 1.0)
         if keep is not None:
-            ks = keep[s : s + step]
-            xs, ys = xs * ks, ys * ks
+            ks = keep[torch.arange(s, s + len(xs), device=x.device) // g]
+            xs, ys = xs.mul_(ks), ys.mul_(ks)
         cx, cy = xs.mean(dim=(1, 2), keepdim=True), ys.mean(dim=(1, 2), keepdim=True)
-        xs, ys = xs - cx, ys - cy
+        xs, ys = xs.sub_(cx), ys.sub_(cy)
         f = _smooth(torch.cat([xs, ys, xs * xs, ys * ys, xs * ys]))
         fx, fy, fxx, fyy, fxy = f.chunk(5)
-        vx = fxx - fx * fx + (2 * cx * fx) * edge + (cx * cx) * edge2  # population moments
-        vy = fyy - fy * fy + (2 * cy * fy) * edge + (cy * cy) * edge2
-        vxy = fxy - fx * fy + (cx * fy + cy * fx) * edge + (cx * cy) * edge2
-        mx, my = fx + cx * mass, fy + cy * mass
-        num = (2 * mx * my + c1) * (2 * vxy + c2)
-        den = (mx * mx + my * my + c1) * (vx + vy + c2)
+        # in place, to keep the temporaries few: mu, then vx + vy + C2 and 2 vxy + C2
+        mx, my = torch.addcmul(fx, cx, mass), torch.addcmul(fy, cy, mass)
+        spread = fxx.add_(fyy).addcmul_(fx, fx, value=-1).addcmul_(fy, fy, value=-1)
+        spread.addcmul_((fx * cx).addcmul_(fy, cy), edge, value=2)
+        spread.add_((cx * cx + cy * cy) * edge2).add_(c2)
+        joint = fxy.addcmul_(fx, fy, value=-1).addcmul_((fy * cx).addcmul_(fx, cy), edge)
+        joint.add_((cx * cy) * edge2).mul_(2).add_(c2)
+        num = (mx * my).mul_(2).add_(c1).mul_(joint)
+        den = mx.mul_(mx).addcmul_(my, my).add_(c1).mul_(spread)
         if keep is None:
             out[s : s + step] = num / den
         else:
             k = ks.sum(dim=(1, 2), dtype=torch.float64)
-            total = ((num / den) * ks).sum(dim=(1, 2), dtype=torch.float64)
+            total = num.div_(den).mul_(ks).sum(dim=(1, 2), dtype=torch.float64)
             out[s : s + step] = torch.where(k > 0, total / k.clamp_min(1.0), torch.nan)
     return out.reshape(n, g) if keep is not None else out.reshape(n, g, h, w)
 
