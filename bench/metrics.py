@@ -327,15 +327,20 @@ def _ssim_map_t(
             xs, ys = xs.mul_(ks), ys.mul_(ks)
         cx, cy = xs.mean(dim=(1, 2), keepdim=True), ys.mean(dim=(1, 2), keepdim=True)
         xs, ys = xs.sub_(cx), ys.sub_(cy)
-        f = _smooth(torch.cat([xs, ys, xs * xs, ys * ys, xs * ys]))
-        fx, fy, fxx, fyy, fxy = f.chunk(5)
+        # four filtered moments carry the five: with a = x' + y', b = x' - y',
+        # f(x') = (f(a) + f(b)) / 2, f(y') = (f(a) - f(b)) / 2,
+        # f(x'^2) + f(y'^2) = (f(a^2) + f(b^2)) / 2, 2 f(x'y') = (f(a^2) - f(b^2)) / 2
+        a, b = xs + ys, xs.sub_(ys)
+        fa, fb, faa, fbb = _smooth(torch.cat([a, b, a * a, b * b])).chunk(4)
+        fx, fy = (fa + fb).mul_(0.5), fa.sub_(fb).mul_(0.5)
         # in place, to keep the temporaries few: mu, then vx + vy + C2 and 2 vxy + C2
         mx, my = torch.addcmul(fx, cx, mass), torch.addcmul(fy, cy, mass)
-        spread = fxx.add_(fyy).addcmul_(fx, fx, value=-1).addcmul_(fy, fy, value=-1)
+        spread = (faa + fbb).mul_(0.5).addcmul_(fx, fx, value=-1).addcmul_(fy, fy, value=-1)
         spread.addcmul_((fx * cx).addcmul_(fy, cy), edge, value=2)
         spread.add_((cx * cx + cy * cy) * edge2).add_(c2)
-        joint = fxy.addcmul_(fx, fy, value=-1).addcmul_((fy * cx).addcmul_(fx, cy), edge)
-        joint.add_((cx * cy) * edge2).mul_(2).add_(c2)
+        joint = faa.sub_(fbb).mul_(0.5).addcmul_(fx, fy, value=-2)
+        joint.addcmul_((fy * cx).addcmul_(fx, cy), edge, value=2)
+        joint.add_((cx * cy) * edge2, alpha=2).add_(c2)
         num = (mx * my).mul_(2).add_(c1).mul_(joint)
         den = mx.mul_(mx).addcmul_(my, my).add_(c1).mul_(spread)
         if keep is None:
