@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import platform
 import time
 
 import numpy as np
@@ -92,7 +94,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--skip-diffst", action="store_true")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, CPU"
+    )
     metrics_table(args.sizes)
     if not args.skip_diffst:
         diffst_table(args.sizes, args.samples)
