@@ -50,6 +50,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from methods import PRESETS
 
@@ -84,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--k", type=_positive, default=None, help="pooling factor (default: each card's)"
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=None,
+        help="seconds per cell; a cell past it is recorded as failed and the grid goes on",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -172,7 +188,12 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     board_path = Path(args.leaderboard)
     _writable_dir(board_path.parent, "leaderboard folder")
     tracker = tracker or Tracker(default_uri(results), results)
-    opts = runner.RunOptions(preset=args.preset, samples=args.samples, code_version=code_version())
+    opts = runner.RunOptions(
+        preset=args.preset,
+        samples=args.samples,
+        timeout=args.timeout,
+        code_version=code_version(),
+    )
     command = "python -m bench " + shlex.join(argv)
     print(f"device: {device_name()}; MLflow store: {tracker.uri}", flush=True)
     tracker.start(
@@ -187,6 +208,19 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         tags={"code_version": opts.code_version, "device": opts.device},
     )
     cells = [(d, m, s) for d in datasets for m in methods for s in args.seeds]
+    finished = []  # cells done by an earlier (perhaps killed) invocation, for the store's repair
+    for dataset, method, seed in cells:
+        record = runner.reusable(results, built[dataset], method, seed, opts)
+        if record is not None:
+            finished.append((record, runner.side_files(results, record)))
+    repaired = tracker.reconcile(finished)
+    if any(repaired.values()):
+        print(
+            f"MLflow store repaired after an interrupted run: {repaired['killed']} run(s) closed "
+            f"as KILLED, {repaired['deleted']} half-logged run(s) removed, {repaired['logged']} "
+            "finished cell(s) logged",
+            flush=True,
+        )
     failed = 0
     bar = tqdm(cells, unit="cell", disable=args.no_progress, file=sys.stderr)
     for dataset, method, seed in bar:

@@ -10,8 +10,11 @@ parameters is not run again (failed cells always are), so an interrupted grid re
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ class RunOptions:
 
     preset: str = "default"
     samples: int = 8  # K draws per input for stochastic methods
+    timeout: float | None = None  # seconds per cell (fit + predict + score); None: no limit
     code_version: str = "unknown"
     device: str = field(default_factory=device)
 
@@ -77,6 +81,33 @@ def score(split: Split, pred: np.ndarray, draws: np.ndarray | None, dev: str) ->
     return scalars, per_gene
 
 
+class CellTimeout(Exception):
+    """A cell ran past ``--timeout``."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None):
+    """Raise :class:`CellTimeout` inside the block after ``seconds`` (main thread, via SIGALRM).
+
+    The alarm interrupts Python code between operations, so a single long native call (one huge
+    BLAS product) ends first; iterative methods, which are where cells run long, stop promptly.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CellTimeout(f"the cell ran past --timeout {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _check_shape(name: str, array: Any, expected: tuple[int, ...]) -> np.ndarray:
     arr = np.asarray(array, dtype=np.float32)
     if arr.shape != expected:
@@ -109,7 +140,7 @@ def run_cell(
     extras: dict[str, Any] = {}
     memory = PeakMemory()
     try:
-        with memory:
+        with memory, deadline(opts.timeout):
             torch.manual_seed(seed)
             method = create(method_name, preset=opts.preset, seed=seed)
             method.workdir = workdir
@@ -220,6 +251,17 @@ def artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> li
         _atomic_side_file(tb, lambda p: p.write_text(extras["traceback"]))
         out.append(tb)
     return out
+
+
+SIDE_SUFFIXES = (".per_gene.csv", ".genes.png", ".pred.npz", ".traceback.txt")
+
+
+def side_files(results_dir: Path, record: dict) -> list[Path]:
+    """The side files of a record that exist (see :func:`artifacts`)."""
+    stem = record_path(results_dir, record["dataset"], record["method"], record["seed"])
+    stem = stem.with_suffix("")
+    paths = (stem.with_name(stem.name + suffix) for suffix in SIDE_SUFFIXES)
+    return [p for p in paths if p.is_file()]
 
 
 def _atomic_side_file(path: Path, write: Any) -> None:

@@ -10,6 +10,7 @@ figure, and the traceback of a failed cell). mlflow is imported only here, and o
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         self.uri = uri
+        if uri.startswith("sqlite:///"):
+            _create_sqlite_store(Path(uri[len("sqlite:///") :]))
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         local = uri.startswith("sqlite:")
         artifacts = (results_dir / "mlartifacts").resolve().as_uri() if local else None
@@ -73,6 +76,7 @@ class Tracker:
 
     def start(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Open the invocation's parent run; returns its id."""
+        tags = {**tags, **_owner()}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.parent_id = run.info.run_id
         self._log(self.parent_id, params=params)
@@ -102,6 +106,7 @@ class Tracker:
             tags["error"] = record["error"][:5000]
         if self.parent_id:
             tags["mlflow.parentRunId"] = self.parent_id
+        tags.update({**_owner(), "record_id": record_id(record)})
         name = record.get("name") or run_name(record["method"], params)
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         rid = run.info.run_id
@@ -120,8 +125,93 @@ class Tracker:
         self.client.set_terminated(rid, "FINISHED" if record["status"] == "ok" else "FAILED")
         return rid
 
+    def reconcile(self, records: list[tuple[dict[str, Any], list[Path]]]) -> dict[str, int]:
+        """Repair the store after an interrupted invocation, before this one logs anything.
+
+        Runs left RUNNING by a process of this host that no longer exists are closed: a parent
+        run as KILLED; a half-logged child run is deleted (its record is the truth and is logged
+        again). Then every given (record, side files) without a finished child run is logged, so
+        each record has exactly one child run. Runs of live processes (a concurrent invocation)
+        are left alone. Returns counts of killed, deleted and logged runs.
+        """
+        from mlflow.entities import ViewType
+
+        runs = self.client.search_runs(
+            [self.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=50000
+        )
+        done = {"killed": 0, "deleted": 0, "logged": 0}
+        logged: set[str] = set()
+        for run in runs:
+            tags = run.data.tags
+            if run.info.status == "RUNNING" and _dead(tags):
+                if "record_id" in tags:
+                    self.client.delete_run(run.info.run_id)
+                    done["deleted"] += 1
+                    continue
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                done["killed"] += 1
+            elif "record_id" in tags and run.info.status != "RUNNING":
+                logged.add(tags["record_id"])
+        for record, files in records:
+            if record_id(record) not in logged:
+                self.log_cell(record, files)
+                done["logged"] += 1
+        return done
+
     def _log(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         flat = _flat("", params)
         self.client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(flat.items())])
+
+
+def record_id(record: dict[str, Any]) -> str:
+    """A cell's identity in the store: dataset/method/seed and the record's finish time (ms)."""
+    return (
+        f"{record['dataset']}/{record['method']}/{record['seed']}/{record.get('finished_ms', 0)}"
+    )
+
+
+def _owner() -> dict[str, str]:
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _dead(tags: dict[str, str]) -> bool:
+    """True when the run's process ran on this host and is gone (runs of other hosts: False)."""
+    if tags.get("host") != socket.gethostname() or not tags.get("pid", "").isdigit():
+        return False
+    try:
+        os.kill(int(tags["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Create and migrate a new SQLite store beside ``path``, then link it into place.
+
+    MLflow creates its tables in several migration steps; a process killed half-way would leave
+    a store no later run can open. Building it under a temporary name and publishing it with
+    ``os.link`` (which never replaces an existing file, so a concurrent creator wins cleanly)
+    means ``path`` is either absent or complete.
+    """
+    import mlflow
+
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed creator
+        pid = stale.name.split(".")[-2]
+        if pid.isdigit() and _dead({"host": socket.gethostname(), "pid": pid}):
+            stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()  # create, migrate
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -24,6 +24,34 @@ class Broken(Method):
         raise RuntimeError("deliberately broken")
 
 
+class Slow(Method):
+    """Trains for ever (a loop of short steps), to be stopped by --timeout."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        import time
+
+        while True:
+            time.sleep(0.01)
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:  # pragma: no cover
+        raise AssertionError("never reached")
+
+
+class Greedy(Method):
+    """Asks for far more memory than any machine has (numpy raises MemoryError)."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        self.buffer = np.ones((10**7, 10**7))
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:  # pragma: no cover
+        raise AssertionError("never reached")
+
+
+class WrongShape(Method):
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        return np.zeros((len(samples), 1, 3, 3), np.float32)
+
+
 class NotFinite(Method):
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
         h, w = samples[0].hr_shape

@@ -119,6 +119,9 @@ def stubs(monkeypatch):
         ("broken", "Broken"),
         ("nan", "NotFinite"),
         ("peek", "Peeking"),
+        ("slow", "Slow"),
+        ("greedy", "Greedy"),
+        ("shape", "WrongShape"),
     ]:
         monkeypatch.setitem(registry._REGISTRY, name, ("stub_methods", cls, {}))
 
@@ -163,6 +166,32 @@ def test_failing_cells_are_recorded_and_the_grid_goes_on(stubs, root, tmp_path, 
     assert "deliberately broken" in board and "noisy" in board
 
 
+def test_each_fault_kind_is_isolated(stubs, root, tmp_path):
+    """Exception, NaN, wrong shape, timeout and out-of-memory: each a failed cell with its reason
+    and traceback; the good cell after them still runs; exit status 1."""
+    results = tmp_path / "r"
+    argv = ["run", "--methods", "broken,nan,shape,slow,greedy,bicubic", "--timeout", "2"]
+    argv += ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
+    assert cli.main(argv + ["--leaderboard", str(tmp_path / "LB.md")]) == 1
+    by = {r["method"]: r for r in read_records(results)}
+    assert by["bicubic"]["status"] == "ok"
+    reasons = {
+        "broken": "RuntimeError: deliberately broken",
+        "nan": "NaN",
+        "shape": "has shape (2, 1, 3, 3)",
+        "slow": "CellTimeout: the cell ran past --timeout 2 s",
+        "greedy": "MemoryError",
+    }
+    for method, needle in reasons.items():
+        assert by[method]["status"] == "failed" and needle in by[method]["error"], method
+        tb = results / "her2st" / method / "seed-0.traceback.txt"
+        assert tb.read_text().strip(), method
+    assert (
+        by["slow"]["timings"]["fit_s"] == 0.0
+        and by["slow"]["finished"] - by["slow"]["started"] < 10
+    )
+
+
 BAD = [
     (["run", "--methods", "sr9000"], "unknown method 'sr9000'"),
     (["run", "--datasets", "nope"], "unknown dataset 'nope'"),
@@ -170,6 +199,7 @@ BAD = [
     (["run", "--seeds", "x"], "not an integer"),
     (["run", "--preset", "huge"], "invalid choice"),
     (["run", "--samples", "0"], "positive integer"),
+    (["run", "--timeout", "-3"], "positive number of seconds"),
     (["run", "--data-dir", "/nonexistent/data"], "bench fetch"),
     (["run", "--results-dir", "{file}/results"], "not writable"),
     (["run", "--tracking-uri", "http://127.0.0.1:9"], "cannot be used"),
