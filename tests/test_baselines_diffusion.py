@@ -185,3 +185,24 @@ def test_config_params_and_rejected_names():
     for switch in SWITCHES:
         with pytest.raises(TypeError, match=switch):
             PlainConditionalDiffusion(preset="quick", **{switch: True})
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that arbitrary code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_a_pickled_object_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+    m = DiffST(preset="quick", seed=0, **TINY)
+    m.workdir = tmp_path / "work"
+    m.workdir.mkdir()
+    torch.save({"step": 1, "payload": _Payload(str(marker))}, m.workdir / DiffST.checkpoint)
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        m.fit(samples())
+    assert not marker.exists()

@@ -92,3 +92,30 @@ def test_reconcile_closes_dead_runs_and_logs_missing_cells(tmp_path):
     logged = [r for r in runs if r.data.tags.get("record_id") == "d/m/0/1"]
     assert len(logged) == 1 and logged[0].info.status == "FINISHED"
     assert tracker.reconcile([(record, [])]) == {"killed": 0, "deleted": 0, "logged": 0}
+
+
+def test_two_concurrent_runs_share_results_and_store(root, tmp_path):
+    """Two invocations on one results dir and one SQLite store, started together: both finish
+    with every record and every child run present, and the store still opens."""
+    results = tmp_path / "results"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    procs = []
+    for methods in ("nearest,bicubic,tesla,mean", "bilinear,linear_probe,truth,shuffled"):
+        argv = [sys.executable, "-m", "bench", "run", "--methods", methods, "--preset", "quick"]
+        argv += ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
+        argv += ["--leaderboard", str(tmp_path / "LB.md")]
+        pipe = subprocess.PIPE
+        procs.append(subprocess.Popen(argv, cwd=REPO, env=env, stdout=pipe, stderr=pipe))
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    records = read_records(results)
+    assert len(records) == 8 and all(r["status"] == "ok" for r in records)
+    _, runs = _store(results)
+    parents = [r for r in runs if "record_id" not in r.data.tags]
+    children = [r for r in runs if "record_id" in r.data.tags]
+    assert len(parents) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(r.data.tags["record_id"] for r in children) == sorted(
+        record_id(r) for r in records
+    )
+    assert "| " in (tmp_path / "LB.md").read_text()

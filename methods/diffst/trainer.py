@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -214,7 +215,13 @@ class UNetTrainer(Method):
         path = self._checkpoint_path()
         if path is None or not path.is_file():
             return 0
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        try:  # weights_only: tensors and plain containers only, never arbitrary objects
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError(
+                f"{path}: holds objects other than tensors and plain containers; refusing to "
+                "unpickle it (delete the file to retrain)"
+            ) from None
         if state.get("signature") != self.signature:
             return 0  # another config or other training data: start afresh (it is overwritten)
         self.net.load_state_dict(state["model"])
