@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds per cell; a cell past it is recorded as failed and the grid goes on",
     )
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="run cells in this process, or as Ray tasks (local Ray started on demand)",
+    )
+    run.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     board = sub.add_parser("leaderboard", help="regenerate the leaderboard from the records")
@@ -165,7 +172,7 @@ def cmd_list() -> int:
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tqdm import tqdm
 
-    from bench import cache, cards, leaderboard, runner
+    from bench import cache, cards, executors, leaderboard, runner
     from bench.records import record_path
     from bench.resources import code_version, device_name
     from bench.tracking import Tracker, default_uri, run_name
@@ -181,6 +188,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for name in datasets:  # read and verify all data before writing anything
         card = cards.load_card(name)
         built[name] = cache.load(card, root, args.k or card.split["default_pooling"])
+    ray_here = args.executor == "ray" and executors.start_ray(args.ray_address)
     results = Path(args.results_dir).resolve()
     # an explicit server is checked before any folder is made; the default store is in results
     tracker = Tracker(args.tracking_uri, results) if args.tracking_uri else None
@@ -221,22 +229,34 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "finished cell(s) logged",
             flush=True,
         )
+    pending = [
+        (d, m, s, record_path(results, built[d].label, m, s).with_suffix(".work"))
+        for d, m, s in cells
+        if not runner.reusable(results, built[d], m, s, opts)
+    ]
+    if args.executor == "ray":
+        stream = executors.ray(pending, built, opts)
+    else:
+        stream = executors.local(pending, built, opts)
     failed = 0
-    bar = tqdm(cells, unit="cell", disable=args.no_progress, file=sys.stderr)
-    for dataset, method, seed in bar:
+    done = len(cells) - len(pending)
+    bar = tqdm(
+        total=len(cells), initial=done, unit="cell", disable=args.no_progress, file=sys.stderr
+    )
+    for (dataset, method, seed, _), record, extras in stream:
         split = built[dataset]
         bar.set_description(f"{split.label}/{method} seed {seed}")
-        if runner.reusable(results, split, method, seed, opts):
-            continue
-        workdir = record_path(results, split.label, method, seed).with_suffix(".work")
-        record, extras = runner.run_cell(split, method, seed, opts, workdir)
         files = runner.save(results, split, record, extras)
         tracker.log_cell(record, files)
+        bar.update()
         if record["status"] != "ok":
             failed += 1
             tqdm.write(
                 f"{split.label}/{method} seed {seed} failed: {record['error']}", file=sys.stderr
             )
+    bar.close()
+    if ray_here:
+        executors.stop_ray()
     tracker.finish(failed=bool(failed))
     path = leaderboard.write(results, board_path, command)
     print(f"{len(cells)} cell(s), {failed} failed; records in {results}")

@@ -115,16 +115,9 @@ def _check_shape(name: str, array: Any, expected: tuple[int, ...]) -> np.ndarray
     return arr
 
 
-def run_cell(
-    split: Split, method_name: str, seed: int, opts: RunOptions, workdir: Path | None = None
-) -> tuple[dict, dict]:
-    """Run one cell; returns (record, extras), extras holding arrays for figures or a traceback.
-
-    ``workdir`` is handed to the method for checkpoints (so an interrupted fit can resume).
-    """
-    import torch
-
-    record: dict[str, Any] = {
+def base_record(split: Split, method_name: str, seed: int, opts: RunOptions) -> dict[str, Any]:
+    """The fields every record of a cell has before it runs."""
+    return {
         "dataset": split.label,
         "method": method_name,
         "seed": seed,
@@ -136,6 +129,31 @@ def run_cell(
         "error": None,
         "started": time.time(),
     }
+
+
+def failed_record(
+    split: Split, method_name: str, seed: int, opts: RunOptions, error: str
+) -> dict[str, Any]:
+    """A failed record for a cell that never returned (e.g. its worker process died)."""
+    record = base_record(split, method_name, seed, opts)
+    now = time.time()
+    record.update(status="failed", error=error[:1000], metrics={}, per_gene={})
+    record.update(timings={"fit_s": 0.0, "predict_s": 0.0, "score_s": 0.0}, peak_memory_mb=0.0)
+    record.update(memory={"cpu_rss_mb": 0.0, "gpu_mb": None}, finished=now)
+    record["finished_ms"] = int(now * 1000)
+    return record
+
+
+def run_cell(
+    split: Split, method_name: str, seed: int, opts: RunOptions, workdir: Path | None = None
+) -> tuple[dict, dict]:
+    """Run one cell; returns (record, extras), extras holding arrays for figures or a traceback.
+
+    ``workdir`` is handed to the method for checkpoints (so an interrupted fit can resume).
+    """
+    import torch
+
+    record = base_record(split, method_name, seed, opts)
     timings = {"fit_s": 0.0, "predict_s": 0.0, "score_s": 0.0}
     extras: dict[str, Any] = {}
     memory = PeakMemory()

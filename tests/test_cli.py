@@ -200,6 +200,7 @@ BAD = [
     (["run", "--preset", "huge"], "invalid choice"),
     (["run", "--samples", "0"], "positive integer"),
     (["run", "--timeout", "-3"], "positive number of seconds"),
+    (["run", "--executor", "ray", "--ray-address", "ray://127.0.0.1:9"], "cannot start or reach"),
     (["run", "--data-dir", "/nonexistent/data"], "bench fetch"),
     (["run", "--results-dir", "{file}/results"], "not writable"),
     (["run", "--tracking-uri", "http://127.0.0.1:9"], "cannot be used"),

@@ -1,0 +1,43 @@
+"""The Ray executor gives the same records and MLflow runs as the local one (a local Ray started
+on demand, with this machine's CPUs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import cli
+from bench.records import read_records
+
+METHODS = "bicubic,mean,tesla,linear_probe"
+
+
+def _run(root, out, *extra):
+    argv = ["run", "--methods", METHODS, "--seeds", "0", "1", "--preset", "quick"]
+    argv += ["--data-dir", str(root), "--results-dir", str(out), "--no-progress"]
+    argv += ["--leaderboard", str(out / "LB.md"), *extra]
+    assert cli.main(argv) == 0
+    return {(r["method"], r["seed"]): r for r in read_records(out)}
+
+
+def test_ray_executor_matches_local(root, tmp_path):
+    import mlflow
+
+    from bench.tracking import default_uri
+
+    local = _run(root, tmp_path / "local")
+    remote = _run(root, tmp_path / "ray", "--executor", "ray")
+    assert local.keys() == remote.keys() and len(local) == 8
+    for key, rec in local.items():
+        other = remote[key]
+        assert other["status"] == rec["status"] == "ok"
+        assert other["split"] == rec["split"] and other["params"] == rec["params"]
+        assert other["per_gene"]["gene"] == rec["per_gene"]["gene"]
+        for name, values in rec["per_gene"].items():
+            if name not in ("section", "gene"):
+                assert other["per_gene"][name] == pytest.approx(values, rel=1e-9, abs=1e-12)
+    for out in (tmp_path / "local", tmp_path / "ray"):
+        client = mlflow.MlflowClient(tracking_uri=default_uri(out))
+        exp = client.get_experiment_by_name("stsr-bench")
+        runs = client.search_runs([exp.experiment_id], max_results=100)
+        children = [r for r in runs if "record_id" in r.data.tags]
+        assert len(children) == 8 and all(r.info.status == "FINISHED" for r in runs)
