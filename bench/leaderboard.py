@@ -10,6 +10,12 @@ Aggregation (``shared/design/metrics.md``): per method, the per-gene values of i
 averaged per (section, gene) (a NaN or null seed value is left out of that average). The
 (section x gene) table then goes to :func:`bench.stats.bootstrap_ci` with seed 0. Table order:
 sections sorted, genes in the split's order (unknown genes after, sorted).
+
+Significance: each ranked method's seed-averaged PCC table is compared with the best method's on
+the same (section, gene) pairs by a two-sided Wilcoxon signed-rank test
+(:func:`bench.stats.paired_wilcoxon`); the p-values of all ranked methods but the best are
+Holm-corrected together (:func:`bench.stats.holm`) and shown in the "vs best" column, marked
+``*`` below ``ALPHA`` (different from the best).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.records import atomic_write_text, read_records
-from bench.stats import bootstrap_ci
+from bench.stats import bootstrap_ci, holm, paired_wilcoxon
 
 __all__ = ["render", "write", "seed_mean_table"]
 
@@ -38,6 +44,7 @@ DIVERSITY = (
 STOCHASTIC = ("spread", "crps", "spread_skill", "collapse_ratio")
 N_BOOT = 1000
 LEVEL = 0.95
+ALPHA = 0.05  # significance level of the Holm-corrected paired tests against the best method
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -112,16 +119,35 @@ def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) ->
         row[metric] = bootstrap_ci(table, n_boot=N_BOOT, level=LEVEL, seed=0)
         if metric == "pcc":
             row["excluded"], row["pairs"] = excluded, int(np.isfinite(table).sum()) + excluded
+            row["pcc_table"] = table
     times = []
     for rec in recs:
         t = rec.get("timings") or {}
         fit, predict = t.get("fit_s"), t.get("predict_s")
         times.append(None if fit is None or predict is None else float(fit) + float(predict))
     row["time"] = _mean(times)
+    for key in ("fit_s", "predict_s"):
+        row[key] = _mean((rec.get("timings") or {}).get(key) for rec in recs)
+    row["memory"] = _mean(rec.get("peak_memory_mb") for rec in recs)
+    row["device"] = ", ".join(sorted({str(rec.get("device", "n/a")) for rec in recs}))
     for metric, _ in DIVERSITY:
         row[metric] = _mean((rec.get("metrics") or {}).get(metric) for rec in recs)
     row["stochastic"] = any(m in (rec.get("metrics") or {}) for rec in recs for m in STOCHASTIC)
     return row
+
+
+def _significance(ranked: list[dict[str, Any]]) -> None:
+    """Set ``row["vs_best"]`` of every ranked row (see the module docstring)."""
+    if not ranked:
+        return
+    best = ranked[0]["pcc_table"]
+    raw = [
+        paired_wilcoxon(r["pcc_table"], best) if r["pcc_table"].shape == best.shape else math.nan
+        for r in ranked[1:]
+    ]
+    ranked[0]["vs_best"] = "best"
+    for row, p in zip(ranked[1:], holm(raw), strict=True):
+        row["vs_best"] = "n/a" if math.isnan(p) else f"{p:.2g}{' *' if p < ALPHA else ''}"
 
 
 def _rank_key(row: dict[str, Any]) -> tuple[float, str]:
@@ -133,11 +159,15 @@ def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
     """Markdown table; ``first`` is "rank" (ranked methods) or "control" (control kind)."""
     head = [first, "method", *(label for _, label in MAIN), "seeds", "fit+predict (s)"]
     align = ["---:" if first == "rank" else "---", "---", "---", "---", "---", "---:", "---:"]
+    if first == "rank":
+        head, align = [*head, "vs best (Holm p)"], [*align, "---:"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for i, row in enumerate(rows, start=1):
         lead = str(i) if first == "rank" else _cell(row["control"])
         cis = [f"{_num(m)} [{_num(lo)}, {_num(hi)}]" for m, lo, hi in (row[k] for k, _ in MAIN)]
         cells = [lead, _cell(row["method"]), *cis, str(row["seeds"]), _num(row["time"], 1)]
+        if first == "rank":
+            cells.append(row.get("vs_best", "n/a"))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -152,7 +182,9 @@ def _section(group: list[dict[str, Any]]) -> list[str]:
         "",
         f"{len(split.get('test') or [])} test sections, {len(genes)} genes. Scores are means over "
         f"(section, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of genes "
-        "within sections, seed 0); a method's seeds are averaged per (section, gene) first.",
+        "within sections, seed 0); a method's seeds are averaged per (section, gene) first. "
+        '"vs best": Holm-corrected p of a paired Wilcoxon signed-rank test of PCC against the '
+        f"first-ranked method on the same (section, gene) pairs; * marks p < {ALPHA}.",
         "",
     ]
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -161,6 +193,7 @@ def _section(group: list[dict[str, Any]]) -> list[str]:
             by_method[rec["method"]].append(rec)
     rows = [_summarise(m, by_method[m], genes) for m in sorted(by_method)]
     ranked = sorted((r for r in rows if not r["control"]), key=_rank_key)
+    _significance(ranked)
     controls = sorted(
         (r for r in rows if r["control"]), key=lambda r: (str(r["control"]), *_rank_key(r))
     )
@@ -174,6 +207,20 @@ def _section(group: list[dict[str, Any]]) -> list[str]:
         for r in ranked + controls:
             cells = [_cell(r["method"]), *(_num(r[k]) for k, _ in DIVERSITY)]
             out.append("| " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "### Cost",
+        "",
+        "Means over seeds; peak resident (CPU) or allocated (GPU) memory.",
+        "",
+    ]
+    out += [
+        "| method | fit (s) | predict (s) | peak memory (MiB) | device |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in ranked + controls:
+        cells = [_num(r["fit_s"], 1), _num(r["predict_s"], 1), _num(r["memory"], 0)]
+        out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + f" | {_cell(r['device'])} |")
     failed = [r for r in group if r.get("status") != "ok"]
     out += ["", "### Failed or skipped", ""]
     out += [

@@ -134,7 +134,7 @@ def test_no_failures_says_none():
 
 def test_intervals_contain_the_mean():
     (section,) = _sections(render(_records(), CMD))
-    rows = [r for t in _tables(section) for r in t]
+    rows = [r for t in _tables(section)[:2] for r in t]  # ranked and controls
     assert len(rows) == 3
     for row in rows:
         for cell in row[2:5]:
@@ -241,3 +241,32 @@ def test_write_is_atomic_and_matches_render(tmp_path, existing):
     assert out.read_text() == render(read_records(results), CMD)
     assert "zeta" in out.read_text()
     assert sorted(p.name for p in out.parent.iterdir()) == ["README.md"]
+
+
+def test_significance_against_the_best_is_paired_and_holm_corrected():
+    from bench.leaderboard import seed_mean_table
+    from bench.stats import holm, paired_wilcoxon
+
+    records = [
+        _record("best", pcc=0.7),
+        _record("close", pcc=0.69),
+        _record("worse", pcc=0.3),
+        _record("flat", pcc=0.0, control="negative"),
+    ]
+    (section,) = _sections(render(records, CMD))
+    ranked = {r[1]: r[7] for r in _tables(section)[0]}
+    assert ranked["best"] == "best"
+    tables = {m: seed_mean_table([r], "pcc", GENES)[0] for r in records for m in [r["method"]]}
+    raw = [paired_wilcoxon(tables[m], tables["best"]) for m in ("close", "worse")]
+    adjusted = holm(raw)
+    assert ranked["worse"] == f"{adjusted[1]:.2g} *"  # 0.3 vs 0.7 on every pair
+    assert ranked["close"].startswith(f"{adjusted[0]:.2g}")
+    assert "*" not in ranked["close"] or adjusted[0] < 0.05
+
+
+def test_cost_table_lists_every_method_with_device():
+    (section,) = _sections(render(_records(), CMD))
+    cost = _part(section, "Cost")
+    rows = {r[0]: r for r in _tables(cost)[0]}
+    assert set(rows) == {"zeta", "alpha", "flat"}
+    assert rows["zeta"][1:] == ["1.5", "0.5", "10", "cpu"]  # fit (1 + seed) averaged over 2 seeds
