@@ -7,9 +7,11 @@ methods (``record["control"]`` set) get their own table and no rank. Failed runs
 their reason.
 
 Aggregation (``shared/design/metrics.md``): per method, the per-gene values of its seeds are first
-averaged per (section, gene) (a NaN or null seed value is left out of that average). The
-(section x gene) table then goes to :func:`bench.stats.bootstrap_ci` with seed 0. Table order:
-sections sorted, genes in the split's order (unknown genes after, sorted).
+averaged per (section, gene) (a NaN or null seed value is left out of that average); the score is
+the mean of that (section x gene) table. Its interval comes from
+:func:`bench.stats.bootstrap_ci_seeds` (seed 0) on the per-seed tables: seeds and genes within
+sections resampled. Table order: sections sorted, genes in the split's order (unknown genes
+after, sorted).
 
 Significance: each ranked method's seed-averaged PCC table is compared with the best method's on
 the same (section, gene) pairs by a two-sided Wilcoxon signed-rank test
@@ -28,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from bench import ranking
 from bench.records import atomic_write_text, read_records
-from bench.stats import bootstrap_ci, holm, paired_wilcoxon
+from bench.stats import bootstrap_ci_seeds
 
 __all__ = ["render", "write", "seed_mean_table"]
 
@@ -116,7 +119,12 @@ def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) ->
     row: dict[str, Any] = {"method": method, "control": recs[0].get("control"), "seeds": len(recs)}
     for metric, _ in MAIN:
         table, excluded = seed_mean_table(recs, metric, genes)
-        row[metric] = bootstrap_ci(table, n_boot=N_BOOT, level=LEVEL, seed=0)
+        per_seed = [seed_mean_table([rec], metric, genes)[0] for rec in recs]
+        if len({t.shape for t in per_seed}) != 1 or per_seed[0].shape != table.shape:
+            per_seed = [table]  # seeds on different pair sets: genes-only interval
+        _, low, high = bootstrap_ci_seeds(np.stack(per_seed), n_boot=N_BOOT, level=LEVEL, seed=0)
+        valid = table[np.isfinite(table)]
+        row[metric] = (float(valid.mean()) if valid.size else math.nan, low, high)
         if metric == "pcc":
             row["excluded"], row["pairs"] = excluded, int(np.isfinite(table).sum()) + excluded
             row["pcc_table"] = table
@@ -138,16 +146,53 @@ def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) ->
 
 def _significance(ranked: list[dict[str, Any]]) -> None:
     """Set ``row["vs_best"]`` of every ranked row (see the module docstring)."""
-    if not ranked:
-        return
-    best = ranked[0]["pcc_table"]
-    raw = [
-        paired_wilcoxon(r["pcc_table"], best) if r["pcc_table"].shape == best.shape else math.nan
-        for r in ranked[1:]
+    for i, (row, p) in enumerate(zip(ranked, ranking.vs_best(ranked), strict=True)):
+        mark = "best" if i == 0 else "n/a" if math.isnan(p) else f"{p:.2g}"
+        row["vs_best"] = mark + (" *" if i and p < ALPHA else "")
+
+
+def _scaled(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> list[str]:
+    """The table of :func:`bench.ranking.scaled` scores, or nothing without both controls."""
+    pair = ranking.control_pair(controls)
+    if not ranked or pair is None:
+        return []
+    neg, pos = pair
+    out = [
+        "",
+        "### Scaled between controls",
+        "",
+        f"(score - `{neg['method']}`) / (`{pos['method']}` - `{neg['method']}`) per metric: 0 = "
+        "the negative control, 1 = the positive control.",
+        "",
+        "| method | " + " | ".join(label.split()[0] for _, label in MAIN) + " |",
+        "|---|" + "---:|" * len(MAIN),
     ]
-    ranked[0]["vs_best"] = "best"
-    for row, p in zip(ranked[1:], holm(raw), strict=True):
-        row["vs_best"] = "n/a" if math.isnan(p) else f"{p:.2g}{' *' if p < ALPHA else ''}"
+    for r in ranked:
+        cells = [_num(ranking.scaled(r, neg, pos, metric)) for metric, _ in MAIN]
+        out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _summary(sections: list[list[dict[str, Any]]]) -> list[str]:
+    """The aggregated rank across datasets and metrics (:func:`bench.ranking.aggregated_rank`)."""
+    rows = ranking.aggregated_rank(sections, [(m, "↓" in label) for m, label in MAIN])
+    if not rows:
+        return []
+    n = len(sections) * len(MAIN)
+    out = [
+        "## Summary across datasets",
+        "",
+        "Rule: in each dataset section, ranked methods are ranked on each of "
+        f"{', '.join(m for m, _ in MAIN)} by their mean (ties share the average rank; controls "
+        f"excluded); a method's aggregated rank is the mean of its {n} ranks. Methods scored on "
+        "fewer sections come after, whatever their mean.",
+        "",
+        "| rank | method | mean rank | ranks counted | first places |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for i, (m, mean_rank, count, wins) in enumerate(rows, start=1):
+        out.append(f"| {i} | {_cell(m)} | {mean_rank:.2f} | {count}/{n} | {wins} |")
+    return out + [""]
 
 
 def _rank_key(row: dict[str, Any]) -> tuple[float, str]:
@@ -172,8 +217,9 @@ def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
     return lines
 
 
-def _section(group: list[dict[str, Any]]) -> list[str]:
-    """The markdown of one (dataset, fingerprint) group; ``group`` sorted by (method, seed)."""
+def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The markdown of one (dataset, fingerprint) group and its ranked rows; ``group`` sorted by
+    (method, seed)."""
     split = next((r["split"] for r in group if r.get("split")), {})
     genes = list(split.get("genes") or [])
     dataset, k, fingerprint = group[0]["dataset"], split.get("k", "n/a"), _fingerprint(group[0])
@@ -181,8 +227,9 @@ def _section(group: list[dict[str, Any]]) -> list[str]:
         f"## {dataset} · k = {k} · split `{fingerprint}`",
         "",
         f"{len(split.get('test') or [])} test sections, {len(genes)} genes. Scores are means over "
-        f"(section, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of genes "
-        "within sections, seed 0); a method's seeds are averaged per (section, gene) first. "
+        f"(section, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of seeds "
+        "and of genes within sections, seed 0); a method's seeds are averaged per (section, gene) "
+        "first. "
         '"vs best": Holm-corrected p of a paired Wilcoxon signed-rank test of PCC against the '
         f"first-ranked method on the same (section, gene) pairs; * marks p < {ALPHA}.",
         "",
@@ -200,6 +247,7 @@ def _section(group: list[dict[str, Any]]) -> list[str]:
     out += _score_table(ranked, "rank") if ranked else ["No successful method runs."]
     out += ["", "### Controls", "", "Not ranked: they frame the scores above.", ""]
     out += _score_table(controls, "control") if controls else ["none"]
+    out += _scaled(ranked, controls)
     if any(r["stochastic"] for r in rows):
         out += ["", "### Diversity", "", "Means over seeds of each run's scalar metrics.", ""]
         out += ["| method | " + " | ".join(label for _, label in DIVERSITY) + " |"]
@@ -232,7 +280,7 @@ def _section(group: list[dict[str, Any]]) -> list[str]:
     if excluded:
         out += ["", "### Pairs excluded from PCC", "", "Constant truth (null in every seed):", ""]
         out += [f"- {_cell(r['method'])}: {r['excluded']} of {r['pairs']}" for r in excluded]
-    return out + [""]
+    return out + [""], ranked
 
 
 def render(records: list[dict[str, Any]], command: str) -> str:
@@ -263,9 +311,13 @@ def render(records: list[dict[str, Any]], command: str) -> str:
         groups[(str(rec["dataset"]), _fingerprint(rec))].append(rec)
     if not groups:
         out += ["No result records found.", ""]
+    sections = []
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda r: (str(r["method"]), int(r["seed"])))
-        out += _section(group)
+        sections.append(_section(group))
+    out += _summary([ranked for _, ranked in sections])
+    for lines, _ in sections:
+        out += lines
     return "\n".join(out).rstrip("\n") + "\n"
 
 

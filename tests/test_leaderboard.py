@@ -11,7 +11,7 @@ import pytest
 
 from bench.leaderboard import render, write
 from bench.records import read_records, write_record
-from bench.stats import bootstrap_ci
+from bench.stats import bootstrap_ci, bootstrap_ci_seeds
 
 SECTIONS = ("s2", "s1", "s3")  # the leaderboard sorts sections: s1, s2, s3
 GENES = ("KRT5", "ERBB2", "MUC1", "ACTB", "CD74", "FN1")  # split order, not alphabetical
@@ -79,7 +79,8 @@ def _records() -> list[dict]:
 
 
 def _sections(text: str) -> list[str]:
-    return text.split("\n## ")[1:]
+    """The dataset sections (the summary across datasets left out)."""
+    return [s for s in text.split("\n## ")[1:] if not s.startswith("Summary across datasets")]
 
 
 def _tables(section: str) -> list[list[list[str]]]:
@@ -188,17 +189,22 @@ def test_independent_of_per_gene_row_order():
     assert render(records, CMD) == text
 
 
-def test_seeds_are_averaged_per_pair_before_bootstrapping():
+def test_seeds_are_averaged_per_pair_and_resampled_in_the_interval():
     t0, t1 = _maps(0.5, 1), _maps(0.2, 2)
     t1[0, :3] = np.nan  # seed 1 lacks some pairs: pooled and per-pair means differ
     records = [_record("m", 0, pcc=t0), _record("m", 1, pcc=t1)]
     (row,) = _tables(_sections(render(records, CMD))[0])[0]
 
-    avg = np.where(np.isnan(t1), t0, (t0 + t1) / 2)[np.argsort(SECTIONS)]  # documented order
-    expected = "{:.3f} [{:.3f}, {:.3f}]".format(*bootstrap_ci(avg, n_boot=1000, seed=0))
+    order = np.argsort(SECTIONS)  # documented order: sections sorted
+    avg = np.where(np.isnan(t1), t0, (t0 + t1) / 2)[order]
+    _, low, high = bootstrap_ci_seeds(np.stack([t0[order], t1[order]]), n_boot=1000, seed=0)
+    expected = f"{avg.mean():.3f} [{low:.3f}, {high:.3f}]"
     pooled = "{:.3f} [{:.3f}, {:.3f}]".format(*bootstrap_ci(np.vstack([t0, t1]), seed=0))
     assert expected != pooled
     assert row[2] == expected
+    # seeds that disagree widen the interval beyond the genes-only one
+    _, g_low, g_high = bootstrap_ci(avg, n_boot=1000, seed=0)
+    assert high - low > g_high - g_low
 
 
 def test_diversity_table_only_with_stochastic_metrics():
@@ -270,3 +276,43 @@ def test_cost_table_lists_every_method_with_device():
     rows = {r[0]: r for r in _tables(cost)[0]}
     assert set(rows) == {"zeta", "alpha", "flat"}
     assert rows["zeta"][1:] == ["1.5", "0.5", "10", "cpu"]  # fit (1 + seed) averaged over 2 seeds
+
+
+def test_aggregated_rank_rule_across_datasets_and_metrics():
+    a = [_record("good", pcc=0.8), _record("bad", pcc=0.2)]
+    b = [_record("good", pcc=0.1, dataset="other"), _record("bad", pcc=0.6, dataset="other")]
+    b.append(_record("solo", pcc=0.9, dataset="other"))
+    text = render(a + b, CMD)
+    summary = text.split("\n## Summary across datasets")[1].split("\n## ")[0]
+    rows = {r[1]: r for r in _tables(summary)[0]}
+    # good: PCC ranks 1 (toy) and 2 (other); bad: 2 and 3; solo: 1, but on one section only.
+    # SSIM/RMSE are seeded noise tables: recompute their ranks from the rendered means
+    expected: dict[str, list[float]] = {}
+    for section in _sections(text):
+        ranked = _tables(section)[0]
+        for col, lower in ((2, False), (3, False), (4, True)):
+            means = {r[1]: float(CI.match(r[col]).group(1)) for r in ranked}
+            ordered = sorted(means.values(), reverse=not lower)
+            for m, v in means.items():
+                hits = [i + 1 for i, x in enumerate(ordered) if x == v]
+                expected.setdefault(m, []).append(sum(hits) / len(hits))
+    for m in ("good", "bad", "solo"):
+        assert float(rows[m][2]) == pytest.approx(np.mean(expected[m]), abs=0.006), m
+    assert rows["solo"][3] == "3/6" and rows["good"][3] == "6/6"
+    assert [r[1] for r in _tables(summary)[0]][-1] == "solo"  # fewer sections: after the others
+
+
+def test_scores_scaled_between_controls():
+    records = [
+        _record("m", pcc=0.5),
+        _record("mean", pcc=0.0, control="negative"),
+        _record("truth", pcc=1.0, control="positive"),
+    ]
+    (section,) = _sections(render(records, CMD))
+    scaled = _part(section, "Scaled between controls")
+    (row,) = _tables(scaled)[0]
+    rows = {r[1]: r for t in _tables(section)[:2] for r in t}
+    mean = {k: float(CI.match(rows[k][2]).group(1)) for k in ("m", "mean", "truth")}
+    assert float(row[1]) == pytest.approx(
+        (mean["m"] - mean["mean"]) / (mean["truth"] - mean["mean"]), abs=0.002
+    )

@@ -1,0 +1,77 @@
+"""Comparisons between methods on the leaderboard: significance against the best, scores scaled
+between the controls, and the aggregated rank across datasets and metrics. Numbers only; the
+leaderboard formats them. Rows are the leaderboard's per-method dicts (``row[metric]`` = (mean,
+low, high), ``row["pcc_table"]`` = the seed-averaged (section x gene) PCC table).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from bench.stats import holm, paired_wilcoxon
+
+Row = dict[str, Any]
+
+
+def vs_best(ranked: Sequence[Row]) -> list[float]:
+    """Holm-corrected p of each ranked row's PCC against the first row's (NaN for the first).
+
+    Two-sided Wilcoxon signed-rank tests on the same (section, gene) pairs
+    (:func:`bench.stats.paired_wilcoxon`), corrected together with :func:`bench.stats.holm`.
+    """
+    if not ranked:
+        return []
+    best = ranked[0]["pcc_table"]
+    raw = [
+        paired_wilcoxon(r["pcc_table"], best) if r["pcc_table"].shape == best.shape else math.nan
+        for r in ranked[1:]
+    ]
+    return [math.nan, *holm(raw).tolist()]
+
+
+def control_pair(controls: Sequence[Row]) -> tuple[Row, Row] | None:
+    """(negative, positive) controls for scaling: the ``mean`` negative control when present,
+    else the first negative one, and the first positive one; None when either is missing."""
+    negatives = [r for r in controls if r["control"] == "negative"]
+    neg = next(
+        (r for r in negatives if r["method"] == "mean"), negatives[0] if negatives else None
+    )
+    pos = next((r for r in controls if r["control"] == "positive"), None)
+    return None if neg is None or pos is None else (neg, pos)
+
+
+def scaled(row: Row, neg: Row, pos: Row, metric: str) -> float:
+    """``(x - neg) / (pos - neg)`` on the means: 0 at the negative control, 1 at the positive one
+    (for RMSE too, where lower is better); NaN when the controls tie."""
+    span = pos[metric][0] - neg[metric][0]
+    return (row[metric][0] - neg[metric][0]) / span if span else math.nan
+
+
+def aggregated_rank(
+    sections: Sequence[Sequence[Row]], metrics: Sequence[tuple[str, bool]]
+) -> list[tuple[str, float, int, int]]:
+    """(method, mean rank, ranks counted, first places), best first.
+
+    Rule: in each section, ranked methods are ranked on each metric by their mean (``metrics``
+    = (name, lower is better); ties share the average rank; a non-finite mean ranks last); a
+    method's aggregated rank is the mean of its ranks. Methods with fewer ranks (scored on fewer
+    sections) come after those with more, whatever their mean; then by mean rank, then name.
+    """
+    from scipy.stats import rankdata
+
+    ranks: dict[str, list[float]] = defaultdict(list)
+    wins: dict[str, int] = defaultdict(int)
+    for ranked in sections:
+        for metric, lower in metrics:
+            sign = 1.0 if lower else -1.0
+            keyed = [
+                sign * r[metric][0] if math.isfinite(r[metric][0]) else math.inf for r in ranked
+            ]
+            for r, rank in zip(ranked, rankdata(keyed, method="average"), strict=True):
+                ranks[r["method"]].append(float(rank))
+                wins[r["method"]] += int(rank == 1.0)
+    order = sorted(ranks, key=lambda m: (-len(ranks[m]), sum(ranks[m]) / len(ranks[m]), m))
+    return [(m, sum(ranks[m]) / len(ranks[m]), len(ranks[m]), wins[m]) for m in order]
