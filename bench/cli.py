@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import cache, cards, executors, leaderboard, runner
     from bench.records import record_path
     from bench.resources import code_version, device_name
-    from bench.tracking import Tracker, default_uri, run_name
+    from bench.tracking import Tracker, card_facts, default_uri, run_name
     from methods import UnknownMethodError, resolve
 
     try:
@@ -221,6 +221,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         record = runner.reusable(results, built[dataset], method, seed, opts)
         if record is not None:
             finished.append((record, runner.side_files(results, record)))
+    facts = {name: card_facts(cards.load_card(name).raw) for name in datasets}
     repaired = tracker.reconcile(finished)
     if any(repaired.values()):
         print(
@@ -247,7 +248,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         split = built[dataset]
         bar.set_description(f"{split.label}/{method} seed {seed}")
         files = runner.save(results, split, record, extras)
-        tracker.log_cell(record, files)
+        tracker.log_cell(record, files, facts[dataset])
         bar.update()
         if record["status"] != "ok":
             failed += 1

@@ -137,6 +137,9 @@ def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) ->
     for key in ("fit_s", "predict_s"):
         row[key] = _mean((rec.get("timings") or {}).get(key) for rec in recs)
     row["memory"] = _mean(rec.get("peak_memory_mb") for rec in recs)
+    for key in ("paper_pcc", "paper_ssim", "paper_rmse"):
+        values = [(rec.get("metrics") or {}).get(key) for rec in recs]
+        row[key] = _mean(values) if any(v is not None for v in values) else None
     row["device"] = ", ".join(sorted({str(rec.get("device", "n/a")) for rec in recs}))
     for metric, _ in DIVERSITY:
         row[metric] = _mean((rec.get("metrics") or {}).get(metric) for rec in recs)
@@ -269,6 +272,19 @@ def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any
     for r in ranked + controls:
         cells = [_num(r["fit_s"], 1), _num(r["predict_s"], 1), _num(r["memory"], 0)]
         out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + f" | {_cell(r['device'])} |")
+    if any(r["paper_pcc"] is not None for r in ranked + controls):
+        out += ["", "### Paper-compatible metrics (`paper` set)", ""]
+        out += [
+            "The diffusion paper's released scoring (bench/paper_metrics.py): |PCC| on raw maps, "
+            "SSIM and RMSE on per-map min-max scaled maps, whole grid, mean of non-zero entries "
+            "and of seeds. For comparison with published numbers only; not used for ranking.",
+            "",
+            "| method | abs PCC | SSIM | RMSE |",
+            "|---|---:|---:|---:|",
+        ]
+        for r in ranked + controls:
+            cells = [_num(r[k]) for k in ("paper_pcc", "paper_ssim", "paper_rmse")]
+            out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + " |")
     failed = [r for r in group if r.get("status") != "ok"]
     out += ["", "### Failed or skipped", ""]
     out += [

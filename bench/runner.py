@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import diversity, metrics
+from bench import diversity, metrics, paper_metrics
 from bench.records import read_record, record_path, write_record
 from bench.resources import PeakMemory, Timer, device
 from bench.splits import Split
@@ -49,6 +49,10 @@ def _nan_to_none(values: np.ndarray) -> list[float | None]:
     ]
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def _mean(values: np.ndarray | float) -> float | None:
     arr = np.asarray(values, dtype=float)
     return None if not np.isfinite(arr).any() else float(np.nanmean(arr))
@@ -72,6 +76,9 @@ def score(split: Split, pred: np.ndarray, draws: np.ndarray | None, dev: str) ->
         first = metrics.score_maps(draws[:, 0], hr, mask, split.data_range, device=dev)
         scalars.update({f"first_sample_{k}": _mean(v) for k, v in first.items()})
     scalars.update({k: _mean(v) for k, v in tables.items()})
+    paper = paper_metrics.paper_scores(pred, hr)  # the release's scoring, kept apart
+    scalars.update({k: _finite(paper_metrics.nonzero_mean(v)) for k, v in paper.items()})
+    tables.update(paper)
     n, g = pred.shape[:2]
     per_gene: dict[str, list] = {
         "section": [s.region for s in split.test for _ in range(g)],

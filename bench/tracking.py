@@ -86,8 +86,11 @@ class Tracker:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, "FAILED" if failed else "FINISHED")
 
-    def log_cell(self, record: dict[str, Any], artifacts: list[Path]) -> str:
-        """One child run for a result record; returns its id."""
+    def log_cell(
+        self, record: dict[str, Any], artifacts: list[Path], card: dict[str, str] | None = None
+    ) -> str:
+        """One child run for a result record; returns its id. ``card`` (the dataset card's
+        facts, :func:`card_facts`) is added as ``card.*`` tags and parameters."""
         from mlflow.entities import Metric
 
         params = {"seed": record["seed"], **record["params"]}
@@ -107,12 +110,16 @@ class Tracker:
         if self.parent_id:
             tags["mlflow.parentRunId"] = self.parent_id
         tags.update({**_owner(), "record_id": record_id(record)})
+        tags.update({f"card.{k}": v for k, v in (card or {}).items()})
         name = record.get("name") or run_name(record["method"], params)
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         rid = run.info.run_id
         split = {k: v for k, v in record["split"].items() if k != "genes"}
         split["n_genes"] = len(record["split"]["genes"])
-        self._log(rid, params={**params, "dataset": record["dataset"], "split": split})
+        self._log(
+            rid,
+            params={**params, "dataset": record["dataset"], "split": split, "card": card or {}},
+        )
         metrics = dict(record.get("metrics") or {})
         metrics.update({f"time_{k}": v for k, v in record["timings"].items()})
         metrics["peak_memory_mb"] = record["peak_memory_mb"]
@@ -163,6 +170,25 @@ class Tracker:
 
         flat = _flat("", params)
         self.client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(flat.items())])
+
+
+def card_facts(raw: dict[str, Any]) -> dict[str, str]:
+    """The facts of a dataset card worth a tag: name, title, platform, reader, licence, citation,
+    source repository and commit, lattice kind and pitch."""
+    source, lattice = raw.get("source") or {}, raw.get("lattice") or {}
+    facts = {
+        "name": raw.get("name"),
+        "title": raw.get("title"),
+        "platform": raw.get("platform"),
+        "reader": raw.get("reader"),
+        "licence": raw.get("licence"),
+        "citation": raw.get("citation"),
+        "source": source.get("repository"),
+        "commit": source.get("commit"),
+        "lattice": lattice.get("kind"),
+        "pitch_um": lattice.get("pitch_um"),
+    }
+    return {k: str(v)[:5000] for k, v in facts.items() if v is not None}
 
 
 def record_id(record: dict[str, Any]) -> str:
