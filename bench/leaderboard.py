@@ -277,7 +277,9 @@ def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any
         out += [
             "The diffusion paper's released scoring (bench/paper_metrics.py): |PCC| on raw maps, "
             "SSIM and RMSE on per-map min-max scaled maps, whole grid, mean of non-zero entries "
-            "and of seeds. For comparison with published numbers only; not used for ranking.",
+            "and of seeds. For comparison with published numbers only; not used for ranking. "
+            "Scored on the whole grid, it rewards predicting zero outside tissue (where the truth "
+            "is zero), and the non-zero mean drops perfect RMSE (0) entries.",
             "",
             "| method | abs PCC | SSIM | RMSE |",
             "|---|---:|---:|---:|",
