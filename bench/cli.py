@@ -260,6 +260,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         executors.stop_ray()
     tracker.finish(failed=bool(failed))
     path = leaderboard.write(results, board_path, command)
+    tracker.log_files(leaderboard.figure_paths(path), "figures")
     print(f"{len(cells)} cell(s), {failed} failed; records in {results}")
     print(f"leaderboard: {path}")
     print(

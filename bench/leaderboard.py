@@ -23,6 +23,7 @@ Holm-corrected together (:func:`bench.stats.holm`) and shown in the "vs best" co
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import ranking
+from bench import board_figures, ranking
 from bench.records import atomic_write_text, read_records
 from bench.stats import bootstrap_ci_seeds
 
@@ -47,6 +48,7 @@ DIVERSITY = (
 STOCHASTIC = ("spread", "crps", "spread_skill", "collapse_ratio")
 N_BOOT = 1000
 LEVEL = 0.95
+FIGURES = "figures"  # folder of the figures, beside the leaderboard file
 ALPHA = 0.05  # significance level of the Holm-corrected paired tests against the best method
 
 
@@ -125,9 +127,9 @@ def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) ->
         _, low, high = bootstrap_ci_seeds(np.stack(per_seed), n_boot=N_BOOT, level=LEVEL, seed=0)
         valid = table[np.isfinite(table)]
         row[metric] = (float(valid.mean()) if valid.size else math.nan, low, high)
+        row[f"{metric}_table"] = table
         if metric == "pcc":
             row["excluded"], row["pairs"] = excluded, int(np.isfinite(table).sum()) + excluded
-            row["pcc_table"] = table
     times = []
     for rec in recs:
         t = rec.get("timings") or {}
@@ -220,9 +222,9 @@ def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
     return lines
 
 
-def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The markdown of one (dataset, fingerprint) group and its ranked rows; ``group`` sorted by
-    (method, seed)."""
+def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]], list]:
+    """The markdown of one (dataset, fingerprint) group, its ranked rows and its figure job
+    (rows, file stem, title); ``group`` sorted by (method, seed)."""
     split = next((r["split"] for r in group if r.get("split")), {})
     genes = list(split.get("genes") or [])
     dataset, k, fingerprint = group[0]["dataset"], split.get("k", "n/a"), _fingerprint(group[0])
@@ -247,6 +249,13 @@ def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any
     controls = sorted(
         (r for r in rows if r["control"]), key=lambda r: (str(r["control"]), *_rank_key(r))
     )
+    name = board_figures.stem(str(dataset), fingerprint)
+    if ranked:
+        out += [
+            f"Figures: [metric distributions]({FIGURES}/{name}-metrics.png) · "
+            f"[per-gene PCC against bicubic]({FIGURES}/{name}-vs-bicubic.png)",
+            "",
+        ]
     out += _score_table(ranked, "rank") if ranked else ["No successful method runs."]
     out += ["", "### Controls", "", "Not ranked: they frame the scores above.", ""]
     out += _score_table(controls, "control") if controls else ["none"]
@@ -298,21 +307,11 @@ def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any
     if excluded:
         out += ["", "### Pairs excluded from PCC", "", "Constant truth (null in every seed):", ""]
         out += [f"- {_cell(r['method'])}: {r['excluded']} of {r['pairs']}" for r in excluded]
-    return out + [""], ranked
+    job = (ranked + controls, name, f"{dataset} · k = {k} · split {fingerprint[:8]}")
+    return out + [""], ranked, job
 
 
-def render(records: list[dict[str, Any]], command: str) -> str:
-    """The leaderboard markdown for ``records`` (any order; the result does not depend on it).
-
-    Parameters
-    ----------
-    records : result records as read by :func:`bench.records.read_records`.
-    command : the shell command that regenerates the page; printed in the header.
-
-    Returns
-    -------
-    Markdown text ending in one newline.
-    """
+def _render(records: list[dict[str, Any]], command: str) -> tuple[str, list]:
     out = [
         "# stsr-bench leaderboard",
         "",
@@ -333,13 +332,39 @@ def render(records: list[dict[str, Any]], command: str) -> str:
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda r: (str(r["method"]), int(r["seed"])))
         sections.append(_section(group))
-    out += _summary([ranked for _, ranked in sections])
-    for lines, _ in sections:
+    out += _summary([ranked for _, ranked, _ in sections])
+    for lines, _, _ in sections:
         out += lines
-    return "\n".join(out).rstrip("\n") + "\n"
+    return "\n".join(out).rstrip("\n") + "\n", [job for _, ranked, job in sections if ranked]
+
+
+def render(records: list[dict[str, Any]], command: str) -> str:
+    """The leaderboard markdown for ``records`` (any order; the result does not depend on it).
+
+    Parameters
+    ----------
+    records : result records as read by :func:`bench.records.read_records`.
+    command : the shell command that regenerates the page; printed in the header.
+
+    Returns
+    -------
+    Markdown text ending in one newline.
+    """
+    return _render(records, command)[0]
 
 
 def write(results_dir: Path, path: Path, command: str) -> Path:
-    """Render the records under ``results_dir`` and write them atomically to ``path``."""
-    atomic_write_text(Path(path), render(read_records(Path(results_dir)), command))
+    """Render the records under ``results_dir`` and write them atomically to ``path``, with the
+    figures the page links in ``<path's folder>/figures`` (:mod:`bench.board_figures`)."""
+    text, jobs = _render(read_records(Path(results_dir)), command)
+    atomic_write_text(Path(path), text)
+    for rows, name, title in jobs:
+        board_figures.draw(rows, Path(path).parent / FIGURES, name, title)
     return Path(path)
+
+
+def figure_paths(path: Path) -> list[Path]:
+    """The figures a written leaderboard links (for logging them to MLflow)."""
+    text = Path(path).read_text()
+    links = sorted(set(re.findall(rf"\(({FIGURES}/[^)]+\.png)\)", text)))
+    return [Path(path).parent / link for link in links if (Path(path).parent / link).is_file()]

@@ -132,6 +132,11 @@ class Tracker:
         self.client.set_terminated(rid, "FINISHED" if record["status"] == "ok" else "FAILED")
         return rid
 
+    def log_files(self, paths: list[Path], folder: str) -> None:
+        """Attach files (e.g. the leaderboard's figures) to the invocation's parent run."""
+        for path in paths if self.parent_id else []:
+            self.client.log_artifact(self.parent_id, str(path), folder)
+
     def reconcile(self, records: list[tuple[dict[str, Any], list[Path]]]) -> dict[str, int]:
         """Repair the store after an interrupted invocation, before this one logs anything.
 

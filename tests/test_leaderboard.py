@@ -246,7 +246,8 @@ def test_write_is_atomic_and_matches_render(tmp_path, existing):
     assert write(results, out, CMD) == out
     assert out.read_text() == render(read_records(results), CMD)
     assert "zeta" in out.read_text()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["README.md"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["README.md", "figures"]
+    assert not [p for p in out.parent.rglob(".*")]  # no temporary file left behind
 
 
 def test_significance_against_the_best_is_paired_and_holm_corrected():
@@ -316,3 +317,19 @@ def test_scores_scaled_between_controls():
     assert float(row[1]) == pytest.approx(
         (mean["m"] - mean["mean"]) / (mean["truth"] - mean["mean"]), abs=0.002
     )
+
+
+def test_write_draws_the_linked_figures_deterministically(tmp_path):
+    from bench.leaderboard import figure_paths
+
+    results = tmp_path / "results"
+    records = _records() + [_record("bicubic", pcc=0.5)]
+    for rec in records:
+        write_record(results, rec)
+    board = write(results, tmp_path / "board" / "LB.md", CMD)
+    figures = figure_paths(board)
+    assert sorted(p.name for p in figures) == ["toy-fp-a-metrics.png", "toy-fp-a-vs-bicubic.png"]
+    first = {p.name: p.read_bytes() for p in figures}
+    assert all(b.startswith(b"\x89PNG") for b in first.values())
+    write(results, board, CMD)
+    assert {p.name: p.read_bytes() for p in figure_paths(board)} == first  # same records, bytes
