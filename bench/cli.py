@@ -184,10 +184,11 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise BenchError(str(err)) from None
     datasets = cards.resolve_datasets(args.datasets)
     root = cards.data_dir(args.data_dir)
-    built = {}
+    built, facts = {}, {}
     for name in datasets:  # read and verify all data before writing anything
         card = cards.load_card(name)
         built[name] = cache.load(card, root, args.k or card.split["default_pooling"])
+        facts[name] = card_facts(card.raw)
     ray_here = args.executor == "ray" and executors.start_ray(args.ray_address)
     results = Path(args.results_dir).resolve()
     # an explicit server is checked before any folder is made; the default store is in results
@@ -216,12 +217,9 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         tags={"code_version": opts.code_version, "device": opts.device},
     )
     cells = [(d, m, s) for d in datasets for m in methods for s in args.seeds]
-    finished = []  # cells done by an earlier (perhaps killed) invocation, for the store's repair
-    for dataset, method, seed in cells:
-        record = runner.reusable(results, built[dataset], method, seed, opts)
-        if record is not None:
-            finished.append((record, runner.side_files(results, record)))
-    facts = {name: card_facts(cards.load_card(name).raw) for name in datasets}
+    # cells done by an earlier (perhaps killed) invocation: skipped, and given to the store repair
+    done = {(d, m, s): runner.reusable(results, built[d], m, s, opts) for d, m, s in cells}
+    finished = [(rec, runner.side_files(results, rec)) for rec in done.values() if rec]
     repaired = tracker.reconcile(finished)
     if any(repaired.values()):
         print(
@@ -233,16 +231,19 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     pending = [
         (d, m, s, record_path(results, built[d].label, m, s).with_suffix(".work"))
         for d, m, s in cells
-        if not runner.reusable(results, built[d], m, s, opts)
+        if done[(d, m, s)] is None
     ]
     if args.executor == "ray":
         stream = executors.ray(pending, built, opts)
     else:
         stream = executors.local(pending, built, opts)
     failed = 0
-    done = len(cells) - len(pending)
     bar = tqdm(
-        total=len(cells), initial=done, unit="cell", disable=args.no_progress, file=sys.stderr
+        total=len(cells),
+        initial=len(cells) - len(pending),
+        unit="cell",
+        disable=args.no_progress,
+        file=sys.stderr,
     )
     for (dataset, method, seed, _), record, extras in stream:
         split = built[dataset]

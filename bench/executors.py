@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.runner import RunOptions, failed_record, run_cell
 from bench.splits import Split
 
@@ -35,9 +35,7 @@ def local(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iter
 
 
 def _ray_cell(split: Split, method: str, seed: int, opts: RunOptions, workdir: str) -> tuple:
-    from bench.runner import run_cell as run
-
-    return run(split, method, seed, opts, Path(workdir))
+    return run_cell(split, method, seed, opts, Path(workdir))
 
 
 def start_ray(address: str | None = None) -> bool:
@@ -70,9 +68,9 @@ def start_ray(address: str | None = None) -> bool:
                 runtime_env={"working_dir": str(REPO), "excludes": excludes},
             )
     except Exception as err:  # noqa: BLE001 - any failure to start or connect is bad input
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise BenchError(
-            f"cannot start or reach Ray at {address or 'a local instance'} ({first[:200]}); "
+            f"cannot start or reach Ray at {address or 'a local instance'} "
+            f"({first_line(err)[:200]}); "
             "check --ray-address"
         ) from None
     return True
@@ -98,8 +96,8 @@ def ray(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iterat
         try:
             record, extras = ray_lib.get(done[0])
         except ray_lib.exceptions.RayError as err:  # the worker died (e.g. killed for memory)
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             d, m, s, _ = cell
-            record = failed_record(splits[d], m, s, opts, f"{type(err).__name__}: {first}")
+            error = f"{type(err).__name__}: {first_line(err)}"
+            record = failed_record(splits[d], m, s, opts, error)
             extras = {"traceback": str(err)}
         yield cell, record, extras

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 
 EXPERIMENT = "stsr-bench"
 
@@ -67,10 +67,9 @@ class Tracker:
             else:
                 self.experiment_id = exp.experiment_id
         except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BenchError(
-                f"tracking URI {uri!r} cannot be used ({first[:200]}); start the server or pass "
-                "another --tracking-uri"
+                f"tracking URI {uri!r} cannot be used ({first_line(err)[:200]}); start the "
+                "server or pass another --tracking-uri"
             ) from None
         self.parent_id: str | None = None
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from bench.binning import bin_points, bin_to_pixel
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.legacy_st import image_size
 from bench.section import UM_PER_PX_RANGE, Section, check_counts, check_section
 
@@ -108,8 +108,9 @@ def load_table(path: Path, columns: Mapping[str, str], qv_required: bool) -> pd.
         else:
             raise BenchError(f"{path}: unknown table type; use .parquet, .csv or .csv.gz")
     except READ_ERRORS as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise BenchError(f"{path}: unreadable transcript table ({reason}); re-fetch it") from None
+        raise BenchError(
+            f"{path}: unreadable transcript table ({first_line(err)}); re-fetch it"
+        ) from None
     need = ["gene", "x", "y"] + (["qv"] if qv_required else [])
     missing = [columns[k] for k in need if columns[k] not in frame.columns]
     if missing:
