@@ -197,6 +197,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     board_path = Path(args.leaderboard)
     _writable_dir(board_path.parent, "leaderboard folder")
     tracker = tracker or Tracker(default_uri(results), results)
+    for split in built.values():  # what the leaderboard's gene-map figures show
+        runner.save_test_maps(results, split)
     opts = runner.RunOptions(
         preset=args.preset,
         samples=args.samples,
@@ -260,8 +262,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if ray_here:
         executors.stop_ray()
     tracker.finish(failed=bool(failed))
-    path = leaderboard.write(results, board_path, command)
-    tracker.log_files(leaderboard.figure_paths(path), "figures")
+    path, drawn = leaderboard.write(results, board_path, command)
+    tracker.log_files(drawn, "figures")
     print(f"{len(cells)} cell(s), {failed} failed; records in {results}")
     print(f"leaderboard: {path}")
     print(
@@ -278,7 +280,7 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not results.is_dir():
         raise BenchError(f"results dir {results} does not exist; run 'python -m bench run' first")
     _writable_dir(Path(args.leaderboard).parent, "leaderboard folder")
-    path = leaderboard.write(
+    path, _ = leaderboard.write(
         results, Path(args.leaderboard), "python -m bench " + shlex.join(argv)
     )
     print(f"leaderboard: {path}")
@@ -322,10 +324,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     root = cards.data_dir(args.data_dir)
     split = cache.load(card, root, args.k or card.split["default_pooling"])
     stem = record_path(Path(args.results_dir), split.label, method, args.seed).with_suffix("")
-    pred = export.read_prediction(stem.with_name(stem.name + ".pred.npz"), split)
+    pred, spread = export.read_prediction(stem.with_name(stem.name + ".pred.npz"), split)
     ids = list(dict.fromkeys(split.spec["regions"][s.region]["section"] for s in split.test))
     adata = export.to_anndata(
-        split, splits.read_sections(card, root, ids), pred, method, args.seed
+        split, splits.read_sections(card, root, ids), pred, method, args.seed, spread
     )
     out = Path(args.out)
     _writable_dir(out.parent if str(out.parent) else Path("."), "output folder")

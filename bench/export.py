@@ -5,6 +5,7 @@ an LR spot (the positions a method super-resolves); variables are the split's ge
 
 - ``X``: (positions, genes) float32 prediction on the split's scale (``uns["stsr"]["scale"]``);
 - ``layers["truth"]``: the measured HR value, NaN where the position was not measured;
+- ``layers["spread"]`` (stochastic methods): the population std over the K draws per position;
 - ``obs``: ``region``, ``section``, ``hr_row``/``hr_col`` (position in the region's window),
   ``grid_row``/``grid_col`` (the section's grid), ``measured`` (bool);
 - ``obsm["spatial"]``: (x, y) in the section's full-resolution image pixels (scanpy's
@@ -26,16 +27,22 @@ from bench.splits import Split
 
 
 def to_anndata(
-    split: Split, sections: dict[str, Section], pred: np.ndarray, method: str, seed: int
+    split: Split,
+    sections: dict[str, Section],
+    pred: np.ndarray,
+    method: str,
+    seed: int,
+    spread: np.ndarray | None = None,
 ):  # -> anndata.AnnData
-    """AnnData of ``pred`` (N, G, H, W) for ``split.test`` (see the module docstring)."""
+    """AnnData of ``pred`` (N, G, H, W) for ``split.test`` and, for a stochastic method, the
+    ``spread`` (N, G, H, W) of its draws (see the module docstring)."""
     import anndata as ad
     import pandas as pd
 
     spec = split.spec
     k = spec["k"]
-    obs, xs, truths, spatial, spatial_um = [], [], [], [], []
-    for sample, values in zip(split.test, pred, strict=True):
+    obs, xs, truths, spatial, spatial_um, spreads = [], [], [], [], [], []
+    for n, (sample, values) in enumerate(zip(split.test, pred, strict=True)):
         region = spec["regions"][sample.region]
         section = sections[region["section"]]
         covered = np.kron(sample.lr_mask, np.ones((k, k), dtype=bool)) | sample.hr_mask
@@ -56,6 +63,8 @@ def to_anndata(
             )
         )
         xs.append(values[:, i, j].T)
+        if spread is not None:
+            spreads.append(spread[n][:, i, j].T)
         truths.append(np.where(sample.hr_mask[i, j][:, None], sample.hr[:, i, j].T, np.nan))
         spatial.append(xy.T)
         spatial_um.append(np.c_[cols * section.pitch_um[1], rows * section.pitch_um[0]])
@@ -69,6 +78,8 @@ def to_anndata(
         layers={"truth": np.concatenate(truths).astype(np.float32)},
         obsm={"spatial": np.concatenate(spatial), "spatial_um": np.concatenate(spatial_um)},
     )
+    if spread is not None:
+        adata.layers["spread"] = np.concatenate(spreads).astype(np.float32)
     adata.uns["stsr"] = {
         "dataset": spec["dataset"],
         "method": method,
@@ -80,15 +91,17 @@ def to_anndata(
     return adata
 
 
-def read_prediction(path: Path, split: Split) -> np.ndarray:
-    """The saved (N, G, H, W) prediction of a cell, checked against the split's test regions."""
+def read_prediction(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray | None]:
+    """The saved (N, G, H, W) prediction of a cell and its draws' spread (None for a
+    deterministic method), checked against the split's test regions."""
     if not path.is_file():
         raise BenchError(f"{path}: no saved prediction; run this cell with 'python -m bench run'")
     with np.load(path, allow_pickle=False) as z:
         pred, regions = z["pred"], [str(r) for r in z["regions"]]
+        spread = z["spread"] if "spread" in z.files else None
     if regions != [s.region for s in split.test]:
         raise BenchError(f"{path}: prediction is for other regions than the split's; rerun it")
-    return pred
+    return pred, spread
 
 
 def write_h5ad(adata, out: Path) -> Path:  # adata: anndata.AnnData

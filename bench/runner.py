@@ -202,6 +202,8 @@ def run_cell(
             timings["score_s"] = t.seconds
         record["status"] = "ok"
         extras["pred"] = pred
+        if draws is not None:  # per-position population std over the K draws (metrics.md)
+            extras["spread"] = draws.std(axis=1, dtype=np.float64).astype(np.float32)
     except Exception as err:  # noqa: BLE001 - a failing method is recorded, the grid goes on
         msg = " ".join(str(err).split()) or type(err).__name__
         record.update(status="failed", error=f"{type(err).__name__}: {msg}"[:1000], metrics={})
@@ -232,9 +234,10 @@ def reusable(
 
 
 def artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
-    """Write a cell's side files beside its record: per-gene CSV, the point prediction
-    (``.pred.npz``: ``pred`` (N, G, H, W) float32 on the split's scale, ``regions`` (N,)),
-    gene-map figure, traceback."""
+    """Write a cell's side files beside its record: per-gene CSV; the prediction (``.pred.npz``:
+    ``pred`` (N, G, H, W) float32 on the split's scale, ``regions`` (N,), and for stochastic
+    methods ``spread`` (N, G, H, W), the population std over the K draws); the gene-map figure
+    of the first test region, and for stochastic methods its spread beside the error; traceback."""
     import pandas as pd
 
     from bench import figures
@@ -242,43 +245,61 @@ def artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> li
     base = record_path(results_dir, record["dataset"], record["method"], record["seed"])
     stem = base.with_suffix("")
     out: list[Path] = []
+
+    def side(suffix: str, write: Any) -> None:
+        path = stem.with_name(stem.name + suffix)
+        _atomic_side_file(path, write)
+        out.append(path)
+
     if record["per_gene"]:
-        csv = stem.with_name(stem.name + ".per_gene.csv")
-        _atomic_side_file(csv, lambda p: pd.DataFrame(record["per_gene"]).to_csv(p, index=False))
-        out.append(csv)
+        side(".per_gene.csv", lambda p: pd.DataFrame(record["per_gene"]).to_csv(p, index=False))
     if "pred" in extras:
-        npz = stem.with_name(stem.name + ".pred.npz")  # for 'python -m bench export'
-        regions = np.array([t.region for t in split.test])
-        _atomic_side_file(
-            npz, lambda p: np.savez_compressed(p, pred=extras["pred"], regions=regions)
-        )
-        out.append(npz)
+        arrays = {"pred": extras["pred"], "regions": np.array([t.region for t in split.test])}
+        if "spread" in extras:
+            arrays["spread"] = extras["spread"]
+        side(".pred.npz", lambda p: np.savez_compressed(p, **arrays))  # for 'bench export'
         s = split.test[0]
         idx = figures.pick_genes(s.hr, s.hr_mask, split.genes, n=3)
-        png = stem.with_name(stem.name + ".genes.png")
-        _atomic_side_file(
-            png,
+        genes = [split.genes[i] for i in idx]
+        where = f"{record['dataset']} {s.region}: {record['method']} (seed {record['seed']})"
+        side(
+            ".genes.png",
             lambda p: figures.gene_panel(
-                s.lr[idx],
-                s.hr[idx],
-                extras["pred"][0][idx],
-                s.hr_mask,
-                s.lr_mask,
-                [split.genes[i] for i in idx],
-                p,
-                title=f"{record['dataset']} {s.region}: {record['method']} "
-                f"(seed {record['seed']})",
+                s.lr[idx], s.hr[idx], extras["pred"][0][idx], s.hr_mask, s.lr_mask, genes, p,
+                title=where,
             ),
-        )
-        out.append(png)
+        )  # fmt: skip
+        if "spread" in extras:
+            fig = figures.error_spread_figure(
+                s.hr[idx], extras["pred"][0][idx], extras["spread"][0][idx], s.hr_mask, genes,
+                title=f"{where}: sample spread beside error",
+            )  # fmt: skip
+            side(".spread.png", lambda p: figures.save_png(fig, p))
     if "traceback" in extras:
-        tb = stem.with_name(stem.name + ".traceback.txt")
-        _atomic_side_file(tb, lambda p: p.write_text(extras["traceback"]))
-        out.append(tb)
+        side(".traceback.txt", lambda p: p.write_text(extras["traceback"]))
     return out
 
 
-SIDE_SUFFIXES = (".per_gene.csv", ".genes.png", ".pred.npz", ".traceback.txt")
+def save_test_maps(results_dir: Path, split: Split) -> Path:
+    """Write the first test region's maps for the leaderboard's figures, once per split.
+
+    ``<results-dir>/<split label>/maps-<fingerprint>.npz``: ``lr`` (G, h, w), ``hr`` (G, H, W)
+    float32 on the split's scale, ``lr_mask`` (h, w), ``hr_mask`` (H, W), ``region`` and
+    ``genes`` (G,). Kept when present (the fingerprint names everything it depends on).
+    """
+    path = results_dir / split.label / f"maps-{split.fingerprint}.npz"
+    if not path.is_file():
+        s = split.test[0]
+        arrays = {
+            "lr": s.lr.astype(np.float32), "hr": s.hr.astype(np.float32),
+            "lr_mask": s.lr_mask, "hr_mask": s.hr_mask,
+            "region": np.array(s.region), "genes": np.array(list(split.genes)),
+        }  # fmt: skip
+        _atomic_side_file(path, lambda p: np.savez_compressed(p, **arrays))
+    return path
+
+
+SIDE_SUFFIXES = (".per_gene.csv", ".genes.png", ".spread.png", ".pred.npz", ".traceback.txt")
 
 
 def side_files(results_dir: Path, record: dict) -> list[Path]:

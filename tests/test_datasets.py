@@ -160,14 +160,17 @@ def test_export_writes_anndata_on_the_hr_grid(built, sections, tmp_path):
     split = built["her2st"]
     rng = np.random.default_rng(0)
     pred = rng.random((len(split.test), len(split.genes), *split.test[0].hr_shape))
-    adata = export.to_anndata(split, sections["her2st"], pred.astype(np.float32), "x", 0)
+    spread = rng.random(pred.shape).astype(np.float32)
+    adata = export.to_anndata(split, sections["her2st"], pred.astype(np.float32), "x", 0, spread)
     out = export.write_h5ad(adata, tmp_path / "p.h5ad")
     back = ad.read_h5ad(out)
+    assert "spread" not in export.to_anndata(split, sections["her2st"], pred, "x", 0).layers
     assert list(back.var_names) == list(split.genes)
     assert back.uns["stsr"]["fingerprint"] == split.fingerprint
     first = back[back.obs.region == split.test[0].region]
     i, j = first.obs.hr_row.to_numpy(), first.obs.hr_col.to_numpy()
     np.testing.assert_allclose(first.X, pred[0][:, i, j].T, rtol=1e-6)
+    np.testing.assert_array_equal(first.layers["spread"], spread[0][:, i, j].T)
     measured = first.obs.measured.to_numpy()
     assert measured.sum() == split.test[0].hr_mask.sum()
     np.testing.assert_allclose(
