@@ -5,21 +5,27 @@ For each (dataset, split) section:
 - ``<stem>-metrics.png``: the distribution of each primary metric over (section, gene) pairs
   (seed-averaged), one box per method, methods in rank order, controls last;
 - ``<stem>-vs-bicubic.png``: per-(section, gene) PCC of the best-ranked method other than
-  bicubic against bicubic, with the diagonal and the share of pairs above it.
+  bicubic against bicubic, with the diagonal and the share of pairs above it;
+- ``<stem>-gallery.png``: for the most variable genes of the split's first test region, LR, truth,
+  each ranked method's prediction (its lowest seed) and each sampler's per-position spread;
+- ``<stem>-spread-<method>.png``: per stochastic method, that spread beside its error map.
 
-Files are written atomically and without a timestamp in their metadata, so the same records give
-the same bytes.
+The last two are drawn from the files the runner leaves beside the records (the split's
+``maps-<fingerprint>.npz`` and each cell's ``.pred.npz``, :mod:`bench.runner`); a method whose
+file is missing is left out of them. Files are written atomically and without a timestamp in
+their metadata, so the same records and files give the same bytes.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench import figures
+from bench.records import record_path
 
 METRICS = (("pcc", "PCC"), ("ssim", "SSIM"), ("rmse", "RMSE"))
 
@@ -29,19 +35,30 @@ def stem(dataset: str, fingerprint: str) -> str:
     return f"{dataset}-{fingerprint[:8]}"
 
 
-def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+GALLERY_GENES = 4  # rows of the gallery and of the spread figures
 
 
-def draw(rows: list[dict[str, Any]], folder: Path, name: str, title: str) -> list[Path]:
-    """Both figures of one section; ``rows`` in display order, each with ``<metric>_table``."""
+def label(file: str, name: str) -> str:
+    """The link text of a figure file of section ``name`` on the leaderboard."""
+    kind = file.removeprefix(f"{name}-").removesuffix(".png")
+    fixed = {
+        "metrics": "metric distributions",
+        "vs-bicubic": "per-gene PCC against bicubic",
+        "gallery": "gene maps",
+    }
+    return fixed.get(kind) or f"{kind.removeprefix('spread-')}: sample spread beside error"
+
+
+def draw(
+    rows: list[dict[str, Any]],
+    folder: Path,
+    name: str,
+    title: str,
+    results: tuple[Path, str, str] | None = None,
+) -> list[Path]:
+    """The figures of one section; ``rows`` in display order, each with ``<metric>_table``,
+    ``control`` and ``first_seed``; ``results`` = (results dir, split label, fingerprint) for
+    the gene-map figures (none without it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +97,7 @@ def draw(rows: list[dict[str, Any]], folder: Path, name: str, title: str) -> lis
             ax.set_ylabel("")
         fig.suptitle(title)
         path = folder / f"{name}-metrics.png"
-        _save(fig, path)
+        figures.save_png(fig, path)
         plt.close(fig)
         written.append(path)
     bicubic = next((r for r in rows if r["method"] == "bicubic"), None)
@@ -103,7 +120,67 @@ def draw(rows: list[dict[str, Any]], folder: Path, name: str, title: str) -> lis
             f"{title}\n{best['method']} above bicubic on {above:.0%} of pairs", fontsize=9
         )
         path = folder / f"{name}-vs-bicubic.png"
-        _save(fig, path)
+        figures.save_png(fig, path)
         plt.close(fig)
         written.append(path)
+    if results is not None:
+        written += _map_figures(rows, folder, name, title, *results)
+    return written
+
+
+def _prediction(results_dir: Path, label: str, row: dict[str, Any], region: str) -> dict | None:
+    """``pred`` and (samplers) ``spread``, (G, H, W), of ``region`` in a row's lowest seed."""
+    base = record_path(results_dir, label, row["method"], row["first_seed"]).with_suffix("")
+    path = base.with_name(base.name + ".pred.npz")
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        regions = [str(r) for r in z["regions"]]
+        if region not in regions:
+            return None
+        i = regions.index(region)
+        return {k: z[k][i] for k in ("pred", "spread") if k in z.files}
+
+
+def _map_figures(
+    rows: list[dict[str, Any]],
+    folder: Path,
+    name: str,
+    title: str,
+    results_dir: Path,
+    label: str,
+    fingerprint: str,
+) -> list[Path]:
+    """The gallery and the spread-beside-error figures (see the module docstring)."""
+    source = Path(results_dir) / label / f"maps-{fingerprint}.npz"
+    if not source.is_file():
+        return []
+    with np.load(source, allow_pickle=False) as z:
+        m = {k: z[k] for k in z.files}
+    region, genes = str(m["region"]), [str(g) for g in m["genes"]]
+    idx = figures.pick_genes(m["hr"], m["hr_mask"], genes, n=GALLERY_GENES)
+    shown = [genes[i] for i in idx]
+    preds, spreads = [], []
+    for row in rows:
+        found = None if row["control"] else _prediction(results_dir, label, row, region)
+        if found is not None and found["pred"].shape == m["hr"].shape:
+            preds.append((row["method"], found["pred"][idx]))
+            if "spread" in found:
+                spreads.append((row["method"], found["spread"][idx]))
+    if not preds:
+        return []
+    where = f"{title} · region {region}"
+    fig = figures.gallery_figure(
+        m["lr"][idx], m["hr"][idx], m["lr_mask"], m["hr_mask"], preds, spreads, shown,
+        title=f"{where}: the {len(shown)} most variable genes; predictions of each method's "
+        "lowest seed",
+    )  # fmt: skip
+    written = [figures.save_png(fig, folder / f"{name}-gallery.png")]
+    point = dict(preds)
+    for method, spread in spreads:
+        fig = figures.error_spread_figure(
+            m["hr"][idx], point[method], spread, m["hr_mask"], shown,
+            title=f"{where}: {method}, sample spread beside error",
+        )  # fmt: skip
+        written.append(figures.save_png(fig, folder / f"{name}-spread-{method}.png"))
     return written

@@ -1,7 +1,9 @@
 """The leaderboard: one markdown page rendered from the result records.
 
 ``render`` is pure: the same records (in any order) give the same bytes. There are no timestamps,
-and every loop runs over sorted keys. One section per (dataset, split fingerprint) so scores from
+and every loop runs over sorted keys. ``write`` also draws each section's figures
+(:mod:`bench.board_figures`) and links those it drew, so its page is a function of the records and
+the runner's prediction files beside them. One section per (dataset, split fingerprint) so scores from
 different splits never share a table. Within a section, methods are ranked by mean PCC. Control
 methods (``record["control"]`` set) get their own table and no rank. Failed runs are listed with
 their reason.
@@ -23,9 +25,8 @@ Holm-corrected together (:func:`bench.stats.holm`) and shown in the "vs best" co
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ N_BOOT = 1000
 LEVEL = 0.95
 FIGURES = "figures"  # folder of the figures, beside the leaderboard file
 ALPHA = 0.05  # significance level of the Holm-corrected paired tests against the best method
+# draws a section's figures: (rows in display order, file stem, title, split label, fingerprint)
+Draw = Callable[[list[dict[str, Any]], str, str, str, str], list[Path]]
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -119,6 +122,7 @@ def seed_mean_table(
 def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) -> dict[str, Any]:
     """Everything one table row needs for one method's ok records (sorted by seed)."""
     row: dict[str, Any] = {"method": method, "control": recs[0].get("control"), "seeds": len(recs)}
+    row["first_seed"] = int(recs[0]["seed"])
     for metric, _ in MAIN:
         table, excluded = seed_mean_table(recs, metric, genes)
         per_seed = [seed_mean_table([rec], metric, genes)[0] for rec in recs]
@@ -222,9 +226,11 @@ def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
     return lines
 
 
-def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]], list]:
-    """The markdown of one (dataset, fingerprint) group, its ranked rows and its figure job
-    (rows, file stem, title); ``group`` sorted by (method, seed)."""
+def _section(
+    group: list[dict[str, Any]], draw: Draw | None
+) -> tuple[list[str], list[dict[str, Any]], list[Path]]:
+    """The markdown of one (dataset, fingerprint) group, its ranked rows and the figures
+    ``draw`` wrote for it (linked from the markdown); ``group`` sorted by (method, seed)."""
     split = next((r["split"] for r in group if r.get("split")), {})
     genes = list(split.get("genes") or [])
     dataset, k, fingerprint = group[0]["dataset"], split.get("k", "n/a"), _fingerprint(group[0])
@@ -250,12 +256,11 @@ def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any
         (r for r in rows if r["control"]), key=lambda r: (str(r["control"]), *_rank_key(r))
     )
     name = board_figures.stem(str(dataset), fingerprint)
-    if ranked:
-        out += [
-            f"Figures: [metric distributions]({FIGURES}/{name}-metrics.png) · "
-            f"[per-gene PCC against bicubic]({FIGURES}/{name}-vs-bicubic.png)",
-            "",
-        ]
+    title = f"{dataset} · k = {k} · split {fingerprint[:8]}"
+    drawn = draw(ranked + controls, name, title, str(dataset), fingerprint) if draw else []
+    if ranked and drawn:
+        links = (f"[{board_figures.label(f.name, name)}]({FIGURES}/{f.name})" for f in drawn)
+        out += ["Figures: " + " · ".join(links), ""]
     out += _score_table(ranked, "rank") if ranked else ["No successful method runs."]
     out += ["", "### Controls", "", "Not ranked: they frame the scores above.", ""]
     out += _score_table(controls, "control") if controls else ["none"]
@@ -307,11 +312,12 @@ def _section(group: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any
     if excluded:
         out += ["", "### Pairs excluded from PCC", "", "Constant truth (null in every seed):", ""]
         out += [f"- {_cell(r['method'])}: {r['excluded']} of {r['pairs']}" for r in excluded]
-    job = (ranked + controls, name, f"{dataset} · k = {k} · split {fingerprint[:8]}")
-    return out + [""], ranked, job
+    return out + [""], ranked, drawn
 
 
-def _render(records: list[dict[str, Any]], command: str) -> tuple[str, list]:
+def _render(
+    records: list[dict[str, Any]], command: str, draw: Draw | None = None
+) -> tuple[str, list[Path]]:
     out = [
         "# stsr-bench leaderboard",
         "",
@@ -331,15 +337,16 @@ def _render(records: list[dict[str, Any]], command: str) -> tuple[str, list]:
     sections = []
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda r: (str(r["method"]), int(r["seed"])))
-        sections.append(_section(group))
+        sections.append(_section(group, draw))
     out += _summary([ranked for _, ranked, _ in sections])
     for lines, _, _ in sections:
         out += lines
-    return "\n".join(out).rstrip("\n") + "\n", [job for _, ranked, job in sections if ranked]
+    return "\n".join(out).rstrip("\n") + "\n", [f for _, _, drawn in sections for f in drawn]
 
 
 def render(records: list[dict[str, Any]], command: str) -> str:
-    """The leaderboard markdown for ``records`` (any order; the result does not depend on it).
+    """The leaderboard markdown for ``records`` (any order; the result does not depend on it),
+    without figures (:func:`write` draws them and links them).
 
     Parameters
     ----------
@@ -353,18 +360,15 @@ def render(records: list[dict[str, Any]], command: str) -> str:
     return _render(records, command)[0]
 
 
-def write(results_dir: Path, path: Path, command: str) -> Path:
+def write(results_dir: Path, path: Path, command: str) -> tuple[Path, list[Path]]:
     """Render the records under ``results_dir`` and write them atomically to ``path``, with the
-    figures the page links in ``<path's folder>/figures`` (:mod:`bench.board_figures`)."""
-    text, jobs = _render(read_records(Path(results_dir)), command)
+    figures the page links, drawn in ``<path's folder>/figures`` (:mod:`bench.board_figures`)
+    from the records and the runner's files beside them. Returns the page and the figures."""
+    results_dir, folder = Path(results_dir), Path(path).parent / FIGURES
+
+    def draw(rows: list, name: str, title: str, label: str, fingerprint: str) -> list[Path]:
+        return board_figures.draw(rows, folder, name, title, (results_dir, label, fingerprint))
+
+    text, drawn = _render(read_records(results_dir), command, draw)
     atomic_write_text(Path(path), text)
-    for rows, name, title in jobs:
-        board_figures.draw(rows, Path(path).parent / FIGURES, name, title)
-    return Path(path)
-
-
-def figure_paths(path: Path) -> list[Path]:
-    """The figures a written leaderboard links (for logging them to MLflow)."""
-    text = Path(path).read_text()
-    links = sorted(set(re.findall(rf"\(({FIGURES}/[^)]+\.png)\)", text)))
-    return [Path(path).parent / link for link in links if (Path(path).parent / link).is_file()]
+    return Path(path), drawn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,13 @@ def test_mlflow_runs_are_readable_from_the_printed_store(main_job):
     assert bicubic["tags.mlflow.runName"] == "bicubic[mode=bicubic,seed=0]"
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(bicubic["run_id"])}
     assert artifacts == {"seed-0.per_gene.csv", "seed-0.genes.png", "seed-0.pred.npz"}
+    diffst = children[children["tags.method"] == "diffst"].iloc[0]
+    artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(diffst["run_id"])}
+    assert {"seed-0.spread.png", "seed-0.pred.npz"} <= artifacts  # a sampler's spread figure
+    parent = children["tags.mlflow.parentRunId"].iloc[0]
+    figures = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(parent, "figures")}
+    stem = f"figures/her2st-{record['split']['fingerprint'][:8]}"
+    assert {f"{stem}-{kind}.png" for kind in ("gallery", "spread-diffst", "spread-sr3")} <= figures
 
 
 def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
@@ -95,6 +103,13 @@ def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
     assert set(rows) == set(names())
     assert f"{by['bicubic']['metrics']['pcc']:.3f}" in rows["bicubic"]
     assert f"{by['mean']['metrics']['pcc']:.3f}" in rows["mean"]
+    links = re.findall(r"\]\((figures/[^)]+)\)", board)
+    assert any(link.endswith("-gallery.png") for link in links)
+    assert sorted(link.split("-spread-")[1] for link in links if "-spread-" in link) == [
+        "diffst.png",
+        "sr3.png",
+    ]
+    assert all((out / link).is_file() for link in links)
 
 
 def test_rerun_resumes_and_numbers_are_deterministic(main_job, tmp_path, capsys, monkeypatch):

@@ -243,8 +243,12 @@ def test_write_is_atomic_and_matches_render(tmp_path, existing):
     if existing:
         out.parent.mkdir()
         out.write_text("stale\n")
-    assert write(results, out, CMD) == out
-    assert out.read_text() == render(read_records(results), CMD)
+    page, drawn = write(results, out, CMD)
+    assert page == out and [f.name for f in drawn] == ["toy-fp-a-metrics.png"]  # no bicubic
+    lines = out.read_text().splitlines(keepends=True)
+    assert "".join(lines).count("(figures/toy-fp-a-metrics.png)") == 1
+    no_links = "".join(line for line in lines if not line.startswith("Figures: "))
+    assert no_links.replace("\n\n\n", "\n\n") == render(read_records(results), CMD)
     assert "zeta" in out.read_text()
     assert sorted(p.name for p in out.parent.iterdir()) == ["README.md", "figures"]
     assert not [p for p in out.parent.rglob(".*")]  # no temporary file left behind
@@ -320,16 +324,17 @@ def test_scores_scaled_between_controls():
 
 
 def test_write_draws_the_linked_figures_deterministically(tmp_path):
-    from bench.leaderboard import figure_paths
-
     results = tmp_path / "results"
     records = _records() + [_record("bicubic", pcc=0.5)]
     for rec in records:
         write_record(results, rec)
-    board = write(results, tmp_path / "board" / "LB.md", CMD)
-    figures = figure_paths(board)
-    assert sorted(p.name for p in figures) == ["toy-fp-a-metrics.png", "toy-fp-a-vs-bicubic.png"]
+    board, figures = write(results, tmp_path / "board" / "LB.md", CMD)
+    assert [p.name for p in figures] == ["toy-fp-a-metrics.png", "toy-fp-a-vs-bicubic.png"]
+    links = re.findall(r"\]\((figures/[^)]+)\)", board.read_text())
+    assert links == [f"figures/{p.name}" for p in figures]
     first = {p.name: p.read_bytes() for p in figures}
     assert all(b.startswith(b"\x89PNG") for b in first.values())
-    write(results, board, CMD)
-    assert {p.name: p.read_bytes() for p in figure_paths(board)} == first  # same records, bytes
+    text = board.read_text()
+    _, again = write(results, board, CMD)
+    assert {p.name: p.read_bytes() for p in again} == first  # same records, same bytes
+    assert board.read_text() == text
