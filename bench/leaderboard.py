@@ -3,54 +3,37 @@
 ``render`` is pure: the same records (in any order) give the same bytes. There are no timestamps,
 and every loop runs over sorted keys. ``write`` also draws each section's figures
 (:mod:`bench.board_figures`) and links those it drew, so its page is a function of the records and
-the runner's prediction files beside them. One section per (dataset, split fingerprint) so scores from
-different splits never share a table. Within a section, methods are ranked by mean PCC. Control
-methods (``record["control"]`` set) get their own table and no rank. Failed runs are listed with
-their reason.
+the runner's prediction files beside them. One section per (dataset, split fingerprint) so scores
+from different splits never share a table. Within a section, methods are ranked by mean PCC.
+Control methods (``record["control"]`` set) get their own table and no rank. Failed runs are listed
+with their reason.
 
-Aggregation (``shared/design/metrics.md``): per method, the per-gene values of its seeds are first
-averaged per (section, gene) (a NaN or null seed value is left out of that average); the score is
-the mean of that (section x gene) table. Its interval comes from
-:func:`bench.stats.bootstrap_ci_seeds` (seed 0) on the per-seed tables: seeds and genes within
-sections resampled. Table order: sections sorted, genes in the split's order (unknown genes
-after, sorted).
-
-Significance: each ranked method's seed-averaged PCC table is compared with the best method's on
-the same (section, gene) pairs by a two-sided Wilcoxon signed-rank test
-(:func:`bench.stats.paired_wilcoxon`); the p-values of all ranked methods but the best are
-Holm-corrected together (:func:`bench.stats.holm`) and shown in the "vs best" column, marked
-``*`` below ``ALPHA`` (different from the best).
+Rows (scores, intervals, significance, cost) are computed in :mod:`bench.board_rows`.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bench import board_figures, ranking
+from bench import board_figures, board_rows, ranking
+from bench.board_rows import ALPHA, LEVEL, N_BOOT
 from bench.records import atomic_write_text, read_records
-from bench.stats import bootstrap_ci_seeds
 
-__all__ = ["render", "write", "seed_mean_table"]
+__all__ = ["render", "write"]
 
-MAIN = (("pcc", "PCC ↑"), ("ssim", "SSIM ↑"), ("rmse", "RMSE ↓"))
-DIVERSITY = (
-    ("spread", "spread"),
-    ("crps", "CRPS ↓"),
-    ("spread_skill", "spread-skill (→1)"),
-    ("rvd", "RVD ↓"),
-    ("collapse_ratio", "collapse ratio (→1)"),
+MAIN = tuple(zip(board_rows.MAIN, ("PCC ↑", "SSIM ↑", "RMSE ↓"), strict=True))
+DIVERSITY = tuple(
+    zip(
+        board_rows.DIVERSITY,
+        ("spread", "CRPS ↓", "spread-skill (→1)", "RVD ↓", "collapse ratio (→1)"),
+        strict=True,
+    )
 )
-STOCHASTIC = ("spread", "crps", "spread_skill", "collapse_ratio")
-N_BOOT = 1000
-LEVEL = 0.95
 FIGURES = "figures"  # folder of the figures, beside the leaderboard file
-ALPHA = 0.05  # significance level of the Holm-corrected paired tests against the best method
 # draws a section's figures: (rows in display order, file stem, title, split label, fingerprint)
 Draw = Callable[[list[dict[str, Any]], str, str, str, str], list[Path]]
 
@@ -70,94 +53,6 @@ def _cell(text: Any) -> str:
 
 def _fingerprint(record: dict[str, Any]) -> str:
     return str((record.get("split") or {}).get("fingerprint") or "unknown")
-
-
-def _mean(values: Iterable[Any]) -> float:
-    """Mean of the finite entries (None and NaN left out); NaN when there is none."""
-    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    return sum(xs) / len(xs) if xs else float("nan")
-
-
-def seed_mean_table(
-    records: Sequence[dict[str, Any]], metric: str, genes: Sequence[str] = ()
-) -> tuple[np.ndarray, int]:
-    """One method's (section x gene) table of ``metric``, averaged over its seeds (records).
-
-    Parameters
-    ----------
-    records : the ok records of one method in one split (one per seed).
-    metric : a per-map metric column of ``per_gene``, e.g. ``"pcc"``.
-    genes : the split's gene order; genes not in it follow, sorted.
-
-    Returns
-    -------
-    ``(table, excluded)``: float64 ``(S, G)``, NaN where no seed has a value; ``excluded`` is the
-    number of (section, gene) pairs that appear in ``per_gene`` but have no value in any seed.
-    """
-    sums: dict[tuple[str, str], float] = defaultdict(float)
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    for rec in records:
-        per_gene = rec.get("per_gene") or {}
-        values = per_gene.get(metric)
-        if not values:
-            continue
-        for key in zip(per_gene["section"], per_gene["gene"], strict=True):
-            counts[key] += 0  # register the pair even when its value is null
-        pairs = zip(per_gene["section"], per_gene["gene"], strict=True)
-        for key, v in zip(pairs, values, strict=True):
-            if v is not None and not math.isnan(float(v)):
-                sums[key] += float(v)
-                counts[key] += 1
-    sections = sorted({s for s, _ in counts})
-    order = {g: i for i, g in enumerate(genes)}
-    cols = sorted({g for _, g in counts}, key=lambda g: (g not in order, order.get(g, 0), g))
-    table = np.full((len(sections), len(cols)), np.nan)
-    row, col = {s: i for i, s in enumerate(sections)}, {g: j for j, g in enumerate(cols)}
-    for (s, g), c in counts.items():
-        if c:
-            table[row[s], col[g]] = sums[(s, g)] / c
-    return table, sum(1 for c in counts.values() if c == 0)
-
-
-def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) -> dict[str, Any]:
-    """Everything one table row needs for one method's ok records (sorted by seed)."""
-    row: dict[str, Any] = {"method": method, "control": recs[0].get("control"), "seeds": len(recs)}
-    row["first_seed"] = int(recs[0]["seed"])
-    for metric, _ in MAIN:
-        table, excluded = seed_mean_table(recs, metric, genes)
-        per_seed = [seed_mean_table([rec], metric, genes)[0] for rec in recs]
-        if len({t.shape for t in per_seed}) != 1 or per_seed[0].shape != table.shape:
-            per_seed = [table]  # seeds on different pair sets: genes-only interval
-        _, low, high = bootstrap_ci_seeds(np.stack(per_seed), n_boot=N_BOOT, level=LEVEL, seed=0)
-        valid = table[np.isfinite(table)]
-        row[metric] = (float(valid.mean()) if valid.size else math.nan, low, high)
-        row[f"{metric}_table"] = table
-        if metric == "pcc":
-            row["excluded"], row["pairs"] = excluded, int(np.isfinite(table).sum()) + excluded
-    times = []
-    for rec in recs:
-        t = rec.get("timings") or {}
-        fit, predict = t.get("fit_s"), t.get("predict_s")
-        times.append(None if fit is None or predict is None else float(fit) + float(predict))
-    row["time"] = _mean(times)
-    for key in ("fit_s", "predict_s"):
-        row[key] = _mean((rec.get("timings") or {}).get(key) for rec in recs)
-    row["memory"] = _mean(rec.get("peak_memory_mb") for rec in recs)
-    for key in ("paper_pcc", "paper_ssim", "paper_rmse"):
-        values = [(rec.get("metrics") or {}).get(key) for rec in recs]
-        row[key] = _mean(values) if any(v is not None for v in values) else None
-    row["device"] = ", ".join(sorted({str(rec.get("device", "n/a")) for rec in recs}))
-    for metric, _ in DIVERSITY:
-        row[metric] = _mean((rec.get("metrics") or {}).get(metric) for rec in recs)
-    row["stochastic"] = any(m in (rec.get("metrics") or {}) for rec in recs for m in STOCHASTIC)
-    return row
-
-
-def _significance(ranked: list[dict[str, Any]]) -> None:
-    """Set ``row["vs_best"]`` of every ranked row (see the module docstring)."""
-    for i, (row, p) in enumerate(zip(ranked, ranking.vs_best(ranked), strict=True)):
-        mark = "best" if i == 0 else "n/a" if math.isnan(p) else f"{p:.2g}"
-        row["vs_best"] = mark + (" *" if i and p < ALPHA else "")
 
 
 def _scaled(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> list[str]:
@@ -182,31 +77,42 @@ def _scaled(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> lis
     return out
 
 
-def _summary(sections: list[list[dict[str, Any]]]) -> list[str]:
-    """The aggregated rank across datasets and metrics (:func:`bench.ranking.aggregated_rank`)."""
-    rows = ranking.aggregated_rank(sections, [(m, "↓" in label) for m, label in MAIN])
+def _summary(sections: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
+    """The aggregated rank across datasets and metrics (:func:`bench.ranking.aggregated_rank`),
+    with each section's headline PCC, interval and significance mark; ``sections`` = (column
+    label, ranked rows)."""
+    rows = ranking.aggregated_rank([r for _, r in sections], [(m, "↓" in t) for m, t in MAIN])
     if not rows:
         return []
     n = len(sections) * len(MAIN)
+    by = [{r["method"]: r for r in ranked} for _, ranked in sections]
     out = [
         "## Summary across datasets",
         "",
         "Rule: in each dataset section, ranked methods are ranked on each of "
         f"{', '.join(m for m, _ in MAIN)} by their mean (ties share the average rank; controls "
         f"excluded); a method's aggregated rank is the mean of its {n} ranks. Methods scored on "
-        "fewer sections come after, whatever their mean.",
+        "fewer sections come after, whatever their mean. PCC columns: each section's mean with "
+        f"its {LEVEL:.0%} bootstrap interval; * marks a method that differs from that section's "
+        f"best (Holm-corrected paired Wilcoxon, p < {ALPHA}).",
         "",
-        "| rank | method | mean rank | ranks counted | first places |",
-        "|---:|---|---:|---:|---:|",
+        "| rank | method | mean rank | ranks counted | first places | "
+        + " | ".join(f"PCC {_cell(label)}" for label, _ in sections)
+        + " |",
+        "|---:|---|---:|---:|---:|" + "---|" * len(sections),
     ]
     for i, (m, mean_rank, count, wins) in enumerate(rows, start=1):
-        out.append(f"| {i} | {_cell(m)} | {mean_rank:.2f} | {count}/{n} | {wins} |")
+        cells = [str(i), _cell(m), f"{mean_rank:.2f}", f"{count}/{n}", str(wins)]
+        for section in by:
+            r = section.get(m)
+            if r is None:
+                cells.append("n/a")
+                continue
+            mean, low, high = r["pcc"]
+            mark = " *" if r.get("vs_best", "").endswith("*") else ""
+            cells.append(f"{_num(mean)} [{_num(low)}, {_num(high)}]{mark}")
+        out.append("| " + " | ".join(cells) + " |")
     return out + [""]
-
-
-def _rank_key(row: dict[str, Any]) -> tuple[float, str]:
-    pcc = row["pcc"][0]
-    return (-pcc if math.isfinite(pcc) else math.inf, row["method"])
 
 
 def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
@@ -245,16 +151,7 @@ def _section(
         f"first-ranked method on the same (section, gene) pairs; * marks p < {ALPHA}.",
         "",
     ]
-    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in group:
-        if rec.get("status") == "ok":
-            by_method[rec["method"]].append(rec)
-    rows = [_summarise(m, by_method[m], genes) for m in sorted(by_method)]
-    ranked = sorted((r for r in rows if not r["control"]), key=_rank_key)
-    _significance(ranked)
-    controls = sorted(
-        (r for r in rows if r["control"]), key=lambda r: (str(r["control"]), *_rank_key(r))
-    )
+    ranked, controls = board_rows.rows(group, genes)
     name = board_figures.stem(str(dataset), fingerprint)
     title = f"{dataset} · k = {k} · split {fingerprint[:8]}"
     drawn = draw(ranked + controls, name, title, str(dataset), fingerprint) if draw else []
@@ -265,7 +162,7 @@ def _section(
     out += ["", "### Controls", "", "Not ranked: they frame the scores above.", ""]
     out += _score_table(controls, "control") if controls else ["none"]
     out += _scaled(ranked, controls)
-    if any(r["stochastic"] for r in rows):
+    if any(r["stochastic"] for r in ranked + controls):
         out += ["", "### Diversity", "", "Means over seeds of each run's scalar metrics.", ""]
         out += ["| method | " + " | ".join(label for _, label in DIVERSITY) + " |"]
         out += ["|---|" + "---:|" * len(DIVERSITY)]
@@ -321,7 +218,7 @@ def _render(
     out = [
         "# stsr-bench leaderboard",
         "",
-        "Generated by `python -m bench leaderboard` from the result records; do not edit by hand.",
+        "Generated from the result records by `bench/leaderboard.py`; do not edit by hand.",
         "Reproduce with:",
         "",
         "```",
@@ -338,7 +235,10 @@ def _render(
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda r: (str(r["method"]), int(r["seed"])))
         sections.append(_section(group, draw))
-    out += _summary([ranked for _, ranked, _ in sections])
+    # summary column heads: the dataset, with the split when records of two splits share it
+    labels = [d for d, _ in sorted(groups)]
+    heads = [f"{d} {fp[:8]}" if labels.count(d) > 1 else d for d, fp in sorted(groups)]
+    out += _summary([(h, ranked) for h, (_, ranked, _) in zip(heads, sections, strict=True)])
     for lines, _, _ in sections:
         out += lines
     return "\n".join(out).rstrip("\n") + "\n", [f for _, _, drawn in sections for f in drawn]

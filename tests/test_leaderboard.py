@@ -255,7 +255,7 @@ def test_write_is_atomic_and_matches_render(tmp_path, existing):
 
 
 def test_significance_against_the_best_is_paired_and_holm_corrected():
-    from bench.leaderboard import seed_mean_table
+    from bench.board_rows import seed_mean_table
     from bench.stats import holm, paired_wilcoxon
 
     records = [
@@ -305,6 +305,18 @@ def test_aggregated_rank_rule_across_datasets_and_metrics():
         assert float(rows[m][2]) == pytest.approx(np.mean(expected[m]), abs=0.006), m
     assert rows["solo"][3] == "3/6" and rows["good"][3] == "6/6"
     assert [r[1] for r in _tables(summary)[0]][-1] == "solo"  # fewer sections: after the others
+    # headline PCC per section: the section table's cell, marked * where that table's test is
+    head = next(line for line in summary.splitlines() if line.startswith("| rank"))
+    assert head.endswith("| PCC other | PCC toy |")  # sections in sorted order
+    for col, section in zip((5, 6), _sections(text), strict=True):
+        table = {r[1]: r for r in _tables(section)[0]}
+        for m, row in rows.items():
+            if m not in table:
+                assert row[col] == "n/a"
+                continue
+            star = " *" if table[m][-1].endswith("*") else ""
+            assert row[col] == table[m][2] + star and CI.match(table[m][2])
+    assert rows["solo"][6] == "n/a" and rows["bad"][6].endswith(" *")
 
 
 def test_scores_scaled_between_controls():
