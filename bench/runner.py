@@ -178,7 +178,9 @@ def run_cell(
                 raise ValueError("only a positive control may see the target at predict time")
             with Timer() as t:
                 method.fit(split.train)
-            timings["fit_s"] = t.seconds
+            timings["fit_s"] = t.seconds + method.resumed_fit_s  # the whole fit when resumed
+            if method.resumed_fit_s:
+                timings["fit_resumed_s"] = method.resumed_fit_s
             inputs = (
                 split.test if method.needs_target else [s.without_target() for s in split.test]
             )

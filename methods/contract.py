@@ -99,6 +99,9 @@ class Method:
         self.seed = seed
         # a private folder the runner may give (checkpoints, caches); None: keep nothing on disk
         self.workdir: Path | None = None
+        # seconds of fit() spent by earlier, interrupted runs whose checkpoint fit() resumed from
+        # (the runner adds them to the recorded fit time, so a resumed cell's cost is its whole)
+        self.resumed_fit_s: float = 0.0
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters that define this run (JSON-serialisable)."""

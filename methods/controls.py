@@ -111,6 +111,7 @@ class ShuffledHistology(Method):
         self.base_method = create(self.base, preset=self.preset, seed=self.seed)
         self.base_method.workdir = self.workdir
         self.base_method.fit(self.shuffled(train))
+        self.resumed_fit_s = self.base_method.resumed_fit_s
 
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
         """``(N, G, H, W)`` float32: the base prediction (mean of ``DRAWS`` if stochastic)."""

@@ -137,6 +137,8 @@ def test_checkpoint_round_trip_and_resume_after_interruption(cls, tmp_path, monk
     again.workdir = tmp_path / "full"
     again.fit(samples())  # complete checkpoint: loads, trains nothing
     assert again.history == pytest.approx(full.history)
+    # the fit time of the run that trained it comes back with it (the runner records it)
+    assert full.resumed_fit_s == 0.0 and again.resumed_fit_s == state["fit_seconds"] > 0
     np.testing.assert_array_equal(again.predict(test), full.predict(test))
 
     class Interrupt(Exception):
@@ -155,10 +157,14 @@ def test_checkpoint_round_trip_and_resume_after_interruption(cls, tmp_path, monk
     with pytest.raises(Interrupt):
         first.fit(samples())
     monkeypatch.setattr(cls, "_save", original)
+    cut = torch.load(tmp_path / "cut" / cls.checkpoint, weights_only=True)
     resumed = cls(preset="quick", seed=0, **TINY)
     resumed.workdir = tmp_path / "cut"
     resumed.fit(samples())
     assert len(resumed.history) == 4
+    done = torch.load(tmp_path / "cut" / cls.checkpoint, weights_only=True)
+    assert cut["step"] == 2 and resumed.resumed_fit_s == cut["fit_seconds"] > 0
+    assert done["fit_seconds"] > cut["fit_seconds"]  # both runs' seconds, summed
     assert resumed.history == pytest.approx(full.history, rel=1e-5)
     for a, b in zip(resumed.ema.parameters(), full.ema.parameters(), strict=True):
         torch.testing.assert_close(a, b)

@@ -119,3 +119,17 @@ def test_two_concurrent_runs_share_results_and_store(root, tmp_path):
         record_id(r) for r in records
     )
     assert "| " in (tmp_path / "LB.md").read_text()
+
+
+def test_a_resumed_fit_is_recorded_whole(her2st, monkeypatch):
+    """fit_s counts the training seconds of the interrupted run the checkpoint came from."""
+    from bench import runner
+    from methods import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "resumed", ("stub_methods", "Resumed", {}))
+    opts = runner.RunOptions(preset="quick")
+    record, _ = runner.run_cell(her2st, "resumed", 0, opts)
+    assert record["status"] == "ok" and record["timings"]["fit_resumed_s"] == 5.0
+    assert 5.0 <= record["timings"]["fit_s"] < 5.0 + 30
+    fresh, _ = runner.run_cell(her2st, "bicubic", 0, opts)
+    assert "fit_resumed_s" not in fresh["timings"] and fresh["timings"]["fit_s"] < 5.0

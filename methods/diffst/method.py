@@ -32,9 +32,11 @@ Deviations from the released code, each deliberate:
 - Mixed precision (bfloat16 autocast) is used for training on CUDA only; sampling runs in float32
   so sampled values do not depend on the precision mode.
 
-Checkpoints (``<workdir>/diffst.pt``) hold model, EMA, optimiser, step and RNG state; they are
-written atomically every ``checkpoint_every`` steps and loaded with ``weights_only=True``. A run
-with the same config and training data resumes from one (or skips training when it is complete).
+Checkpoints (``<workdir>/diffst.pt``) hold model, EMA, optimiser, step, RNG state and the fit
+seconds spent so far (``resumed_fit_s`` after a resume; the runner adds them to the recorded fit
+time); they are written atomically every ``checkpoint_every`` steps and loaded with
+``weights_only=True``. A run with the same config and training data resumes from one (or skips
+training when it is complete).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -155,6 +156,7 @@ class UNetTrainer(Method):
         from methods.diffst.attention import curriculum_ratio
 
         cfg = self.config
+        self._fit_started = time.perf_counter()
         self._build(train)
         data = self._encode(self._augmented(train))
         generator = torch.Generator().manual_seed(self.seed)
@@ -205,6 +207,8 @@ class UNetTrainer(Method):
             "optimizer": self.optimizer.state_dict(),
             "rng": generator.get_state(),
             "history": torch.tensor(self.history),
+            # fit() seconds up to this checkpoint, over every run that trained towards it
+            "fit_seconds": self.resumed_fit_s + time.perf_counter() - self._fit_started,
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(state, tmp)
@@ -229,6 +233,7 @@ class UNetTrainer(Method):
         self.optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"].cpu())
         self.history = state["history"].tolist()
+        self.resumed_fit_s = float(state.get("fit_seconds", 0.0))
         return int(state["step"])
 
     # --- inference --------------------------------------------------------------------------
