@@ -172,7 +172,7 @@ def cmd_list() -> int:
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tqdm import tqdm
 
-    from bench import cache, cards, executors, leaderboard, runner
+    from bench import cache, cards, executors, leaderboard, outputs, runner
     from bench.records import record_path
     from bench.resources import code_version, device_name
     from bench.tracking import Tracker, card_facts, default_uri, run_name
@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _writable_dir(board_path.parent, "leaderboard folder")
     tracker = tracker or Tracker(default_uri(results), results)
     for split in built.values():  # what the leaderboard's gene-map figures show
-        runner.save_test_maps(results, split)
+        outputs.save_test_maps(results, split)
     opts = runner.RunOptions(
         preset=args.preset,
         samples=args.samples,
@@ -221,7 +221,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cells = [(d, m, s) for d in datasets for m in methods for s in args.seeds]
     # cells done by an earlier (perhaps killed) invocation: skipped, and given to the store repair
     done = {(d, m, s): runner.reusable(results, built[d], m, s, opts) for d, m, s in cells}
-    finished = [(rec, runner.side_files(results, rec)) for rec in done.values() if rec]
+    finished = [(rec, outputs.side_files(results, rec)) for rec in done.values() if rec]
     repaired = tracker.reconcile(finished)
     if any(repaired.values()):
         print(
@@ -250,7 +250,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for (dataset, method, seed, _), record, extras in stream:
         split = built[dataset]
         bar.set_description(f"{split.label}/{method} seed {seed}")
-        files = runner.save(results, split, record, extras)
+        files = outputs.save(results, split, record, extras)
         tracker.log_cell(record, files, facts[dataset])
         bar.update()
         if record["status"] != "ok":

@@ -5,7 +5,8 @@ stochastic method; the point prediction is their mean) on the test samples with 
 removed, scoring against the HR truth, a JSON record and an MLflow child run. A cell that raises,
 returns the wrong shape or non-finite values is recorded as failed with its reason and the grid
 goes on. A cell whose record already exists with status ok, the same split fingerprint and the same
-parameters is not run again (failed cells always are), so an interrupted grid resumes.
+parameters is not run again (failed cells always are), so an interrupted grid resumes. Its
+files are written by :mod:`bench.outputs`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import tempfile
 import threading
 import time
 import traceback
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench import diversity, metrics, paper_metrics
-from bench.records import read_record, record_path, write_record
+from bench.records import read_record, record_path
 from bench.resources import PeakMemory, Timer, device
 from bench.splits import Split
 from bench.tracking import run_name
@@ -233,95 +233,3 @@ def reusable(
     if m.stochastic:
         params["samples"] = opts.samples
     return rec if rec["params"] == params else None
-
-
-def artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
-    """Write a cell's side files beside its record: per-gene CSV; the prediction (``.pred.npz``:
-    ``pred`` (N, G, H, W) float32 on the split's scale, ``regions`` (N,), and for stochastic
-    methods ``spread`` (N, G, H, W), the population std over the K draws); the gene-map figure
-    of the first test region, and for stochastic methods its spread beside the error; traceback."""
-    import pandas as pd
-
-    from bench import figures
-
-    base = record_path(results_dir, record["dataset"], record["method"], record["seed"])
-    stem = base.with_suffix("")
-    out: list[Path] = []
-
-    def side(suffix: str, write: Any) -> None:
-        path = stem.with_name(stem.name + suffix)
-        _atomic_side_file(path, write)
-        out.append(path)
-
-    if record["per_gene"]:
-        side(".per_gene.csv", lambda p: pd.DataFrame(record["per_gene"]).to_csv(p, index=False))
-    if "pred" in extras:
-        arrays = {"pred": extras["pred"], "regions": np.array([t.region for t in split.test])}
-        if "spread" in extras:
-            arrays["spread"] = extras["spread"]
-        side(".pred.npz", lambda p: np.savez_compressed(p, **arrays))  # for 'bench export'
-        s = split.test[0]
-        idx = figures.pick_genes(s.hr, s.hr_mask, split.genes, n=3)
-        genes = [split.genes[i] for i in idx]
-        where = f"{record['dataset']} {s.region}: {record['method']} (seed {record['seed']})"
-        side(
-            ".genes.png",
-            lambda p: figures.gene_panel(
-                s.lr[idx], s.hr[idx], extras["pred"][0][idx], s.hr_mask, s.lr_mask, genes, p,
-                title=where,
-            ),
-        )  # fmt: skip
-        if "spread" in extras:
-            fig = figures.error_spread_figure(
-                s.hr[idx], extras["pred"][0][idx], extras["spread"][0][idx], s.hr_mask, genes,
-                title=f"{where}: sample spread beside error",
-            )  # fmt: skip
-            side(".spread.png", lambda p: figures.save_png(fig, p))
-    if "traceback" in extras:
-        side(".traceback.txt", lambda p: p.write_text(extras["traceback"]))
-    return out
-
-
-def save_test_maps(results_dir: Path, split: Split) -> Path:
-    """Write the first test region's maps for the leaderboard's figures, once per split.
-
-    ``<results-dir>/<split label>/maps-<fingerprint>.npz``: ``lr`` (G, h, w), ``hr`` (G, H, W)
-    float32 on the split's scale, ``lr_mask`` (h, w), ``hr_mask`` (H, W), ``region`` and
-    ``genes`` (G,). Kept when present (the fingerprint names everything it depends on).
-    """
-    path = results_dir / split.label / f"maps-{split.fingerprint}.npz"
-    if not path.is_file():
-        s = split.test[0]
-        arrays = {
-            "lr": s.lr.astype(np.float32), "hr": s.hr.astype(np.float32),
-            "lr_mask": s.lr_mask, "hr_mask": s.hr_mask,
-            "region": np.array(s.region), "genes": np.array(list(split.genes)),
-        }  # fmt: skip
-        _atomic_side_file(path, lambda p: np.savez_compressed(p, **arrays))
-    return path
-
-
-SIDE_SUFFIXES = (".per_gene.csv", ".genes.png", ".spread.png", ".pred.npz", ".traceback.txt")
-
-
-def side_files(results_dir: Path, record: dict) -> list[Path]:
-    """The side files of a record that exist (see :func:`artifacts`)."""
-    stem = record_path(results_dir, record["dataset"], record["method"], record["seed"])
-    stem = stem.with_suffix("")
-    paths = (stem.with_name(stem.name + suffix) for suffix in SIDE_SUFFIXES)
-    return [p for p in paths if p.is_file()]
-
-
-def _atomic_side_file(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-") as tmp:
-        staged = Path(tmp) / path.name
-        write(staged)
-        staged.replace(path)
-
-
-def save(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
-    """Write the side files, then the record itself (last, so a record implies its files)."""
-    files = artifacts(results_dir, split, record, extras)
-    write_record(results_dir, record)
-    return files

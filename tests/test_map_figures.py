@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import runner
+from bench import outputs, runner
 from bench.figures import error_spread_figure, gallery_figure, save_png
 from bench.leaderboard import write
 from bench.records import read_records
@@ -86,13 +86,13 @@ def test_runner_keeps_the_spread_of_the_draws_and_draws_it(noisy, her2st, tmp_pa
     assert record["metrics"]["spread"] == pytest.approx(float(np.mean(means)), rel=1e-4)
 
     results = tmp_path / "results"
-    files = {p.name for p in runner.save(results, her2st, record, extras)}
+    files = {p.name for p in outputs.save(results, her2st, record, extras)}
     assert {"seed-3.spread.png", "seed-3.pred.npz", "seed-3.genes.png"} <= files
     with np.load(results / "her2st" / "noisy" / "seed-3.pred.npz") as z:
         np.testing.assert_array_equal(z["spread"], extras["spread"])
     record, extras = runner.run_cell(her2st, "bicubic", 0, opts)
     assert "spread" not in extras
-    files = {p.name for p in runner.save(results, her2st, record, extras)}
+    files = {p.name for p in outputs.save(results, her2st, record, extras)}
     assert "seed-0.spread.png" not in files
     with np.load(results / "her2st" / "bicubic" / "seed-0.pred.npz") as z:
         assert "spread" not in z.files
@@ -101,12 +101,12 @@ def test_runner_keeps_the_spread_of_the_draws_and_draws_it(noisy, her2st, tmp_pa
 def test_leaderboard_links_the_gallery_and_spread_figures_it_drew(noisy, her2st, tmp_path):
     results, opts = tmp_path / "results", runner.RunOptions(preset="quick", samples=4)
     for method in ("noisy", "bicubic", "mean"):
-        runner.save(results, her2st, *runner.run_cell(her2st, method, 0, opts))
+        outputs.save(results, her2st, *runner.run_cell(her2st, method, 0, opts))
     page, drawn = write(results, tmp_path / "LB.md", "cmd")
     names = [p.name for p in drawn]
     assert not any("gallery" in n or "spread" in n for n in names)  # no test maps saved yet
 
-    maps = runner.save_test_maps(results, her2st)
+    maps = outputs.save_test_maps(results, her2st)
     assert maps.name == f"maps-{her2st.fingerprint}.npz"
     with np.load(maps) as z:
         np.testing.assert_array_equal(z["hr"], her2st.test[0].hr.astype(np.float32))
