@@ -30,7 +30,7 @@ from bench.stats import bootstrap_ci_seeds
 __all__ = ["rows", "seed_mean_table"]
 
 MAIN = ("pcc", "ssim", "rmse")  # ranked on the first; all three in the aggregated rank
-DIVERSITY = ("spread", "crps", "spread_skill", "rvd", "collapse_ratio")
+DIVERSITY = ("spread", "crps", "spread_skill", "coverage", "rvd", "collapse_ratio")
 STOCHASTIC = ("spread", "crps", "spread_skill", "collapse_ratio")  # only samplers have these
 N_BOOT = 1000
 LEVEL = 0.95

@@ -29,7 +29,7 @@ MAIN = tuple(zip(board_rows.MAIN, ("PCC ↑", "SSIM ↑", "RMSE ↓"), strict=Tr
 DIVERSITY = tuple(
     zip(
         board_rows.DIVERSITY,
-        ("spread", "CRPS ↓", "spread-skill (→1)", "RVD ↓", "collapse ratio (→1)"),
+        ("spread", "CRPS ↓", "spread-skill (→1)", "coverage (→0.9)", "RVD ↓", "collapse (→1)"),
         strict=True,
     )
 )
@@ -163,12 +163,7 @@ def _section(
     out += _score_table(controls, "control") if controls else ["none"]
     out += _scaled(ranked, controls)
     if any(r["stochastic"] for r in ranked + controls):
-        out += ["", "### Diversity", "", "Means over seeds of each run's scalar metrics.", ""]
-        out += ["| method | " + " | ".join(label for _, label in DIVERSITY) + " |"]
-        out += ["|---|" + "---:|" * len(DIVERSITY)]
-        for r in ranked + controls:
-            cells = [_cell(r["method"]), *(_num(r[k]) for k, _ in DIVERSITY)]
-            out.append("| " + " | ".join(cells) + " |")
+        out += _diversity(ranked + controls)
     out += [
         "",
         "### Cost",
@@ -210,6 +205,35 @@ def _section(
         out += ["", "### Pairs excluded from PCC", "", "Constant truth (null in every seed):", ""]
         out += [f"- {_cell(r['method'])}: {r['excluded']} of {r['pairs']}" for r in excluded]
     return out + [""], ranked, drawn
+
+
+def _diversity(rows: list[dict[str, Any]]) -> list[str]:
+    """The diversity table with its legend; coverage only where some run has it (K >= 10)."""
+    cols = [(k, t) for k, t in DIVERSITY if k != "coverage" or any(_finite(r[k]) for r in rows)]
+    out = [
+        "",
+        "### Diversity",
+        "",
+        "Means over seeds of each run's scalar metrics (definitions in `bench/diversity.py`). "
+        "spread: per-position std over the K draws, averaged in tissue (0: every draw the same). "
+        "CRPS: the draws' continuous ranked probability score against the truth. spread-skill: "
+        "spread / RMSE of the draws' mean (1 calibrated, above 1 under-confident, below 1 "
+        "over-confident, near 0 collapsed). coverage (K >= 10): share of truth values inside the "
+        "draws' 5-95% interval. RVD: relative variance distance of the point prediction (0 "
+        "perfect, towards 1 over-smoothed). collapse: inter-input collapse ratio, mean PCC "
+        "between different regions' predictions over the same for the truth (above 1: inputs "
+        "collapse onto one output).",
+        "",
+        "| method | " + " | ".join(t for _, t in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for r in rows:
+        out.append("| " + " | ".join([_cell(r["method"]), *(_num(r[k]) for k, _ in cols)]) + " |")
+    return out
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and math.isfinite(float(x))
 
 
 def _render(

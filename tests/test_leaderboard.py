@@ -213,8 +213,17 @@ def test_diversity_table_only_with_stochastic_metrics():
     records = _records() + [_record("gen", 0, stochastic=True), _record("gen", 1, stochastic=True)]
     (section,) = _sections(render(records, CMD))
     rows = {r[0]: r[1:] for r in _tables(_part(section, "Diversity"))[0]}
-    assert rows["gen"] == ["0.200", "0.400", "1.000", "0.300", "1.100"]
+    assert rows["gen"] == ["0.200", "0.400", "1.000", "0.300", "1.100"]  # no coverage column
     assert rows["alpha"] == ["n/a"] * 5
+    assert "coverage (K >= 10)" in _part(section, "Diversity")  # the legend names it anyway
+    for rec in records[-2:]:  # K >= 10: the runs have coverage; seeds 0.8 and 0.9
+        rec["metrics"]["coverage"] = 0.8 + 0.1 * rec["seed"]
+    (section,) = _sections(render(records, CMD))
+    head, *_ = (line for line in _part(section, "Diversity").splitlines() if line.startswith("|"))
+    assert "| coverage (→0.9) |" in head
+    rows = {r[0]: r[1:] for r in _tables(_part(section, "Diversity"))[0]}
+    assert rows["gen"] == ["0.200", "0.400", "1.000", "0.850", "0.300", "1.100"]
+    assert rows["alpha"] == ["n/a"] * 6
 
 
 def test_excluded_pairs_and_nan_shown_as_na():
