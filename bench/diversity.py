@@ -39,6 +39,7 @@ __all__ = [
     "diversity_scores",
     "rvd",
     "spread",
+    "spread_map",
     "spread_skill",
 ]
 
@@ -79,8 +80,12 @@ def _masked_var(v: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     return var, var + mu * mu
 
 
+def _spread_map_t(x: torch.Tensor) -> torch.Tensor:
+    return x.std(dim=1, correction=0)
+
+
 def _spread_t(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return _masked_mean(x.std(dim=1, correction=0), mask)
+    return _masked_mean(_spread_map_t(x), mask)
 
 
 def _crps_t(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -182,6 +187,13 @@ def spread(samples: ArrayLike, mask: ArrayLike, device: Device = None) -> np.nda
     """
     x, _, m = _prepare_samples(samples, None, mask, device)
     return _np(_spread_t(x, m))
+
+
+def spread_map(samples: ArrayLike, device: Device = None) -> np.ndarray:
+    """The per-position spread that :func:`spread` averages: ``sqrt(mean_k (X_k - mean_k X)^2)``
+    at every position, float64 ``(N, G, H, W)`` in the maps' scale (for figures and export)."""
+    _check_ndim(samples, "samples", "(N, K, G, H, W)")
+    return _np(_spread_map_t(_as_float64(samples, "samples", _resolve_device(device))))
 
 
 def crps(samples: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) -> np.ndarray:

@@ -204,8 +204,8 @@ def run_cell(
             timings["score_s"] = t.seconds
         record["status"] = "ok"
         extras["pred"] = pred
-        if draws is not None:  # per-position population std over the K draws (metrics.md)
-            extras["spread"] = draws.std(axis=1, dtype=np.float64).astype(np.float32)
+        if draws is not None:  # the per-position spread that the `spread` metric averages
+            extras["spread"] = diversity.spread_map(draws, opts.device).astype(np.float32)
     except Exception as err:  # noqa: BLE001 - a failing method is recorded, the grid goes on
         msg = " ".join(str(err).split()) or type(err).__name__
         record.update(status="failed", error=f"{type(err).__name__}: {msg}"[:1000], metrics={})

@@ -62,6 +62,11 @@ def test_spread_matches_numpy_and_identical_samples_give_zero():
             assert abs(out[i, g] - ref) <= TOL
     same = np.repeat(samples[:, :1], 6, axis=1)
     np.testing.assert_allclose(diversity.spread(same, mask, device="cpu"), 0.0, atol=1e-12)
+    # the map it averages, position by position
+    full = diversity.spread_map(samples, device="cpu")
+    np.testing.assert_allclose(full, samples.std(axis=1, ddof=0), rtol=1e-12, atol=1e-12)
+    with pytest.raises(MetricInputError, match="samples"):
+        diversity.spread_map(samples[0], device="cpu")
 
 
 def test_spread_skill_matches_numpy():
