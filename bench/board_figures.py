@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench import figures
-from bench.records import record_path
+from bench.outputs import side_path, test_maps_path
 
 METRICS = (("pcc", "PCC"), ("ssim", "SSIM"), ("rmse", "RMSE"))
 
@@ -130,8 +130,7 @@ def draw(
 
 def _prediction(results_dir: Path, label: str, row: dict[str, Any], region: str) -> dict | None:
     """``pred`` and (samplers) ``spread``, (G, H, W), of ``region`` in a row's lowest seed."""
-    base = record_path(results_dir, label, row["method"], row["first_seed"]).with_suffix("")
-    path = base.with_name(base.name + ".pred.npz")
+    path = side_path(results_dir, label, row["method"], row["first_seed"], ".pred.npz")
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as z:
@@ -152,7 +151,7 @@ def _map_figures(
     fingerprint: str,
 ) -> list[Path]:
     """The gallery and the spread-beside-error figures (see the module docstring)."""
-    source = Path(results_dir) / label / f"maps-{fingerprint}.npz"
+    source = test_maps_path(results_dir, label, fingerprint)
     if not source.is_file():
         return []
     with np.load(source, allow_pickle=False) as z:

@@ -196,7 +196,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from bench import cache, cards, export, splits
-    from bench.records import record_path
+    from bench.outputs import side_path
     from methods import UnknownMethodError, resolve
 
     try:
@@ -206,8 +206,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     card = cards.load_card(args.dataset)
     root = cards.data_dir(args.data_dir)
     split = cache.load(card, root, args.k or card.split["default_pooling"])
-    stem = record_path(Path(args.results_dir), split.label, method, args.seed).with_suffix("")
-    pred, spread = export.read_prediction(stem.with_name(stem.name + ".pred.npz"), split)
+    saved = side_path(Path(args.results_dir), split.label, method, args.seed, ".pred.npz")
+    pred, spread = export.read_prediction(saved, split)
     ids = list(dict.fromkeys(split.spec["regions"][s.region]["section"] for s in split.test))
     adata = export.to_anndata(
         split, splits.read_sections(card, root, ids), pred, method, args.seed, spread

@@ -93,10 +93,6 @@ def gene_panel(
     -------
     ``path``.
     """
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     lr, hr, pred = np.asarray(lr), np.asarray(hr), np.asarray(pred)
     if lr.ndim != 3 or hr.ndim != 3 or hr.shape != pred.shape or lr.shape[0] != hr.shape[0]:
         raise ValueError(
@@ -110,28 +106,18 @@ def gene_panel(
     if len(genes) != hr.shape[0] or not genes:
         raise ValueError(f"{len(genes)} gene names for maps with {hr.shape[0]} genes (need >= 1)")
 
-    cmap = colormaps["viridis"].with_extremes(bad="white")
-    rows = len(genes)
-    fig = Figure(figsize=(10.0, 3.0 * rows + 0.4))
-    FigureCanvasAgg(fig)  # attaches itself to the figure: savefig renders with Agg
-    grid = fig.add_gridspec(rows, 4, width_ratios=[1, 1, 1, 0.06])
+    fig = _figure(10.0, 3.0 * len(genes) + 0.4)
+    grid = fig.add_gridspec(len(genes), 4, width_ratios=[1, 1, 1, 0.06])
     for i, gene in enumerate(genes):
         maps = [_masked(lr[i], lr_mask), _masked(hr[i], hr_mask), _masked(pred[i], hr_mask)]
-        vmin, vmax = _limits(maps[1], maps[2])
+        lim = _limits(maps[1], maps[2])
         for j, (m, label) in enumerate(zip(maps, ("LR", "truth", "prediction"), strict=True)):
-            ax = fig.add_subplot(grid[i, j])
-            image = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-            ax.set_title(f"{gene}: {label}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            image = _show(fig, grid[i, j], m, "viridis", lim, f"{gene}: {label}")
         fig.colorbar(image, cax=fig.add_subplot(grid[i, 3]))
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
+    save_png(fig, path, dpi=100)
     fig.clear()  # no pyplot manager holds the figure; clearing frees its artists now
-    return path
+    return Path(path)
 
 
 def save_png(fig: Any, path: Path, dpi: int = 110) -> Path:

@@ -154,8 +154,10 @@ def _section(
     ranked, controls = board_rows.rows(group, genes)
     name = board_figures.stem(str(dataset), fingerprint)
     title = f"{dataset} · k = {k} · split {fingerprint[:8]}"
-    drawn = draw(ranked + controls, name, title, str(dataset), fingerprint) if draw else []
-    if ranked and drawn:
+    drawn = (
+        draw(ranked + controls, name, title, str(dataset), fingerprint) if draw and ranked else []
+    )
+    if drawn:
         links = (f"[{board_figures.label(f.name, name)}]({FIGURES}/{f.name})" for f in drawn)
         out += ["Figures: " + " · ".join(links), ""]
     out += _score_table(ranked, "rank") if ranked else ["No successful method runs."]

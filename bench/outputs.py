@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.records import record_path, write_record
-from bench.splits import Split
 
-__all__ = ["SIDE_SUFFIXES", "save", "save_test_maps", "side_files"]
+if TYPE_CHECKING:  # annotations only: the leaderboard reads paths here without loading splits
+    from bench.splits import Split
+
+__all__ = ["SIDE_SUFFIXES", "save", "save_test_maps", "side_files", "side_path", "test_maps_path"]
+
+
+def side_path(results_dir: Path, dataset: str, method: str, seed: int, suffix: str) -> Path:
+    """``<results-dir>/<dataset>/<method>/seed-<seed><suffix>``: a side file of that record."""
+    stem = record_path(results_dir, dataset, method, seed).with_suffix("")
+    return stem.with_name(stem.name + suffix)
+
+
+def test_maps_path(results_dir: Path, label: str, fingerprint: str) -> Path:
+    """Where :func:`save_test_maps` keeps a split's test maps."""
+    return Path(results_dir) / label / f"maps-{fingerprint}.npz"
 
 
 def _artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
@@ -26,12 +39,11 @@ def _artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> l
 
     from bench import figures
 
-    base = record_path(results_dir, record["dataset"], record["method"], record["seed"])
-    stem = base.with_suffix("")
+    cell = (record["dataset"], record["method"], record["seed"])
     out: list[Path] = []
 
     def side(suffix: str, write: Any) -> None:
-        path = stem.with_name(stem.name + suffix)
+        path = side_path(results_dir, *cell, suffix)
         _atomic_side_file(path, write)
         out.append(path)
 
@@ -71,7 +83,7 @@ def save_test_maps(results_dir: Path, split: Split) -> Path:
     float32 on the split's scale, ``lr_mask`` (h, w), ``hr_mask`` (H, W), ``region`` and
     ``genes`` (G,). Kept when present (the fingerprint names everything it depends on).
     """
-    path = results_dir / split.label / f"maps-{split.fingerprint}.npz"
+    path = test_maps_path(results_dir, split.label, split.fingerprint)
     if not path.is_file():
         s = split.test[0]
         arrays = {
@@ -88,9 +100,8 @@ SIDE_SUFFIXES = (".per_gene.csv", ".genes.png", ".spread.png", ".pred.npz", ".tr
 
 def side_files(results_dir: Path, record: dict) -> list[Path]:
     """The side files of a record that exist (see :func:`_artifacts`)."""
-    stem = record_path(results_dir, record["dataset"], record["method"], record["seed"])
-    stem = stem.with_suffix("")
-    paths = (stem.with_name(stem.name + suffix) for suffix in SIDE_SUFFIXES)
+    cell = (record["dataset"], record["method"], record["seed"])
+    paths = (side_path(results_dir, *cell, suffix) for suffix in SIDE_SUFFIXES)
     return [p for p in paths if p.is_file()]
 
 
