@@ -12,7 +12,7 @@ scale-shift norm, residual up/down sampling, diffst's middle block and decoder, 
 and the learned-range variance v in 2G channels), the linear schedule, the hybrid loss
 (Charbonnier + variational bound), the respaced DDPM / DDIM samplers with x0 clipping, K draws
 per input in one batch, AdamW, EMA, augmentation, checkpoints and the presets with the same
-channels and iterations (``methods/diffst/config.py``).
+channels and iterations (``methods/diffusion/config.py``).
 
 Simplified or left out: no tissue image, cell tiles, gene graph, cross-attention, disentangling
 or modulation (the image is never read, so it cannot change a draw). SR3's own choices that the
@@ -35,8 +35,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.contract import Sample
-from methods.diffst.trainer import Batch, DiffusionTrainer
-from methods.diffst.unet import Encoder, TimeEmbedding
+from methods.diffusion.trainer import Batch, DiffusionTrainer
+from methods.diffusion.unet import (
+    Encoder,
+    TimeEmbedding,
+    check_width,
+    check_xt,
+    decode,
+    decoder_modules,
+)
 
 
 class SR3Net(nn.Module):
@@ -60,10 +67,8 @@ class SR3Net(nn.Module):
         num_res_blocks: int = 1,
         groups: int = 32,
     ) -> None:
-        # network.py imports torch-geometric (diffst's gene graph): only where used, not at import
-        from methods.diffst.network import decoder_modules
-
         super().__init__()
+        check_width("sr3", channels, 2 * genes, "x_t and the upsampled LR map (two per gene)")
         self.genes, self.channel_mult = genes, tuple(channel_mult)
         self.time_embed = TimeEmbedding(channels)
         emb = self.time_embed.dim
@@ -89,8 +94,6 @@ class SR3Net(nn.Module):
         Tensor
             ``(B, 2G, H, W)``: channels ``[:G]`` epsilon, ``[G:]`` the learned-variance v.
         """
-        from methods.diffst.network import check_xt, decode
-
         b, g, h, w = x_t.shape
         check_xt(x_t, self.genes, self.channel_mult)
         if lr.ndim != 4 or lr.shape[:2] != (b, g) or t.shape != (b,):
@@ -107,19 +110,23 @@ class SR3Net(nn.Module):
 class PlainConditionalDiffusion(DiffusionTrainer):
     """SR3-style conditional diffusion on the LR map alone (see the module docstring).
 
-    Keyword overrides: the fields of :class:`~methods.diffst.config.DiffSTConfig` except the four
-    ablation switches (TypeError, as for unknown names); ``preset`` as for diffst.
+    Keyword overrides: the fields of :class:`~methods.diffusion.config.DiffusionConfig`
+    except the four ablation switches (TypeError, as for unknown names); ``preset`` as for diffst.
     """
 
     name: ClassVar[str] = "sr3"
     checkpoint: ClassVar[str] = "sr3.pt"
-    uses_histology: ClassVar[bool] = False
     fixed: ClassVar[dict[str, Any]] = {
         "graph": False,
         "cell_attention": False,
         "disentangle": False,
         "modulation": False,
     }
+
+    @classmethod
+    def input_width(cls, genes: int) -> int:
+        """x_t and the upsampled LR map: 2G."""
+        return 2 * genes
 
     def _network(self, sample: Sample, totals: Tensor) -> nn.Module:
         cfg = self.config

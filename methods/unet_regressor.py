@@ -9,7 +9,7 @@ Kept from ``diffst`` (``methods/diffst``), so the comparison isolates the object
 (``DiffSTNet`` with the gene graph, cell-to-tissue attention, disentangling and modulation, and
 the same ablation switches), the inputs (LR map, tissue image, entropy-ordered cell tiles, the
 cell-tile curriculum), the model scale, augmentation, AdamW, EMA, checkpoints and the presets
-with the same iterations (``methods/diffst/config.py``).
+with the same iterations (``methods/diffusion/config.py``).
 
 Changed: the loss is the mean squared error between the first G output channels and the
 model-scale HR map (over every position, as diffst's loss) plus the disentangling loss with the
@@ -34,15 +34,17 @@ import torch
 from torch import Tensor, nn
 
 from methods.contract import Sample
+from methods.diffst.histology import HistologyInputs
 from methods.diffst.method import diffst_network
-from methods.diffst.trainer import Batch, UNetTrainer
+from methods.diffusion.trainer import Batch, UNetTrainer
 
 
-class UNetRegressor(UNetTrainer):
+class UNetRegressor(HistologyInputs, UNetTrainer):
     """diffst's network and inputs trained by MSE; one deterministic prediction.
 
-    Keyword overrides: any :class:`~methods.diffst.config.DiffSTConfig` field (unknown names raise
-    TypeError); ``preset`` as for diffst. Checkpoints: ``<workdir>/unet.pt``.
+    Keyword overrides: any :class:`~methods.diffusion.config.DiffusionConfig`
+    field (unknown names raise TypeError); ``preset`` as for diffst. Checkpoints:
+    ``<workdir>/unet.pt``.
     """
 
     name: ClassVar[str] = "unet"
@@ -64,10 +66,11 @@ class UNetRegressor(UNetTrainer):
         return out[:, :g], aux
 
     def _loss(self, batch: Batch, generator: torch.Generator, ratio: float) -> Tensor:
-        """MSE to the model-scale HR map + ``disentangle_weight`` x disentangling loss."""
+        """MSE to the model-scale HR map (or to ``x0 - base`` with ``residual``) +
+        ``disentangle_weight`` x disentangling loss."""
         with self._autocast():
             pred, aux = self._regress(self.net, batch, batch["x0"].shape[-2:], ratio)
-        mse = ((pred.float() - batch["x0"]) ** 2).mean()
+        mse = ((pred.float() - self._target(batch)) ** 2).mean()
         return mse + self.config.disentangle_weight * aux.float()
 
     @torch.no_grad()
@@ -75,6 +78,6 @@ class UNetRegressor(UNetTrainer):
         """HR prediction ``(N, G, H, W)`` float32, log1p-CP10k, for samples without ``hr``."""
 
         def run(part: Batch, shape: tuple[int, ...]) -> Tensor:
-            return self._regress(self.ema, part, shape[-2:], 1.0)[0].float().clamp(-1.0, 1.0)
+            return self._finish(part, self._regress(self.ema, part, shape[-2:], 1.0)[0].float())
 
         return self._infer(samples, 1, run)[:, 0]

@@ -181,7 +181,8 @@ def test_config_params_and_rejected_names():
         m = cls(preset="quick", seed=0, channels=8, iterations=7)
         assert m.params()["preset"] == "quick" and m.params()["iterations"] == 7
         assert m.params()["learning_rate"] == 5e-4  # the quick preset, as for diffst
-        assert m.label_params() == {"preset": "quick", "channels": 8, "iterations": 7}
+        variant = {"prediction": m.config.prediction, "residual": m.config.residual}
+        assert m.label_params() == {"preset": "quick", **variant, "channels": 8, "iterations": 7}
         with pytest.raises(TypeError, match="nonsense"):
             cls(preset="quick", nonsense=1)
         with pytest.raises(ValueError, match="preset"):

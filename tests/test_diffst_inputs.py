@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from methods.diffst import histology
-from methods.diffst.config import DiffSTConfig, make_config
+from methods.diffusion.config import DiffusionConfig, make_config
 
 
 def _image(c: int = 3, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -51,14 +51,14 @@ def test_tile_entropy_matches_a_direct_computation():
 
 def test_presets():
     paper = make_config("paper", on_gpu=False)
-    assert paper == DiffSTConfig()
+    assert paper == DiffusionConfig()
     assert (paper.channels, paper.channel_mult, paper.num_res_blocks) == (128, (1, 1, 1), 1)
     assert (paper.learning_rate, paper.weight_decay, paper.ema_decay) == (1e-4, 1e-5, 0.9999)
     assert (paper.timesteps, paper.steps, paper.sampler) == (1000, 20, "ddpm")
     assert (paper.iterations, paper.batch_size) == (24751, 8)
     assert make_config("default", on_gpu=True) == paper
     quick = make_config("default", on_gpu=False)
-    assert quick == make_config("quick", on_gpu=True) and quick.channels < paper.channels
+    assert quick == make_config("quick", on_gpu=True) and quick.channels is None  # auto width
     assert make_config("quick", on_gpu=False, graph=False).graph is False
     with pytest.raises(TypeError, match="unknown diffst parameter"):
         make_config("quick", on_gpu=False, chanels=3)

@@ -112,8 +112,10 @@ def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch():
 def test_each_ablation_switch_runs(switch):
     m = DiffST(preset="quick", seed=0, **{**TINY, switch: False})
     m.fit(samples())
+    variant = {"prediction": m.config.prediction, "residual": m.config.residual}
     assert m.params()[switch] is False and m.label_params() == {
         "preset": "quick",
+        **variant,
         **TINY,
         switch: False,
     }

@@ -15,14 +15,14 @@ from methods.diffst.disentangle import Disentangle
 from methods.diffst.graph import GeneGraph
 from methods.diffst.modulation import AdaptiveModulation, ConditionInjection
 from methods.diffst.network import DiffSTNet
-from methods.diffst.unet import Encoder, ResBlock, TimeEmbedding, group_norm, timestep_embedding
+from methods.diffusion.unet import Encoder, ResBlock, TimeEmbedding, group_norm, timestep_embedding
 
 G, H, LR, C, B, T, P = 5, 24, 12, 32, 2, 16, 8
 TOTALS = torch.tensor([1.0, 2.0, 4.0, 0.5, 3.0])
 
 
 def make_net(**kwargs) -> DiffSTNet:
-    options = dict(genes=G, image_channels=3, channels=C, lr_hw=(LR, LR), tile_px=P)
+    options = dict(genes=G, image_channels=3, channels=C, lr_hw=(LR, LR), hr_hw=(H, H), tile_px=P)
     options.update(kwargs)
     torch.manual_seed(0)
     net = DiffSTNet(**options)
@@ -203,29 +203,46 @@ def test_disentangle():
     assert loss.ndim == 0 and torch.allclose(loss, expected)
 
 
-def test_adaptive_modulation():
+def test_adaptive_modulation_reweights_own_positions_within_parts():
     torch.manual_seed(0)
-    mod = AdaptiveModulation(C // 2)
+    mod = AdaptiveModulation(C // 2, (6, 6))
+    # Linear(P, P) twice, P = 3 x 3 positions per part: 2 (P^2 + P) parameters
+    assert n_params(mod) == 2 * (9 * 9 + 9)
     d_img, d_lr = torch.randn(B, C // 2, 6, 6), torch.randn(B, C // 2, 6, 6)
     out_img, out_lr = mod(d_img, d_lr)
     assert out_img.shape == out_lr.shape == d_img.shape
-    # With a zero Linear the softmax is uniform: every lr part receives the mean img part.
+    # With a zero Linear the softmax is uniform: every lr position receives the mean of its
+    # own part's lr positions (not the other modality's).
     with torch.no_grad():
         mod.weight_lr.weight.zero_()
         mod.weight_lr.bias.zero_()
     _, out_lr = mod(d_img, d_lr)
-    parts = [d_img[..., :3, :3], d_img[..., :3, 3:], d_img[..., 3:, :3], d_img[..., 3:, 3:]]
-    mean_part = torch.stack(parts).mean(0)
-    assert torch.allclose(out_lr[..., 3:, :3], 0.9 * d_lr[..., 3:, :3] + 0.1 * mean_part)
+    part = d_lr[..., 3:, :3]
+    expected = 0.9 * part + 0.1 * part.mean(dim=(-2, -1), keepdim=True)
+    assert torch.allclose(out_lr[..., 3:, :3], expected, atol=1e-6)
+    # the other part's positions never enter
+    changed = d_lr.clone()
+    changed[..., :3, :3] += 5.0
+    with torch.no_grad():
+        mod.weight_lr.weight.normal_()
+    a = mod(d_img, d_lr)[1][..., 3:, 3:]
+    b = mod(d_img, changed)[1][..., 3:, 3:]
+    assert torch.allclose(a, b)
     with pytest.raises(ValueError, match="even"):
-        mod(torch.randn(B, C // 2, 5, 6), torch.randn(B, C // 2, 5, 6))
+        AdaptiveModulation(C // 2, (5, 6))
+    with pytest.raises(ValueError, match="distinct maps"):
+        mod(torch.randn(B, C // 2, 4, 4), torch.randn(B, C // 2, 4, 4))
 
 
-def test_condition_injection_starts_as_identity():
+def test_condition_injection_replaces_the_features_as_released():
+    torch.manual_seed(0)
     inject = ConditionInjection(C, 3 * C // 2)
     h = torch.randn(B, C, 6, 6)
-    out = inject(h, torch.randn(B, 3 * C // 2, 6, 6))
-    assert torch.equal(out, h)
+    cond = torch.randn(B, 3 * C // 2, 1, 1)  # one condition token: softmax weight 1
+    out = inject(h, cond)
+    expected = inject.attention.to_v(cond.flatten(2).transpose(1, 2))  # (B, 1, C)
+    assert torch.allclose(out, expected.transpose(1, 2)[..., None].expand(B, C, 6, 6), atol=1e-6)
+    assert torch.allclose(inject(2 * h, cond), out, atol=1e-6)  # h itself is not kept
 
 
 # ---------------------------------------------------------------------------- network.py
@@ -255,7 +272,7 @@ def test_network_one_channel_image_odd_lr_and_other_image_size():
 
 
 def test_network_bad_sizes_and_missing_graph():
-    net = DiffSTNet(genes=G, image_channels=3, channels=C, lr_hw=(LR, LR), tile_px=P)
+    net = DiffSTNet(genes=G, image_channels=3, channels=C, lr_hw=(LR, LR), hr_hw=(H, H), tile_px=P)
     with pytest.raises(RuntimeError, match="set_adjacency"):
         net(**make_batch())
     net.set_gene_totals(TOTALS)

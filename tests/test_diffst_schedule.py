@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from methods.diffst.schedule import GaussianDiffusion
+from methods.diffusion.schedule import GaussianDiffusion
 
 T = 1000
 

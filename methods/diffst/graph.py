@@ -1,6 +1,7 @@
 """Co-expression gene graph network on the LR map (contribution 1 of ``diffst``).
 
-Nodes are genes; each node's features are its LR map after a shared 3x3 conv + SiLU, flattened.
+Nodes are genes; each node's features are its LR map after a 3x3 conv over all genes (G -> G,
+as released) + SiLU, flattened.
 One graph convolution over genes gives a small residual: ``lr' = 0.98 lr + 0.02 ReLU(GCN)``.
 The adjacency comes from training data only, handed in by the caller.
 """
@@ -98,7 +99,7 @@ class GeneGraph(nn.Module):
         self.genes, self.lr_hw = genes, (int(lr_hw[0]), int(lr_hw[1]))
         self.adjacency, self.threshold = adjacency, threshold
         features = self.lr_hw[0] * self.lr_hw[1]
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)  # shared by every gene
+        self.conv = nn.Conv2d(genes, genes, 3, padding=1)  # mixes genes, as released
         self.gcn = GCNConv(features, features, normalize=normalize, add_self_loops=False)
         src, dst = torch.meshgrid(torch.arange(genes), torch.arange(genes), indexing="ij")
         self.register_buffer("edge_index", torch.stack([src.flatten(), dst.flatten()]))
@@ -147,7 +148,7 @@ class GeneGraph(nn.Module):
             raise ValueError(
                 f"GeneGraph built for {self.genes} genes on {self.lr_hw}, got {g} on {(h, w)}"
             )
-        x = F.silu(self.conv(lr.reshape(b * g, 1, h, w))).reshape(b, g, h * w)
+        x = F.silu(self.conv(lr)).reshape(b, g, h * w)
         # Static-graph batching: x is (B, G, F) and GCNConv propagates along node_dim = -2.
         out = F.relu(self.gcn(x, self.edge_index, self.edge_weight))
         return 0.98 * lr + 0.02 * out.reshape(b, g, h, w)

@@ -12,6 +12,9 @@ Both are scaled from uint8 to [-1, 1], float32.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -82,3 +85,27 @@ def cell_tiles(image: np.ndarray, grid: int, tile_px: int) -> torch.Tensor:
         for j in range(grid)
     ]
     return torch.stack(tiles)[torch.from_numpy(order)].clamp(-1.0, 1.0)
+
+
+class HistologyInputs:
+    """Mixin for :class:`~methods.diffusion.trainer.UNetTrainer` subclasses that run
+    ``DiffSTNet``: the tissue image and cell tiles as extra inputs, and the cell-tile curriculum
+    (``attention.curriculum_ratio``) while training when cell attention is on."""
+
+    config: Any
+
+    def _extra_inputs(self, samples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """``image (N, C, H, W)`` at the HR grid and ``tiles (N, T, C, p, p)``."""
+        cfg, hw = self.config, samples[0].hr_shape
+        return {
+            "image": torch.stack([tissue_image(s.image, hw) for s in samples]),
+            "tiles": torch.stack(
+                [cell_tiles(s.image, cfg.tile_grid, cfg.tile_px) for s in samples]
+            ),
+        }
+
+    def _ratio(self, step: int) -> float:
+        from methods.diffst.attention import curriculum_ratio
+
+        cfg = self.config
+        return curriculum_ratio(step, cfg.iterations) if cfg.cell_attention else 1.0

@@ -1,13 +1,20 @@
 """``diffst``: the cross-modal conditional diffusion model (Wang, Huang, Price & Li, MICCAI 2024).
 
 Wang, Huang, Price, Li, "Cross-modal Diffusion Modelling for Super-resolved Spatial
-Transcriptomics", MICCAI 2024 (arXiv 2404.12973). The network is :class:`DiffSTNet`
-(``network.py``: U-Net with x_t, LR and image encoders, gene graph, cell-to-tissue attention,
-disentangling, adaptive modulation), the diffusion is :class:`GaussianDiffusion`
-(``schedule.py``), the histology inputs come from ``histology.py``, the hyperparameters from
-``config.py``; data handling, training (AdamW, EMA, checkpoints) and batched sampling are the
-shared :class:`~methods.diffst.trainer.DiffusionTrainer` (``trainer.py``), which the two
-same-budget baselines (``methods/unet_regressor.py``, ``methods/sr3.py``) use too.
+Transcriptomics", MICCAI 2024 (arXiv 2404.12973). The paper's own parts live here: the network
+:class:`DiffSTNet` (``network.py``, section 2 and Fig. 1: U-Net with x_t, LR and image encoders),
+the co-expression gene graph (``graph.py``, section 2.1), the dynamic cell-to-tissue attention
+(``attention.py``, section 2.2), the multi-modal disentangling (``disentangle.py``, section 2.3),
+the cross-modal adaptive modulation and condition injection (``modulation.py``, section 2.4) and
+the histology inputs (``histology.py``). The diffusion (schedule, samplers, hybrid loss), the U-Net
+backbone, the hyperparameters and the trainer (AdamW, EMA, checkpoints, batched sampling) are
+shared with the two same-budget baselines (``methods/unet_regressor.py``, ``methods/sr3.py``) and
+live in ``methods/diffusion``.
+
+As released: the modulation (a P x P position affinity per part, ``Linear(P, P)`` and softmax
+re-weighting each modality's own positions), the injection (the cross-attention output replaces
+the deepest x_t features), one middle ResBlock after it, and the gene graph's G -> G conv. The
+``paper`` preset has 13.34 M parameters at 25 genes against the release's 13.36 M (tested).
 
 Deviations from the released code, each deliberate:
 
@@ -28,7 +35,14 @@ Deviations from the released code, each deliberate:
   rotations of map, LR and image together; 4 flips when the grid is not square) are used as
   augmentation (``augment``), precomputed once.
 - The variational-bound term's t = 0 case uses a continuous Gaussian likelihood (see schedule.py).
-- ``quick`` preset: smaller sizes, learning rate 5e-4 and EMA 0.99 (config.py says why).
+- ``quick`` preset: smaller sizes, learning rate 5e-4 and EMA 0.99 (config.py says why), and a
+  width that passes the genes through (``channels=None``, config.py): at 32 channels for 50 genes
+  the noise prediction had an error floor and the samples were clipped noise (issue 13).
+- Parameterisation: ``prediction`` (``eps`` as in the paper, ``x0`` or ``v``) and ``residual``
+  (generate HR minus the bicubic upsampled LR map) are config fields; the paper's is
+  ``eps`` without residual (``methods/diffusion/schedule.py`` and ``trainer.py``). The run name
+  always carries both.
+- The modulation's affinity is scaled by ``1 / sqrt(c)`` (not published; ``modulation.py``).
 - Mixed precision (bfloat16 autocast) is used for training on CUDA only; sampling runs in float32
   so sampled values do not depend on the precision mode.
 
@@ -46,13 +60,14 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from methods.contract import Sample
-from methods.diffst.config import DiffSTConfig
-from methods.diffst.trainer import Batch, DiffusionTrainer
+from methods.diffst.histology import HistologyInputs
+from methods.diffusion.config import DiffusionConfig
+from methods.diffusion.trainer import Batch, DiffusionTrainer
 
 CHECKPOINT = "diffst.pt"
 
 
-def diffst_network(config: DiffSTConfig, sample: Sample, totals: Tensor) -> nn.Module:
+def diffst_network(config: DiffusionConfig, sample: Sample, totals: Tensor) -> nn.Module:
     """The ``DiffSTNet`` of ``config`` for ``sample``'s genes, image and LR grid; the gene graph
     is built from ``totals`` ``(G,)``, the per-gene sums of the TRAINING HR maps."""
     from methods.diffst.network import DiffSTNet
@@ -65,6 +80,7 @@ def diffst_network(config: DiffSTConfig, sample: Sample, totals: Tensor) -> nn.M
         num_res_blocks=config.num_res_blocks,
         groups=config.groups,
         lr_hw=sample.lr.shape[-2:],
+        hr_hw=sample.hr_shape,
         tile_px=config.tile_px,
         graph=config.graph,
         cell_attention=config.cell_attention,
@@ -75,11 +91,12 @@ def diffst_network(config: DiffSTConfig, sample: Sample, totals: Tensor) -> nn.M
     return net
 
 
-class DiffST(DiffusionTrainer):
+class DiffST(HistologyInputs, DiffusionTrainer):
     """Cross-modal conditional diffusion for ST super-resolution (see the module docstring).
 
-    Keyword overrides: any :class:`~methods.diffst.config.DiffSTConfig` field (unknown names raise
-    TypeError), including the four ablation switches; ``preset`` as in ``config.py``.
+    Keyword overrides: any :class:`~methods.diffusion.config.DiffusionConfig`
+    field (unknown names raise TypeError), including the four ablation switches; ``preset``
+    as in ``config.py``.
     """
 
     name: ClassVar[str] = "diffst"

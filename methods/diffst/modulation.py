@@ -1,9 +1,13 @@
 """Cross-modal adaptive modulation (contribution 4 of ``diffst``) and condition injection.
 
-Each modality's distinct features are split into a 2 x 2 grid of parts; an affinity between the
-two modalities' parts weights how much of each part of the other modality is mixed in. The
-condition ``[common, distinct_img, distinct_lr]`` then enters the deepest x_t features through
-cross-attention.
+Wang et al. (MICCAI 2024), section 2.4 ("cross-modal adaptive modulation") and the released
+code, as ``../shared/design/diffst.md`` states it: each modality's distinct features are cut into
+a 2 x 2 grid of parts; inside each part a position-by-position affinity between the two
+modalities, ``F = lr^T img`` (P x P for P positions per part: 1024 x 1024 at paper size), goes
+through ``Linear(P, P)`` and a softmax, and the result re-weights the modality's own positions;
+``distinct = 0.9 distinct + 0.1 modulated``. The condition ``[common, distinct_img, distinct_lr]``
+then enters the deepest x_t features through cross-attention, whose output replaces them (as
+released).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from methods.diffst.attention import CrossAttention
-from methods.diffst.unet import group_norm
 
 
 def _parts(x: Tensor) -> Tensor:
@@ -32,20 +35,37 @@ def _unparts(x: Tensor) -> Tensor:
 
 
 class AdaptiveModulation(nn.Module):
-    """Modulate each modality's distinct features by the other's, part by part.
+    """Modulate each modality's distinct features by its affinity to the other, part by part.
+
+    For one part, with ``lr`` and ``img`` the ``(c, P)`` distinct features of its P positions::
+
+        F     = lr^T img / sqrt(c)                  (P lr positions x P img positions)
+        W_lr  = softmax(Linear_lr(F))               row i: weights over lr's own positions
+        W_img = softmax(Linear_img(F^T))            row i: weights over img's own positions
+        lr'   = 0.9 lr  + 0.1 lr  W_lr^T
+        img'  = 0.9 img + 0.1 img W_img^T
+
+    The two ``Linear(P, P)`` layers hold ``2 (P^2 + P)`` parameters (2,099,200 at paper size, a
+    64 x 64 deepest grid). **Decision**: ``F`` is scaled by ``1 / sqrt(c)`` (the release's scaling
+    is not published; unscaled dot products of 64-channel features saturate the softmax).
 
     Parameters
     ----------
     channels_half : int
         Width ``c`` of the distinct maps (half the deepest width).
+    grid_hw : tuple of int
+        The deepest feature grid ``(h, w)``, both even; ``P = (h / 2) (w / 2)``.
     """
 
-    def __init__(self, channels_half: int) -> None:
+    def __init__(self, channels_half: int, grid_hw: tuple[int, int]) -> None:
         super().__init__()
-        self.channels_half = channels_half
-        # Separate weights for the two directions: F for lr <- img, F^T for img <- lr.
-        self.weight_lr = nn.Linear(4, 4)
-        self.weight_img = nn.Linear(4, 4)
+        h, w = int(grid_hw[0]), int(grid_hw[1])
+        if h % 2 or w % 2 or h < 2 or w < 2:
+            raise ValueError(f"the 2 x 2 part grid needs an even feature grid, got {(h, w)}")
+        self.channels_half, self.grid_hw = channels_half, (h, w)
+        positions = (h // 2) * (w // 2)
+        self.weight_lr = nn.Linear(positions, positions)
+        self.weight_img = nn.Linear(positions, positions)
 
     def forward(self, distinct_img: Tensor, distinct_lr: Tensor) -> tuple[Tensor, Tensor]:
         """Modulate.
@@ -53,7 +73,7 @@ class AdaptiveModulation(nn.Module):
         Parameters
         ----------
         distinct_img, distinct_lr : Tensor
-            ``(B, c, h, w)`` with ``h`` and ``w`` even.
+            ``(B, c, h, w)`` on the ``grid_hw`` grid.
 
         Returns
         -------
@@ -62,56 +82,50 @@ class AdaptiveModulation(nn.Module):
             ``(B, c, h, w)``.
         """
         b, c, h, w = distinct_lr.shape
-        if distinct_img.shape != distinct_lr.shape or c != self.channels_half:
+        if distinct_img.shape != distinct_lr.shape or (c, (h, w)) != (
+            self.channels_half,
+            self.grid_hw,
+        ):
             raise ValueError(
-                f"distinct maps must both be (B, {self.channels_half}, h, w), got "
-                f"{tuple(distinct_img.shape)} and {tuple(distinct_lr.shape)}"
+                f"distinct maps must both be (B, {self.channels_half}, {self.grid_hw[0]}, "
+                f"{self.grid_hw[1]}), got {tuple(distinct_img.shape)} and "
+                f"{tuple(distinct_lr.shape)}"
             )
-        if h % 2 or w % 2:
-            raise ValueError(f"the 2 x 2 part grid needs an even feature grid, got {(h, w)}")
-        parts_img, parts_lr = _parts(distinct_img), _parts(distinct_lr)
-        tok_img, tok_lr = parts_img.mean(dim=(-2, -1)), parts_lr.mean(dim=(-2, -1))  # (B, 4, c)
-        affinity = tok_lr @ tok_img.transpose(1, 2) / math.sqrt(c)  # (B, 4 lr, 4 img)
-        w_lr = torch.softmax(self.weight_lr(affinity), dim=-1)  # lr part i <- img part j
-        w_img = torch.softmax(self.weight_img(affinity.transpose(1, 2)), dim=-1)
-        mod_lr = _unparts(torch.einsum("bij,bjchw->bichw", w_lr, parts_img))
-        mod_img = _unparts(torch.einsum("bij,bjchw->bichw", w_img, parts_lr))
-        return 0.9 * distinct_img + 0.1 * mod_img, 0.9 * distinct_lr + 0.1 * mod_lr
+        img = _parts(distinct_img).flatten(-2)  # (B, 4, c, P)
+        lr = _parts(distinct_lr).flatten(-2)
+        affinity = lr.transpose(-2, -1) @ img / math.sqrt(c)  # (B, 4, P lr, P img)
+        w_lr = torch.softmax(self.weight_lr(affinity), dim=-1)
+        w_img = torch.softmax(self.weight_img(affinity.transpose(-2, -1)), dim=-1)
+        mod_lr = (lr @ w_lr.transpose(-2, -1)).reshape(b, 4, c, h // 2, w // 2)
+        mod_img = (img @ w_img.transpose(-2, -1)).reshape(b, 4, c, h // 2, w // 2)
+        return (
+            0.9 * distinct_img + 0.1 * _unparts(mod_img),
+            0.9 * distinct_lr + 0.1 * _unparts(mod_lr),
+        )
 
 
 class ConditionInjection(nn.Module):
-    """Cross-attention from the deepest x_t features to the condition tokens, as a residual.
+    """Cross-attention from the deepest x_t features to the condition tokens, as released.
+
+    Queries come from the x_t features, keys and values from a linear projection of the
+    condition; the attention output (width ``channels``) replaces the x_t features, as in the
+    release. The x_t information still reaches the decoder through the encoder skips.
 
     Parameters
     ----------
     channels : int
-        Width of the deepest x_t features (queries).
+        Width of the deepest x_t features (queries, and the output).
     cond_channels : int
         Width of the condition ``[common, distinct_img, distinct_lr]`` (keys/values).
-    dim : int, optional
-        Attention width (default: ``channels``).
-    groups : int
-        GroupNorm groups of the query normalisation.
     """
 
-    def __init__(
-        self, channels: int, cond_channels: int, dim: int | None = None, groups: int = 32
-    ) -> None:
+    def __init__(self, channels: int, cond_channels: int) -> None:
         super().__init__()
-        dim = dim or channels
-        # Normalised queries, as in improved-diffusion's attention blocks: the residual stream's
-        # scale grows with depth and would otherwise sharpen the softmax arbitrarily.
-        self.norm = group_norm(channels, groups)
-        self.attention = CrossAttention(channels, cond_channels, dim)
-        # Zero-initialised so the untrained network starts as the plain U-Net.
-        self.proj_out = nn.Linear(dim, channels)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        self.attention = CrossAttention(channels, cond_channels, channels)
 
     def forward(self, h: Tensor, cond: Tensor) -> Tensor:
         """``(B, channels, h, w)``, ``(B, cond_channels, h', w')`` -> ``(B, channels, h, w)``."""
         b, c, hh, ww = h.shape
-        queries = self.norm(h).flatten(2).transpose(1, 2)  # (B, h*w, channels)
+        queries = h.flatten(2).transpose(1, 2)  # (B, h*w, channels)
         context = cond.flatten(2).transpose(1, 2)  # (B, h'*w', cond_channels)
-        attn = self.proj_out(self.attention(queries, context))
-        return h + attn.transpose(1, 2).reshape(b, c, hh, ww)
+        return self.attention(queries, context).transpose(1, 2).reshape(b, c, hh, ww)

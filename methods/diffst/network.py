@@ -19,7 +19,14 @@ from methods.diffst.attention import CellToTissueAttention
 from methods.diffst.disentangle import Disentangle
 from methods.diffst.graph import Adjacency, GeneGraph
 from methods.diffst.modulation import AdaptiveModulation, ConditionInjection
-from methods.diffst.unet import Encoder, ResBlock, TimeEmbedding, group_norm, zero_module
+from methods.diffusion.unet import (
+    Encoder,
+    TimeEmbedding,
+    check_width,
+    check_xt,
+    decode,
+    decoder_modules,
+)
 
 
 def _to_size(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
@@ -29,74 +36,6 @@ def _to_size(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
     if mode == "nearest":
         return F.interpolate(x, size=tuple(size), mode="nearest")
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
-
-
-def decoder_modules(
-    encoder: Encoder, emb_dim: int, out_channels: int, groups: int = 32
-) -> tuple[nn.ModuleList, nn.ModuleList, nn.Sequential]:
-    """Middle block, decoder and output head matching ``encoder`` (improved-diffusion).
-
-    The middle block is two ResBlocks without self-attention (as released). The decoder has, per
-    level from the deepest, ``num_res_blocks + 1`` ResBlocks, each taking one encoder skip
-    (concatenated), and an ``up=True`` ResBlock closing every level but the shallowest. The head
-    is GroupNorm, SiLU and a zero-initialised conv3x3 to ``out_channels``. Returns ``(middle,
-    decoder, out)``, to be run by :func:`decode`; shared by :class:`DiffSTNet` and the SR3
-    baseline (``methods/sr3.py``).
-    """
-    channels, mult, n = encoder.channels, encoder.channel_mult, encoder.num_res_blocks
-    ch = encoder.out_channels
-    middle = nn.ModuleList(
-        [ResBlock(ch, emb_dim, groups=groups), ResBlock(ch, emb_dim, groups=groups)]
-    )
-    decoder = nn.ModuleList()
-    skip_channels = list(encoder.skip_channels)
-    for level, m in reversed(list(enumerate(mult))):
-        for i in range(n + 1):
-            blocks = [ResBlock(ch + skip_channels.pop(), emb_dim, channels * m, groups=groups)]
-            ch = channels * m
-            if level and i == n:
-                blocks.append(ResBlock(ch, emb_dim, ch, up=True, groups=groups))
-            decoder.append(nn.ModuleList(blocks))
-    out = nn.Sequential(
-        group_norm(ch, groups), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
-    )
-    return middle, decoder, out
-
-
-def decode(
-    middle: nn.ModuleList,
-    decoder: nn.ModuleList,
-    out: nn.Module,
-    h: Tensor,
-    skips: list[Tensor],
-    emb: Tensor,
-) -> Tensor:
-    """Run :func:`decoder_modules`' parts on the deepest features ``h`` ``(B, C, h, w)``.
-
-    ``skips`` are the encoder's skips in encoder order (consumed from the end, the list is left
-    unchanged); ``emb`` ``(B, E)`` the time embedding. Returns ``(B, out_channels, H, W)``.
-    """
-    skips = list(skips)
-    for block in middle:
-        h = block(h, emb)
-    for blocks in decoder:
-        h = torch.cat([h, skips.pop()], dim=1)
-        for block in blocks:
-            h = block(h, emb)
-    return out(h)
-
-
-def check_xt(x_t: Tensor, genes: int, channel_mult: Sequence[int]) -> int:
-    """Check ``x_t`` is ``(B, genes, H, W)`` with H, W divisible by the U-Net's downsampling
-    factor ``2 ** (levels - 1)``; returns that factor."""
-    factor = 2 ** (len(channel_mult) - 1)
-    _, g, h, w = x_t.shape
-    if g != genes or h % factor or w % factor:
-        raise ValueError(
-            f"x_t must be (B, {genes}, H, W) with H, W divisible by {factor}; "
-            f"got {tuple(x_t.shape)}"
-        )
-    return factor
 
 
 class DiffSTNet(nn.Module):
@@ -118,6 +57,8 @@ class DiffSTNet(nn.Module):
         GroupNorm groups (falls back to a divisor of small channel counts).
     lr_hw : tuple of int
         LR grid ``(h, w)`` the gene graph is built for (26 x 26 in the paper).
+    hr_hw : tuple of int
+        HR grid ``(H, W)``; the modulation's ``Linear(P, P)`` is sized from its deepest grid.
     tile_px : int
         Side of a cell tile (16 in the paper).
     graph, cell_attention, disentangle, modulation : bool
@@ -138,6 +79,7 @@ class DiffSTNet(nn.Module):
         num_res_blocks: int = 1,
         groups: int = 32,
         lr_hw: tuple[int, int],
+        hr_hw: tuple[int, int],
         tile_px: int = 16,
         graph: bool = True,
         cell_attention: bool = True,
@@ -148,6 +90,7 @@ class DiffSTNet(nn.Module):
         graph_normalize: bool = False,
     ) -> None:
         super().__init__()
+        check_width("diffst", channels, genes, "x_t (one per gene)")
         mult = tuple(channel_mult)
         self.genes, self.image_channels, self.channel_mult = genes, image_channels, mult
         self.time_embed = TimeEmbedding(channels)
@@ -173,8 +116,10 @@ class DiffSTNet(nn.Module):
             self.disentangle = None
             self.distinct_img = nn.Sequential(nn.Conv2d(deep, half, 3, padding=1), nn.SiLU())
             self.distinct_lr = nn.Sequential(nn.Conv2d(deep, half, 3, padding=1), nn.SiLU())
-        self.modulation = AdaptiveModulation(half) if modulation else None
-        self.inject = ConditionInjection(deep, 3 * half, groups=groups)
+        factor = 2 ** (len(mult) - 1)
+        deep_hw = (int(hr_hw[0]) // factor, int(hr_hw[1]) // factor)
+        self.modulation = AdaptiveModulation(half, deep_hw) if modulation else None
+        self.inject = ConditionInjection(deep, 3 * half)
         self.middle, self.decoder, self.out = decoder_modules(
             self.xt_encoder, emb, 2 * genes, groups
         )

@@ -1,9 +1,23 @@
 """Gaussian diffusion for diffst: noise schedule, hybrid loss, DDPM and DDIM samplers.
 
 The schedule is a plain object; the network enters only as ``model_fn(x_t, timesteps)``, an
-opaque callable returning ``(B, 2G, H, W)``: epsilon in the first G channels, the learned-range
-variance interpolant ``v`` (roughly in [-1, 1]) in the last G. Equation numbers cite Ho et al.
-2020 ("DDPM"), Nichol & Dhariwal 2021 ("iDDPM") and Song et al. 2021 ("DDIM").
+opaque callable returning ``(B, 2G, H, W)``: the parameterised target in the first G channels,
+the learned-range variance interpolant (``var``, roughly in [-1, 1]) in the last G. Equation
+numbers cite Ho et al. 2020 ("DDPM"), Nichol & Dhariwal 2021 ("iDDPM"), Song et al. 2021
+("DDIM") and Salimans & Ho 2022 ("PD", progressive distillation).
+
+Parameterisations (``prediction``), with ``a = sqrt(acp_t)`` and ``s = sqrt(1 - acp_t)``:
+
+- ``"eps"`` (the paper's, DDPM eq. 11): the network predicts the noise; ``x0 = (x_t - s eps) / a``.
+- ``"x0"`` (DDPM section 3.2's alternative): the network predicts x0; ``eps = (x_t - a x0) / s``.
+- ``"v"`` (PD section 4 and appendix D): the network predicts ``v = a eps - s x0``;
+  ``x0 = a x_t - s v`` and ``eps = s x_t + a v``.
+
+Whatever the parameterisation, the first G channels are trained with the Charbonnier loss to
+their own target, and the sampler turns them into x0 (clipped) and eps. **Decision**: the learned
+variance interpolant is clamped to [-1, 1] (iDDPM eq. 15 does not clamp it): outside that range
+the log variance extrapolates beyond ``[log beta~_t, log beta_t]``; an unclamped x0-predicting
+model drove it to 23 and sampled NaN (issue 13's audit).
 
 Schedule arrays are float64 NumPy, shape ``(T,)``; they are cast to the input tensor's dtype and
 device when used. ``t`` arguments are indices into *this* schedule (``LongTensor (B,)``); the
@@ -23,6 +37,21 @@ import torch
 from torch import Tensor
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
+Prediction = Literal["eps", "x0", "v"]
+PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
+# x0 clipping: True clips to the data range [-1, 1]; a (low, high) pair of tensors broadcasting
+# against x clips position by position (the residual formulation's shifted range); False: none.
+Clip = bool | tuple[Tensor, Tensor]
+
+
+def clip_x0(x0: Tensor, clip: Clip) -> Tensor:
+    """``x0`` clipped by ``clip`` (see :data:`Clip`)."""
+    if clip is True:
+        return x0.clamp(-1.0, 1.0)
+    if clip is False:
+        return x0
+    low, high = clip
+    return torch.maximum(torch.minimum(x0, high), low)
 
 
 def _extract(arr: np.ndarray, t: Tensor, x: Tensor) -> Tensor:
@@ -54,9 +83,20 @@ class GaussianDiffusion:
     timestep_map
         ``(T,)`` int, the original training timestep of each index of this schedule. ``None``
         means the identity (the base schedule).
+    prediction
+        What the network's first G channels predict: ``"eps"``, ``"x0"`` or ``"v"`` (module
+        docstring).
     """
 
-    def __init__(self, betas: np.ndarray, timestep_map: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        betas: np.ndarray,
+        timestep_map: np.ndarray | None = None,
+        prediction: Prediction = "eps",
+    ) -> None:
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.prediction = prediction
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size == 0 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError(f"betas must be a non-empty 1-D array in (0, 1], got {betas!r}")
@@ -87,10 +127,15 @@ class GaussianDiffusion:
 
     @classmethod
     def linear(
-        cls, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+        cls,
+        num_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        prediction: Prediction = "eps",
     ) -> GaussianDiffusion:
         """The linear beta schedule of DDPM (section 4): ``T = 1000``, ``1e-4 .. 0.02``."""
-        return cls(np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64))
+        betas = np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
+        return cls(betas, prediction=prediction)
 
     def respace(self, steps: int) -> GaussianDiffusion:
         """Keep ``steps`` evenly spaced timesteps of this schedule (iDDPM section 4).
@@ -113,7 +158,7 @@ class GaussianDiffusion:
             keep = np.round(np.linspace(0, self.num_timesteps - 1, steps)).astype(np.int64)
         acp = self.alphas_cumprod[keep]
         betas = 1.0 - acp / np.append(1.0, acp[:-1])
-        return GaussianDiffusion(betas, timestep_map=self.timestep_map[keep])
+        return GaussianDiffusion(betas, self.timestep_map[keep], self.prediction)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Draw ``x_t ~ q(x_t | x_0)`` (DDPM eq. 4): ``sqrt(acp_t) x0 + sqrt(1 - acp_t) noise``.
@@ -128,26 +173,46 @@ class GaussianDiffusion:
     def _model_timesteps(self, t: Tensor, x: Tensor) -> Tensor:
         return torch.as_tensor(self.timestep_map, device=x.device)[t.to(x.device)]
 
-    def _p_from_output(self, out: Tensor, x_t: Tensor, t: Tensor, clip: bool) -> dict[str, Tensor]:
+    def to_x0_eps(self, pred: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The network's parameterised output ``pred`` -> ``(x0, eps)`` (module docstring)."""
+        if self.prediction == "eps":  # invert DDPM eq. 4
+            x0 = (
+                _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+                - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * pred
+            )
+            return x0, pred
+        a = _extract(self.sqrt_alphas_cumprod, t, x_t)
+        s = _extract(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        if self.prediction == "x0":
+            return pred, (x_t - a * pred) / s
+        return a * x_t - s * pred, s * x_t + a * pred  # v: PD eqs. in appendix D
+
+    def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """What the network's first G channels are trained to output at ``t``."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        a = _extract(self.sqrt_alphas_cumprod, t, x0)
+        s = _extract(self.sqrt_one_minus_alphas_cumprod, t, x0)
+        return a * noise - s * x0
+
+    def _p_from_output(self, out: Tensor, x_t: Tensor, t: Tensor, clip: Clip) -> dict[str, Tensor]:
         """Mean and variance of ``p(x_{t-1} | x_t)`` from the model output ``(B, 2G, H, W)``."""
         if out.shape[1] != 2 * x_t.shape[1] or out.shape[2:] != x_t.shape[2:]:
             raise ValueError(
                 f"model output must be (B, 2G, ...) = {(x_t.shape[0], 2 * x_t.shape[1])} + "
                 f"{tuple(x_t.shape[2:])}, got {tuple(out.shape)}"
             )
-        eps, v = out.chunk(2, dim=1)
-        # iDDPM eq. 15 (learned range): interpolate log variance between beta~_t and beta_t.
-        frac = (v + 1.0) / 2.0
+        pred, var = out.chunk(2, dim=1)
+        # iDDPM eq. 15 (learned range): interpolate log variance between beta~_t and beta_t;
+        # the interpolant is clamped to [0, 1] (module docstring).
+        frac = ((var + 1.0) / 2.0).clamp(0.0, 1.0)
         min_log = _extract(self.posterior_log_variance_clipped, t, x_t)
         max_log = _extract(np.log(self.betas), t, x_t)
         log_variance = frac * max_log + (1.0 - frac) * min_log
-        # Invert DDPM eq. 4 for x0; the release clips it to the data range [-1, 1].
-        pred_x0 = (
-            _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-            - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
-        )
-        if clip:
-            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+        pred_x0, eps = self.to_x0_eps(pred, x_t, t)
+        pred_x0 = clip_x0(pred_x0, clip)  # the release clips x0 to the data range [-1, 1]
         mean = self.q_posterior_mean(pred_x0, x_t, t)  # iDDPM eq. 11 with x0 predicted
         variance = torch.exp(log_variance)
         return dict(
@@ -162,13 +227,13 @@ class GaussianDiffusion:
         )
 
     def p_mean_variance(
-        self, model_fn: ModelFn, x_t: Tensor, t: Tensor, clip: bool = True
+        self, model_fn: ModelFn, x_t: Tensor, t: Tensor, clip: Clip = True
     ) -> dict[str, Tensor]:
         """Evaluate the network once and return ``p(x_{t-1} | x_t)`` (iDDPM eqs. 13-15).
 
         ``model_fn(x_t, timesteps)`` receives original timesteps ``(B,)`` long and returns
         ``(B, 2G, H, W)``; ``x_t`` is ``(B, G, H, W)``; ``t`` ``(B,)`` long indexes this schedule;
-        ``clip`` clips the predicted x0 to [-1, 1] before the posterior mean. Returns a dict of
+        ``clip`` clips the predicted x0 (:data:`Clip`) before the posterior mean. Returns a dict of
         ``mean``, ``variance``, ``log_variance``, ``pred_x0`` and ``eps``, each ``(B, G, H, W)``.
         """
         out = model_fn(x_t, self._model_timesteps(t, x_t))
@@ -177,11 +242,12 @@ class GaussianDiffusion:
     def training_losses(
         self, model_fn: ModelFn, x0: Tensor, t: Tensor, noise: Tensor | None = None
     ) -> dict[str, Tensor]:
-        """Hybrid loss: Charbonnier on epsilon plus the variational-bound term (iDDPM eq. 16).
+        """Hybrid loss: Charbonnier on the target plus the variational-bound term (iDDPM eq. 16).
 
-        ``charbonnier = mean(sqrt((eps - eps_hat)^2 + 1e-6))`` over elements. ``vb`` is
+        ``charbonnier = mean(sqrt((y - y_hat)^2 + 1e-6))`` over elements, ``y`` the
+        parameterisation's target (:meth:`target`; epsilon in the paper). ``vb`` is
         ``L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))`` (DDPM eq. 5) in bits, mean over
-        elements, with epsilon detached so it trains the variance only (iDDPM section 3.1), and
+        elements, with y_hat detached so it trains the variance only (iDDPM section 3.1), and
         scaled by ``T / 1000`` (improved-diffusion's RESCALED_MSE; with lambda = 0.001 this is
         lambda * T * L_t). The posterior mean uses the unclipped x0, as in improved-diffusion.
 
@@ -199,10 +265,11 @@ class GaussianDiffusion:
             noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
         out = model_fn(x_t, self._model_timesteps(t, x_t))
-        eps_hat, v = out.chunk(2, dim=1)
-        charbonnier = _mean_flat(torch.sqrt((noise - eps_hat) ** 2 + 1e-6))
-        # Stop-gradient on the mean: the vb term only trains v.
-        frozen = torch.cat([eps_hat.detach(), v], dim=1)
+        pred, var = out.chunk(2, dim=1)
+        target = self.target(x0, noise, t)
+        charbonnier = _mean_flat(torch.sqrt((target - pred) ** 2 + 1e-6))
+        # Stop-gradient on the mean: the vb term only trains the variance.
+        frozen = torch.cat([pred.detach(), var], dim=1)
         p = self._p_from_output(frozen, x_t, t, clip=False)
         true_mean = self.q_posterior_mean(x0, x_t, t)
         true_log_var = _extract(self.posterior_log_variance_clipped, t, x_t)
@@ -247,7 +314,7 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def p_sample_step(
-        self, model_fn: ModelFn, x: Tensor, t: int, generator: torch.Generator, clip: bool = True
+        self, model_fn: ModelFn, x: Tensor, t: int, generator: torch.Generator, clip: Clip = True
     ) -> Tensor:
         """One ancestral step ``x_t -> x_{t-1}`` (DDPM Algorithm 2); no noise at ``t = 0``."""
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -263,7 +330,7 @@ class GaussianDiffusion:
         shape: tuple[int, ...],
         generator: torch.Generator,
         device: torch.device | str | None = None,
-        clip: bool = True,
+        clip: Clip = True,
         progress: bool = False,
         x_T: Tensor | None = None,
     ) -> Tensor:
@@ -284,7 +351,7 @@ class GaussianDiffusion:
         t: int,
         generator: torch.Generator,
         eta: float = 0.0,
-        clip: bool = True,
+        clip: Clip = True,
     ) -> Tensor:
         """One DDIM step ``x_t -> x_{t-1}`` (DDIM eq. 12, sigma from eq. 16 scaled by ``eta``)."""
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -309,7 +376,7 @@ class GaussianDiffusion:
         generator: torch.Generator,
         device: torch.device | str | None = None,
         eta: float = 0.0,
-        clip: bool = True,
+        clip: Clip = True,
         progress: bool = False,
         x_T: Tensor | None = None,
     ) -> Tensor:

@@ -241,3 +241,85 @@ class Encoder(nn.Module):
                 h = self.down_blocks[level](h, emb)
                 skips.append(h)
         return skips, h
+
+
+def decoder_modules(
+    encoder: Encoder, emb_dim: int, out_channels: int, groups: int = 32
+) -> tuple[nn.ModuleList, nn.ModuleList, nn.Sequential]:
+    """Middle block, decoder and output head matching ``encoder`` (improved-diffusion).
+
+    The middle block is one ResBlock: the release's middle block is ResBlock, attention,
+    ResBlock, but diffst's condition injection takes the attention's place (``DiffSTNet``), so
+    one ResBlock follows it; no self-attention (the release instantiates none). The decoder has,
+    per
+    level from the deepest, ``num_res_blocks + 1`` ResBlocks, each taking one encoder skip
+    (concatenated), and an ``up=True`` ResBlock closing every level but the shallowest. The head
+    is GroupNorm, SiLU and a zero-initialised conv3x3 to ``out_channels``. Returns ``(middle,
+    decoder, out)``, to be run by :func:`decode`; shared by :class:`DiffSTNet` and the SR3
+    baseline (``methods/sr3.py``).
+    """
+    channels, mult, n = encoder.channels, encoder.channel_mult, encoder.num_res_blocks
+    ch = encoder.out_channels
+    middle = nn.ModuleList([ResBlock(ch, emb_dim, groups=groups)])
+    decoder = nn.ModuleList()
+    skip_channels = list(encoder.skip_channels)
+    for level, m in reversed(list(enumerate(mult))):
+        for i in range(n + 1):
+            blocks = [ResBlock(ch + skip_channels.pop(), emb_dim, channels * m, groups=groups)]
+            ch = channels * m
+            if level and i == n:
+                blocks.append(ResBlock(ch, emb_dim, ch, up=True, groups=groups))
+            decoder.append(nn.ModuleList(blocks))
+    out = nn.Sequential(
+        group_norm(ch, groups), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
+    )
+    return middle, decoder, out
+
+
+def decode(
+    middle: nn.ModuleList,
+    decoder: nn.ModuleList,
+    out: nn.Module,
+    h: Tensor,
+    skips: list[Tensor],
+    emb: Tensor,
+) -> Tensor:
+    """Run :func:`decoder_modules`' parts on the deepest features ``h`` ``(B, C, h, w)``.
+
+    ``skips`` are the encoder's skips in encoder order (consumed from the end, the list is left
+    unchanged); ``emb`` ``(B, E)`` the time embedding. Returns ``(B, out_channels, H, W)``.
+    """
+    skips = list(skips)
+    for block in middle:
+        h = block(h, emb)
+    for blocks in decoder:
+        h = torch.cat([h, skips.pop()], dim=1)
+        for block in blocks:
+            h = block(h, emb)
+    return out(h)
+
+
+def check_xt(x_t: Tensor, genes: int, channel_mult: Sequence[int]) -> int:
+    """Check ``x_t`` is ``(B, genes, H, W)`` with H, W divisible by the U-Net's downsampling
+    factor ``2 ** (levels - 1)``; returns that factor."""
+    factor = 2 ** (len(channel_mult) - 1)
+    _, g, h, w = x_t.shape
+    if g != genes or h % factor or w % factor:
+        raise ValueError(
+            f"x_t must be (B, {genes}, H, W) with H, W divisible by {factor}; "
+            f"got {tuple(x_t.shape)}"
+        )
+    return factor
+
+
+def check_width(name: str, channels: int, needed: int, what: str) -> None:
+    """Refuse a first layer narrower than its input (config.py: the bottleneck of issue 13).
+
+    ``needed`` channels (``what`` says which) must pass the first conv of width ``channels``.
+    """
+    if channels < needed:
+        raise ValueError(
+            f"{name}: channels={channels} is narrower than the {needed} channels of {what} that "
+            f"its first layer must pass through; set channels >= {needed} (or channels=None to "
+            "size it from the genes)"
+        )

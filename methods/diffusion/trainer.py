@@ -1,14 +1,24 @@
 """Shared training and sampling machinery of ``diffst`` and its two same-budget baselines.
 
 :class:`UNetTrainer` holds everything that does not depend on the objective: the config and
-presets (``config.py``), the model scale, the histology inputs, the dihedral augmentation, the
+presets (``config.py``), the model scale, the residual base, the dihedral augmentation, the
 training loop with AdamW, EMA and resumable checkpoints, and batched inference. A subclass says
-only how its network is built (:meth:`UNetTrainer._network`) and what the loss of one batch is
-(:meth:`UNetTrainer._loss`); :class:`DiffusionTrainer` adds the Gaussian diffusion (hybrid loss,
-respaced DDPM / DDIM samplers, K draws per input in one batch) with one more hook,
-:meth:`DiffusionTrainer._denoise`, the network call. Users: ``diffst`` (``method.py``), the U-Net
-regressor (``methods/unet_regressor.py``) and plain conditional diffusion (``methods/sr3.py``), so
-the three differ only in network and objective, never in data handling or training budget.
+only how its network is built (:meth:`UNetTrainer._network`), how wide its input is
+(:meth:`UNetTrainer.input_width`), which extra inputs it reads (:meth:`UNetTrainer._extra_inputs`,
+e.g. diffst's histology) and what the loss of one batch is (:meth:`UNetTrainer._loss`);
+:class:`DiffusionTrainer` adds the Gaussian diffusion (hybrid loss, respaced DDPM / DDIM samplers,
+K draws per input in one batch) with one more hook, :meth:`DiffusionTrainer._denoise`, the network
+call. Users: ``diffst`` (``methods/diffst``), the U-Net regressor (``methods/unet_regressor.py``)
+and plain conditional diffusion (``methods/sr3.py``), so the three differ only in network and
+objective, never in data handling or training budget.
+
+The residual formulation (``residual=True``; SRDiff, Li et al., Neurocomputing 2022; ResShift,
+Yue et al., NeurIPS 2023, generates the residual too, with its own shift schedule that is not
+taken here): ``base`` is the bicubic upsampling of the gap-filled LR map
+(``methods/interpolation.py``, the ``bicubic`` baseline) on the model scale, and the model
+generates (or regresses) ``x0 - base``; the prediction is ``base + residual``, clipped to the
+model scale's [-1, 1]. Outside tissue the target is ``base`` itself (residual 0), so no capacity
+goes to the tissue outline. A zero network therefore returns the bicubic interpolation.
 """
 
 from __future__ import annotations
@@ -29,8 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from methods.contract import Method, Preset, Sample, StochasticMethod, stack
-from methods.diffst import histology
-from methods.diffst.config import DiffSTConfig, make_config
+from methods.diffusion.config import DiffusionConfig, auto_channels, make_config
+from methods.interpolation import fill_empty, upsample
 
 BATCH = 64  # maps per network call at inference (N * K is cut into chunks of this size)
 Batch = dict[str, Tensor]
@@ -45,12 +55,12 @@ def dihedral(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
 class UNetTrainer(Method):
     """A U-Net method trained on the model scale with diffst's config (see the module docstring).
 
-    Keyword overrides are :class:`~methods.diffst.config.DiffSTConfig` fields (unknown names raise
-    TypeError); ``fixed`` are config values a subclass pins (overriding one raises TypeError).
+    Keyword overrides are :class:`~methods.diffusion.config.DiffusionConfig`
+    fields (unknown names raise TypeError); ``fixed`` are config values a subclass pins
+    (overriding one raises TypeError).
     """
 
     checkpoint: ClassVar[str] = "unet_trainer.pt"  # file name inside ``workdir``
-    uses_histology: ClassVar[bool] = True  # encode the tissue image and cell tiles
     fixed: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, preset: Preset = "default", seed: int = 0, **overrides: Any) -> None:
@@ -64,14 +74,32 @@ class UNetTrainer(Method):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.overrides = dict(overrides)
         on_gpu = self.device.type == "cuda"
-        self.config: DiffSTConfig = make_config(preset, on_gpu, **overrides, **self.fixed)
+        self.config: DiffusionConfig = make_config(preset, on_gpu, **overrides, **self.fixed)
         self.history: list[float] = []
+        # called as monitor(step) after every monitor_every-th training step (learning curves);
+        # it may predict with the EMA weights, and cannot change the training draws
+        self.monitor: Callable[[int], None] | None = None
+        self.monitor_every = 0
 
     def params(self) -> dict[str, Any]:
         return {"preset": self.preset, **self.config.to_dict()}
 
     def label_params(self) -> dict[str, Any]:
-        return {"preset": self.preset, **self.overrides}
+        """Preset, overrides and always the parameterisation, so variants never share a name."""
+        cfg = self.config
+        variant = {"prediction": cfg.prediction, "residual": cfg.residual}
+        return {"preset": self.preset, **variant, **self.overrides}
+
+    @classmethod
+    def input_width(cls, genes: int) -> int:
+        """Channels of the network's first layer input for ``genes`` genes (x_t: G)."""
+        return genes
+
+    def width(self, genes: int) -> int:
+        """The U-Net's base width for ``genes`` genes: the config's, or with ``channels=None``
+        the narrowest that passes the input (``config.auto_channels``)."""
+        channels = self.config.channels
+        return auto_channels(self.input_width(genes)) if channels is None else channels
 
     # --- hooks ------------------------------------------------------------------------------
     def _network(self, sample: Sample, totals: Tensor) -> nn.Module:
@@ -83,21 +111,38 @@ class UNetTrainer(Method):
         draws come from ``generator`` (CPU); ``ratio`` is the cell-tile curriculum's fraction."""
         raise NotImplementedError
 
+    def _extra_inputs(self, samples: Sequence[Sample]) -> Batch:
+        """Inputs beyond the LR map, one row per sample (diffst: tissue image and cell tiles)."""
+        return {}
+
+    def _ratio(self, step: int) -> float:
+        """The cell-tile curriculum's fraction at training ``step`` (1.0: no curriculum)."""
+        return 1.0
+
     # --- inputs -----------------------------------------------------------------------------
     def _encode(self, samples: Sequence[Sample]) -> Batch:
         """Model-scale tensors: lr (N, G, h, w), x0 (N, G, H, W) when the samples carry ``hr``,
-        and with ``uses_histology`` image (N, C, H, W) and tiles (N, T, C, p, p)."""
-        cfg = self.config
-        out = {"lr": self._to_model(stack(samples, "lr"), stack(samples, "lr_mask"))}
-        if self.uses_histology:
-            hw = samples[0].hr_shape
-            out["image"] = torch.stack([histology.tissue_image(s.image, hw) for s in samples])
-            out["tiles"] = torch.stack(
-                [histology.cell_tiles(s.image, cfg.tile_grid, cfg.tile_px) for s in samples]
-            )
+        base (N, G, H, W) with ``residual``, and :meth:`_extra_inputs`."""
+        lr, lr_mask = stack(samples, "lr"), stack(samples, "lr_mask")
+        out = {"lr": self._to_model(lr, lr_mask), **self._extra_inputs(samples)}
         if samples[0].hr is not None:
             out["x0"] = self._to_model(stack(samples, "hr"), stack(samples, "hr_mask"))
+        if self.config.residual:
+            filled = np.stack([fill_empty(s.lr, s.lr_mask) for s in samples])
+            up = np.clip(upsample(filled, samples[0].scale, "bicubic"), 0.0, None)
+            out["base"] = self._to_model(up, np.ones(up.shape[:1] + up.shape[2:], dtype=bool))
+            if "x0" in out:  # outside tissue the target is the base: residual 0
+                inside = torch.from_numpy(stack(samples, "hr_mask"))[:, None]
+                out["x0"] = torch.where(inside, out["x0"], out["base"])
         return {k: v.to(self.device) for k, v in out.items()}
+
+    def _target(self, batch: Batch) -> Tensor:
+        """What the model generates or regresses: x0, or ``x0 - base`` with ``residual``."""
+        return batch["x0"] - batch["base"] if self.config.residual else batch["x0"]
+
+    def _finish(self, batch: Batch, y: Tensor) -> Tensor:
+        """Model output ``y`` back to an x0 map: ``base + y`` with ``residual``, clipped."""
+        return (batch["base"] + y if self.config.residual else y).clamp(-1.0, 1.0)
 
     def _to_model(self, values: np.ndarray, mask: np.ndarray) -> Tensor:
         """(N, G, h, w) log1p-CP10k -> model scale ``2 v / r_g - 1`` in [-1, 1] (r_g: the gene's
@@ -127,7 +172,9 @@ class UNetTrainer(Method):
 
     def _build(self, train: Sequence[Sample]) -> None:
         """Scale statistics, network (seeded), EMA copy, optimiser and the run's signature."""
-        cfg, s = self.config, train[0]
+        s = train[0]
+        self.config = dataclasses.replace(self.config, channels=self.width(len(s.genes)))
+        cfg = self.config
         hr = stack(train, "hr").astype(np.float64)  # (N, G, H, W)
         tissue = hr.transpose(1, 0, 2, 3)[:, stack(train, "hr_mask")]  # (G, positions)
         self.scale = torch.from_numpy(np.maximum(tissue.max(axis=1), 1e-6)).float()
@@ -153,8 +200,6 @@ class UNetTrainer(Method):
         """Train on the (augmented) training samples; resumes from ``workdir`` when possible."""
         from tqdm import tqdm
 
-        from methods.diffst.attention import curriculum_ratio
-
         cfg = self.config
         self._fit_started = time.perf_counter()
         self._build(train)
@@ -168,8 +213,7 @@ class UNetTrainer(Method):
         for step in bar:
             idx = torch.randint(0, n, (cfg.batch_size,), generator=generator)
             batch = {k: v[idx.to(self.device)] for k, v in data.items()}
-            ratio = curriculum_ratio(step, cfg.iterations) if cfg.cell_attention else 1.0
-            loss = self._loss(batch, generator, ratio)
+            loss = self._loss(batch, generator, self._ratio(step))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -179,6 +223,12 @@ class UNetTrainer(Method):
                 bar.set_postfix(loss=f"{np.mean(self.history[-20:]):.4f}")
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.iterations:
                 self._save(step + 1, generator)
+            if (
+                self.monitor is not None
+                and self.monitor_every
+                and (step + 1) % self.monitor_every == 0
+            ):
+                self.monitor(step + 1)
         self.ema.eval()
 
     @torch.no_grad()
@@ -265,14 +315,15 @@ class DiffusionTrainer(UNetTrainer, StochasticMethod):
         raise NotImplementedError
 
     def _build(self, train: Sequence[Sample]) -> None:
-        from methods.diffst.schedule import GaussianDiffusion
+        from methods.diffusion.schedule import GaussianDiffusion
 
         super()._build(train)
-        self.diffusion = GaussianDiffusion.linear(self.config.timesteps)
+        cfg = self.config
+        self.diffusion = GaussianDiffusion.linear(cfg.timesteps, prediction=cfg.prediction)
 
     def _loss(self, batch: Batch, generator: torch.Generator, ratio: float) -> Tensor:
         """Hybrid loss (schedule.py) at uniform timesteps + ``disentangle_weight`` x aux."""
-        cfg, x0 = self.config, batch["x0"]
+        cfg, x0 = self.config, self._target(batch)
         t = torch.randint(0, cfg.timesteps, (x0.shape[0],), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)
         aux: dict[str, Tensor] = {}
@@ -297,8 +348,18 @@ class DiffusionTrainer(UNetTrainer, StochasticMethod):
             def model_fn(x: Tensor, tt: Tensor) -> Tensor:
                 return self._denoise(self.ema, x, tt, part, 1.0)[0]
 
-            return self.diffusion.sample(
-                model_fn, shape, generator, steps=cfg.steps, method=cfg.sampler, device=self.device
+            # x0 is clipped where base + x0 leaves the data range [-1, 1]
+            base = part["base"] if cfg.residual else torch.zeros(())
+            clip = (-1.0 - base, 1.0 - base) if cfg.residual else True
+            y = self.diffusion.sample(
+                model_fn,
+                shape,
+                generator,
+                steps=cfg.steps,
+                method=cfg.sampler,
+                device=self.device,
+                clip=clip,
             )
+            return self._finish(part, y)
 
         return self._infer(samples, k, run)

@@ -1,4 +1,4 @@
-"""diffst hyperparameters and presets.
+"""Hyperparameters and presets of the diffusion trainer (``diffst``, ``sr3`` and ``unet``).
 
 ``paper`` keeps the published sizes and training budget (diffst.md): 128 base channels, channel
 multipliers (1, 1, 1), one residual block per level, batch 8 (4 per GPU on 2 GPUs), 24,751
@@ -7,6 +7,23 @@ tiles of 16 px. ``quick`` shrinks channels, tiles and iterations to train in min
 cores, and so raises the learning rate to 5e-4 and lowers the EMA decay to 0.99 (an EMA of
 0.9999 averages over ~10,000 steps: after 1,000 it would still hold the random initial weights);
 every other choice is the paper's. ``default`` is ``paper`` on a GPU and ``quick`` on a CPU.
+
+Width: the noisy map x_t enters the U-Net only through its first conv, and predicting the noise
+at high noise levels means passing x_t through almost unchanged, so a first layer narrower than
+its input caps what the network can learn (issue 13: at 32 channels for 50 genes the noise error
+has a floor of about 1 - 32/50 and the samples are clipped noise). ``channels = None`` (the
+``quick`` preset) therefore means "as narrow as passes the input": the smallest multiple of 8
+that is at least the network's input width (:func:`auto_channels`), and never below 32. The
+networks refuse a narrower explicit width at construction (``check_width``).
+
+Parameterisation (``prediction``, ``residual``): see ``schedule.py`` and ``trainer.py``; the paper
+predicts the noise of the HR map itself (``prediction="eps"``, ``residual=False``), and so does
+``paper``. ``quick`` predicts v of the residual over bicubic (``prediction="v"``,
+``residual=True``): on her2st's validation section (trained on the other three training
+sections, ``benchmarks/diffusion_learning.py``) sr3 reached PCC 0.27 / 0.36 after 250 / 500
+iterations this way against 0.17 / 0.29 for eps of the residual, and diffst with the paper's eps
+on the HR map only 0.12 after 1,000 and 0.16 after 1,500: within a CPU budget the paper's
+parameterisation is far from its knee. A documented deviation; the run name carries it.
 """
 
 from __future__ import annotations
@@ -15,12 +32,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from methods.diffusion.schedule import Prediction
+
 
 @dataclass(frozen=True)
-class DiffSTConfig:
-    """Every hyperparameter of one diffst run (all JSON-serialisable)."""
+class DiffusionConfig:
+    """Every hyperparameter of one diffst, sr3 or unet run (all JSON-serialisable)."""
 
-    channels: int = 128
+    channels: int | None = 128  # None: auto_channels of the input width
     channel_mult: tuple[int, ...] = (1, 1, 1)
     num_res_blocks: int = 1
     groups: int = 32
@@ -35,6 +54,10 @@ class DiffSTConfig:
     timesteps: int = 1000
     steps: int = 20  # sampling steps (respaced)
     sampler: Literal["ddpm", "ddim"] = "ddpm"
+    # the paper's: the noise of the HR map; "x0" / "v" predict x0 or v (schedule.py)
+    prediction: Prediction = "eps"
+    # generate HR minus the bicubic upsampled LR map (SRDiff, ResShift) instead of HR itself
+    residual: bool = False
     augment: bool = True  # flips and 90-degree rotations of map, LR and image together
     amp: bool = True  # bfloat16 autocast for training on CUDA only; sampling stays float32
     checkpoint_every: int = 500
@@ -54,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # about 90 s of training on 2 CPU cores for her2st (24 x 24 HR, 50 genes)
     "quick": {
-        "channels": 32,
+        "channels": None,
         "groups": 8,
         "tile_grid": 12,
         "tile_px": 8,
@@ -63,23 +86,33 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 5e-4,
         "ema_decay": 0.99,
         "checkpoint_every": 250,
+        # learns fastest within the CPU budget (benchmarks/diffusion_learning.py, issue 13)
+        "prediction": "v",
+        "residual": True,
     },
 }
 
 
-def make_config(preset: str, on_gpu: bool, **overrides: Any) -> DiffSTConfig:
+def make_config(preset: str, on_gpu: bool, **overrides: Any) -> DiffusionConfig:
     """The preset's config with ``overrides`` applied; unknown names raise TypeError."""
     if preset == "default":
         preset = "paper" if on_gpu else "quick"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from default, {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(DiffSTConfig)}
+    fields = {f.name for f in dataclasses.fields(DiffusionConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise TypeError(
             f"unknown diffst parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
         )
+    if overrides.get("prediction", "eps") not in ("eps", "x0", "v"):
+        raise ValueError(f"prediction must be eps, x0 or v, not {overrides['prediction']!r}")
     values = {**PRESETS[preset], **overrides}
     if "channel_mult" in values:
         values["channel_mult"] = tuple(values["channel_mult"])
-    return DiffSTConfig(**values)
+    return DiffusionConfig(**values)
+
+
+def auto_channels(input_width: int) -> int:
+    """The ``channels = None`` width: the least multiple of 8 >= ``input_width``, at least 32."""
+    return max(32, -(-input_width // 8) * 8)

@@ -1,0 +1,159 @@
+"""Learning curves of the U-Net methods: validation scores against training iterations.
+
+For each dataset, method (``unet``, ``sr3``, ``diffst``) and parameterisation (``prediction``
+eps / x0 / v, ``residual`` on or off; ``unet`` has only the residual switch) one model is trained
+at the ``quick`` preset and, every ``--every`` iterations, scored on a validation set carved from
+the TRAINING regions (the last quarter of them, at least one; the model trains on the rest), never
+on test regions. Printed per row: iterations, seconds per training step, validation PCC and RMSE of
+the point prediction (the mean of K draws for samplers), and for samplers CRPS and spread-skill
+(bench.diversity). The bicubic and mean controls on the same validation regions head each table,
+so the knee and the cost of every variant are visible side by side.
+
+Usage: ``python benchmarks/diffusion_learning.py [--datasets her2st xenium_bone_marrow]
+[--methods unet sr3 diffst] [--variants eps eps+res x0+res v+res] [--iterations 2000]
+[--every 250] [--draws 8] [--csv out.csv]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+
+import numpy as np
+import torch
+
+VARIANTS = {"eps": ("eps", False), "x0": ("x0", False), "v": ("v", False)}
+VARIANTS |= {f"{name}+res": (pred, True) for name, (pred, _) in list(VARIANTS.items())}
+
+
+def validation_carve(train: list) -> tuple[list, list]:
+    """Training regions split into (fit, validation): the last quarter (>= 1) validate."""
+    n_val = max(1, math.ceil(len(train) / 4))
+    return train[:-n_val], train[-n_val:]
+
+
+def scores(draws: np.ndarray, hr: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Validation PCC / RMSE of the draws' mean and, with K > 1, CRPS and spread-skill."""
+    from bench import diversity, metrics
+
+    point = draws.mean(axis=1)
+    out = {
+        "pcc": float(np.nanmean(metrics.pcc(point, hr, mask))),
+        "rmse": float(np.nanmean(metrics.rmse(point, hr, mask))),
+    }
+    if draws.shape[1] > 1:
+        div = diversity.diversity_scores(draws, hr, mask)
+        out["crps"] = float(np.nanmean(div["crps"]))
+        out["spread_skill"] = float(np.nanmean(div["spread_skill"]))
+    return out
+
+
+def main() -> None:
+    from bench import cache, cards
+    from bench.resources import device_name
+    from methods import registry
+    from methods.contract import stack
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["her2st", "xenium_bone_marrow"])
+    parser.add_argument("--methods", nargs="+", default=["unet", "sr3", "diffst"])
+    parser.add_argument("--variants", nargs="+", default=["eps", "eps+res", "x0+res", "v+res"])
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--draws", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
+
+    rows: list[dict] = []
+    print(f"device {device_name()}, torch threads {torch.get_num_threads()}", flush=True)
+    for name in args.datasets:
+        card = cards.load_card(name)
+        split = cache.load(card, cards.data_dir(args.data_dir), card.split["default_pooling"])
+        fit_regions, val = validation_carve(list(split.train))
+        inputs = [s.without_target() for s in val]
+        hr, mask = stack(val, "hr"), stack(val, "hr_mask")
+        bicubic = registry.create("bicubic").predict(inputs)[:, None]
+        mean = registry.create("mean")
+        mean.fit(fit_regions)
+        print(
+            f"\n{name}: fit on {len(fit_regions)} training regions, validate on {len(val)} "
+            f"({', '.join(s.region for s in val)}); K = {args.draws}\n"
+            f"  controls: bicubic {scores(bicubic, hr, mask)}, "
+            f"mean {scores(mean.predict(inputs)[:, None], hr, mask)}",
+            flush=True,
+        )
+        print(
+            f"  {'method':7} {'variant':8} {'iter':>5} {'s/step':>6} {'PCC':>6} {'RMSE':>6} "
+            f"{'CRPS':>6} {'sp-sk':>6} {'width':>5}",
+            flush=True,
+        )
+        for method_name in args.methods:
+            for variant in args.variants:
+                prediction, residual = VARIANTS[variant]
+                if method_name == "unet" and prediction != "eps":
+                    continue  # a regressor has no parameterisation beyond the residual
+                method = registry.create(
+                    method_name,
+                    preset="quick",
+                    seed=args.seed,
+                    iterations=args.iterations,
+                    **({} if method_name == "unet" else {"prediction": prediction}),
+                    residual=residual,
+                )
+                clock = {"t": time.perf_counter(), "step": 0, "eval": 0.0}
+
+                def monitor(
+                    step: int,
+                    method=method,
+                    clock=clock,
+                    variant=variant,
+                    inputs=inputs,
+                    truth=(hr, mask),
+                    name=name,
+                ) -> None:
+                    train_s = time.perf_counter() - clock["t"] - clock["eval"]
+                    t0 = time.perf_counter()
+                    if method.stochastic:
+                        draws = method.sample(inputs, args.draws, seed=args.seed)
+                    else:
+                        draws = method.predict(inputs)[:, None]
+                    s = scores(draws, *truth)
+                    clock["eval"] += time.perf_counter() - t0
+                    row = dict(
+                        dataset=name,
+                        method=method.name,
+                        variant=variant,
+                        iter=step,
+                        s_per_step=train_s / step,
+                        width=method.config.channels,
+                        **s,
+                    )
+                    rows.append(row)
+                    print(
+                        f"  {method.name:7} {variant:8} {step:5d} {row['s_per_step']:6.3f} "
+                        f"{s['pcc']:6.3f} {s['rmse']:6.3f} {s.get('crps', math.nan):6.3f} "
+                        f"{s.get('spread_skill', math.nan):6.2f} {row['width']:5d}",
+                        flush=True,
+                    )
+
+                method.monitor, method.monitor_every = monitor, args.every
+                method.fit(fit_regions)
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
