@@ -20,14 +20,16 @@ so its x_t encoder sees a constant input (it still adds learned, input-independe
 the skips) and the time embedding is a constant: the LR and image encoders carry the
 information. The G learned-variance channels are ignored (they receive no gradient). The
 prediction is clipped to the model scale's [-1, 1], as diffst's sampler clips x0. The diffusion
-fields of the config (``timesteps``, ``steps``, ``sampler``) are accepted and have no effect.
+fields of the config (``timesteps``, ``steps``, ``sampler``, ``prediction``) are accepted and have
+no effect; ``residual`` regresses ``HR - bicubic(LR)`` (``methods/diffusion/trainer.py``), as the
+``quick`` preset does.
 Same seed, same training data: identical output (on one device).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,6 +51,12 @@ class UNetRegressor(HistologyInputs, UNetTrainer):
 
     name: ClassVar[str] = "unet"
     checkpoint: ClassVar[str] = "unet.pt"
+
+    def label_params(self) -> dict[str, Any]:
+        """As the trainer's, without ``prediction``: a regressor has no parameterisation."""
+        label = super().label_params()
+        label.pop("prediction")
+        return label
 
     def _network(self, sample: Sample, totals: Tensor) -> nn.Module:
         return diffst_network(self.config, sample, totals)
