@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list() -> int:
-    from bench.cards import dataset_names, load_card
+    from bench.data.cards import dataset_names, load_card
     from methods import names
     from methods.registry import method_class
 
@@ -157,7 +157,7 @@ def cmd_list() -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench import leaderboard
+    from bench.board import page as leaderboard
 
     results = Path(args.results_dir)
     if not results.is_dir():
@@ -171,8 +171,8 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from bench import cards
-    from bench.fetch import fetch
+    from bench.data import cards
+    from bench.data.fetch import fetch
 
     root = cards.data_dir(args.data_dir)
     for name in cards.resolve_datasets(args.datasets):
@@ -183,7 +183,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from bench import cards, splits
+    from bench.data import cards, splits
 
     root = cards.data_dir(args.data_dir)
     for name in cards.resolve_datasets(args.datasets):
@@ -195,8 +195,9 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bench import cache, cards, export, splits
-    from bench.outputs import side_path
+    from bench.data import cache, cards, splits
+    from bench.run import export
+    from bench.run.outputs import side_path
     from methods import UnknownMethodError, resolve
 
     try:

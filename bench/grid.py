@@ -20,10 +20,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``python -m bench run``: returns the exit status (1 when a cell failed)."""
     from tqdm import tqdm
 
-    from bench import cache, cards, executors, leaderboard, outputs, runner
-    from bench.records import record_path
-    from bench.resources import code_version, device_name
-    from bench.tracking import Tracker, card_facts, default_uri, run_name
+    from bench.board import page as leaderboard
+    from bench.data import cache, cards
+    from bench.run import cell as runner
+    from bench.run import executors, outputs
+    from bench.run.records import record_path
+    from bench.run.resources import code_version, device_name
+    from bench.run.tracking import Tracker, card_facts, default_uri, run_name
     from methods import UnknownMethodError, resolve
 
     try:

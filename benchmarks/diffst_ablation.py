@@ -25,10 +25,10 @@ COLUMNS = ("pcc", "ssim", "rmse", "spread", "crps")
 
 
 def main() -> None:
-    from bench.cards import data_dir, load_card
-    from bench.resources import device_name
-    from bench.runner import score
-    from bench.splits import build
+    from bench.data.cards import data_dir, load_card
+    from bench.data.splits import build
+    from bench.run.cell import score
+    from bench.run.resources import device_name
     from methods.diffst.method import DiffST
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

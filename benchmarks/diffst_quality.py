@@ -6,7 +6,8 @@ number of steps draws K samples for every test region in one batched call and pr
 
 - seconds, and the share of them spent inside the network (the rest is the sampler loop:
   schedule arithmetic, noise, conditioning reuse);
-- PCC of the K-sample mean and CRPS of the K draws (bench.metrics / bench.diversity),
+- PCC of the K-sample mean and CRPS of the K draws (bench.scoring.metrics /
+  bench.scoring.diversity),
 
 plus K batched draws against K sequential one-draw calls at 20 steps (throughput ratio).
 Usage: ``python benchmarks/diffst_quality.py [--steps 5 10 20 50 100 250 1000] [--samples 8]
@@ -24,8 +25,9 @@ import numpy as np
 
 
 def main() -> None:
-    from bench import cache, cards, diversity, metrics
-    from bench.resources import device_name
+    from bench.data import cache, cards
+    from bench.run.resources import device_name
+    from bench.scoring import diversity, metrics
     from methods.contract import stack
     from methods.diffst.method import DiffST
 

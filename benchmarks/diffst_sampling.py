@@ -59,7 +59,7 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    from bench.resources import PeakMemory, device_name
+    from bench.run.resources import PeakMemory, device_name
     from methods.diffst.method import DiffST
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -51,8 +51,9 @@ def scores(draws: np.ndarray, hr: np.ndarray, mask: np.ndarray) -> dict[str, flo
 
 
 def main() -> None:
-    from bench import cache, cards
     from bench.resources import device_name
+
+    from bench import cache, cards
     from methods import registry
     from methods.contract import stack
 

@@ -65,8 +65,9 @@ def run(method_name: str, option: str, steps: int, warmup: int, split) -> tuple[
 
 
 def main() -> None:
-    from bench import cache, cards
     from bench.resources import device_name
+
+    from bench import cache, cards
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["diffst", "sr3", "unet"])

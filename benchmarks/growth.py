@@ -3,7 +3,7 @@
 Two tables, each over genes G in (25, 50, 100, 200) at HR 32 x 32, then HR size in (32, 64, 128,
 256) at G = 50:
 
-- metrics: ``bench.metrics.score_maps`` on N = 8 regions;
+- metrics: ``bench.scoring.metrics.score_maps`` on N = 8 regions;
 - diffst (quick network, synthetic samples of that shape): one training step (the mean of
   steps 2-3 after a first one) and one sampling step for K draws of one region.
 
@@ -26,7 +26,7 @@ import numpy as np
 
 def _measure(fn, *args, **kwargs) -> tuple[float, float]:
     """(seconds, peak MiB above the starting RSS) of one call ``fn(*args, **kwargs)``."""
-    from bench.resources import PeakMemory, _rss_bytes
+    from bench.run.resources import PeakMemory, _rss_bytes
 
     base = _rss_bytes() / 2**20
     with PeakMemory(interval=0.002) as mem:
@@ -41,7 +41,7 @@ def _shapes(sizes: list[int]) -> list[tuple[int, int]]:
 
 
 def metrics_table(sizes: list[int]) -> None:
-    from bench.metrics import score_maps
+    from bench.scoring.metrics import score_maps
 
     n = 8
     print(

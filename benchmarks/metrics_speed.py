@@ -1,6 +1,7 @@
 """Metrics engine vs the per-map reference loop, side by side in one run.
 
-Ours: ``bench.metrics.score_maps`` (batched torch: PCC/RMSE as fused float64 moments, SSIM as
+Ours: ``bench.scoring.metrics.score_maps`` (batched torch: PCC/RMSE as fused float64 moments,
+SSIM as
 banded-matrix Gaussian filtering in float32 on centred maps, chunked; masked). Reference: a
 Python loop over maps with scipy ``pearsonr``, scikit-image ``structural_similarity`` (Gaussian
 weights, sigma 1.5, population covariance) and NumPy RMSE, all unmasked. Prints wall time, the
@@ -55,8 +56,8 @@ def best_of(fn, repeat: int) -> float:
 def main() -> None:
     import torch
 
-    from bench.metrics import score_maps
-    from bench.resources import PeakMemory
+    from bench.run.resources import PeakMemory
+    from bench.scoring.metrics import score_maps
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -92,7 +93,7 @@ def main() -> None:
 def _max_diff(ours: dict, ref: dict, pred: np.ndarray, hr: np.ndarray) -> float:
     """Largest |ours - reference| over PCC, RMSE and the SSIM map's interior (scikit-image pads
     by reflection and crops 5 positions per border; ours zero-pads: they agree inside)."""
-    from bench.metrics import ssim_map
+    from bench.scoring.metrics import ssim_map
 
     full = ssim_map(pred, hr, np.ones(pred.shape[1]), device="cpu").numpy()
     full = full.reshape(-1, *pred.shape[-2:])[:, 5:-5, 5:-5]

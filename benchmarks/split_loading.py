@@ -1,7 +1,7 @@
 """Data loading: a cold split build vs a load from the split cache, per dataset.
 
 Cold = read every input file, verify its sha256, pool every region, crop the images and write the
-cache (``bench.cache.load`` with an empty cache folder). Cached = the same call again (a fresh
+cache (``bench.data.cache.load`` with an empty cache folder). Cached = the same call again (a fresh
 process, the cache folder now holding the entry). Each measurement runs in its own process so
 peak resident memory (``ru_maxrss``) belongs to that load alone; imports are excluded from the
 time. Prints seconds, the ratio cold / cached and peak memory. Usage:
@@ -28,7 +28,7 @@ def _measure(name: str, data_dir: str) -> None:
     import resource
 
     sys.path.insert(0, str(REPO))
-    from bench import cache, cards
+    from bench.data import cache, cards
 
     card = cards.load_card(name)
     start = time.perf_counter()
@@ -61,7 +61,7 @@ def main() -> None:
         _measure(args.child, args.data_dir)
         return
     sys.path.insert(0, str(REPO))
-    from bench import cards
+    from bench.data import cards
 
     names = cards.resolve_datasets(args.datasets)
     print(

@@ -30,7 +30,7 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def her2st(root):
-    from bench.cards import load_card
-    from bench.splits import build
+    from bench.data.cards import load_card
+    from bench.data.splits import build
 
     return build(load_card("her2st"), root, 2)

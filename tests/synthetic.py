@@ -3,7 +3,7 @@
 :class:`Dataset` holds a card (a dict written as ``<cards>/<name>/card.toml``) and its files under
 ``<data>/<name>/``; :meth:`Dataset.rehash` recomputes every ``[files]`` sha256 and rewrites the
 card, so a test can corrupt a file and still have the checksum check pass (the reader, not
-:func:`bench.fetch.verify`, then meets the problem).
+:func:`bench.data.fetch.verify`, then meets the problem).
 
 Generators (each returns a valid dataset: ``split`` and ``run`` succeed on it):
 

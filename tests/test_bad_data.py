@@ -27,8 +27,8 @@ import pytest
 import synthetic as syn
 
 from bench import cli
-from bench.cards import load_card
-from bench.splits import fingerprint, make_split, write_spec
+from bench.data.cards import load_card
+from bench.data.splits import fingerprint, make_split, write_spec
 
 REPO = Path(__file__).resolve().parent.parent
 EMBRYO = "visium_cytassist_mouse_embryo"

@@ -12,7 +12,7 @@ import pytest
 from smoke import shrink_registry
 
 from bench import cli
-from bench.records import read_records
+from bench.run.records import read_records
 from methods import names, registry
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from bench import cache, cards, export, splits
-from bench.regions import sites
+from bench.data import cache, cards, splits
+from bench.data.regions import sites
+from bench.run import export
 
 SPLITS = [
     (name, k) for name in cards.dataset_names() for k in cards.load_card(name).split["pooling"]

@@ -1,4 +1,4 @@
-"""bench.diversity against brute-force numpy / scipy references."""
+"""bench.scoring.diversity against brute-force numpy / scipy references."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from bench import diversity
-from bench.metrics import MetricInputError
+from bench.scoring import diversity
+from bench.scoring.metrics import MetricInputError
 
 TOL = 1e-5
 

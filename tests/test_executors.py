@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench import cli
-from bench.records import read_records
+from bench.run.records import read_records
 
 METHODS = "bicubic,mean,tesla,linear_probe"
 
@@ -22,7 +22,7 @@ def _run(root, out, *extra):
 def test_ray_executor_matches_local(root, tmp_path):
     import mlflow
 
-    from bench.tracking import default_uri
+    from bench.run.tracking import default_uri
 
     local = _run(root, tmp_path / "local")
     remote = _run(root, tmp_path / "ray", "--executor", "ray")

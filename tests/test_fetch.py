@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cards import Card
+from bench.data.cards import Card
+from bench.data.fetch import fetch, verify
 from bench.errors import BenchError
-from bench.fetch import fetch, verify
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""bench.figures: the gene panel PNG and the choice of genes to show."""
+"""bench.run.plots: the gene panel PNG and the choice of genes to show."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.figures import gene_panel, pick_genes
+from bench.run.plots import gene_panel, pick_genes
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""bench.leaderboard: ranking, controls, failures, fingerprints, seed averaging, purity, write."""
+"""bench.board.page: ranking, controls, failures, fingerprints, seed averaging, purity, write."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from bench.leaderboard import render, write
-from bench.records import read_records, write_record
-from bench.stats import bootstrap_ci, bootstrap_ci_seeds
+from bench.board.page import render, write
+from bench.board.stats import bootstrap_ci, bootstrap_ci_seeds
+from bench.run.records import read_records, write_record
 
 SECTIONS = ("s2", "s1", "s3")  # the leaderboard sorts sections: s1, s2, s3
 GENES = ("KRT5", "ERBB2", "MUC1", "ACTB", "CD74", "FN1")  # split order, not alphabetical
@@ -264,8 +264,8 @@ def test_write_is_atomic_and_matches_render(tmp_path, existing):
 
 
 def test_significance_against_the_best_is_paired_and_holm_corrected():
-    from bench.board_rows import seed_mean_table
-    from bench.stats import holm, paired_wilcoxon
+    from bench.board.rows import seed_mean_table
+    from bench.board.stats import holm, paired_wilcoxon
 
     records = [
         _record("best", pcc=0.7),

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import outputs, runner
-from bench.figures import error_spread_figure, gallery_figure, save_png
-from bench.leaderboard import write
-from bench.records import read_records
+from bench.board.page import write
+from bench.run import cell as runner
+from bench.run import outputs
+from bench.run.plots import error_spread_figure, gallery_figure, save_png
+from bench.run.records import read_records
 from methods import registry
 
 GENES = ["a", "b", "c"]

@@ -1,4 +1,4 @@
-"""bench.metrics against scipy / scikit-image / numpy references."""
+"""bench.scoring.metrics against scipy / scikit-image / numpy references."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from scipy import ndimage
 from scipy.stats import pearsonr
 from skimage.metrics import structural_similarity
 
-from bench import metrics
-from bench.metrics import MetricInputError
+from bench.scoring import metrics
+from bench.scoring.metrics import MetricInputError
 
 TOL = 1e-5
 

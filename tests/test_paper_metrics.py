@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from bench.paper_metrics import nonzero_mean, paper_scores
+from bench.scoring.paper_metrics import nonzero_mean, paper_scores
 
 
 def test_affine_copies_score_perfectly_and_sign_is_dropped():

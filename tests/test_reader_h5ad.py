@@ -1,5 +1,5 @@
-"""bench.h5ad: real Xenium cells (binned points), a Visium-style h5ad built from the embryo data,
-and the one-line errors for broken inputs."""
+"""bench.data.readers.h5ad: real Xenium cells (binned points), a Visium-style h5ad built from
+the embryo data, and the one-line errors for broken inputs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from scipy import sparse
 
+from bench.data.readers.h5ad import read_section
 from bench.errors import BenchError
-from bench.h5ad import read_section
 
 XENIUM = "xenium_bone_marrow"
 VISIUM = "visium_cytassist_mouse_embryo"

@@ -1,4 +1,5 @@
-"""bench.spaceranger on the real Visium CytAssist mouse embryo and on corrupted copies of it."""
+"""bench.data.readers.spaceranger on the real Visium CytAssist mouse embryo and on corrupted
+copies of it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pandas as pd
 import pytest
 from scipy import io, sparse
 
+from bench.data.readers.spaceranger import read_section
 from bench.errors import BenchError
-from bench.spaceranger import read_section
 
 DATASET = "visium_cytassist_mouse_embryo"
 MATRIX = "filtered_feature_bc_matrix"

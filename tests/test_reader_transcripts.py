@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from bench.data.readers.transcripts import CONTROL_PREFIXES, read_section
 from bench.errors import BenchError
-from bench.transcripts import CONTROL_PREFIXES, read_section
 
 REAL_CARD = {
     "read": {

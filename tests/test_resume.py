@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.records import read_records
-from bench.tracking import Tracker, default_uri, record_id
+from bench.run.records import read_records
+from bench.run.tracking import Tracker, default_uri, record_id
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = "nearest,bilinear,bicubic,mean,tesla,linear_probe,shuffled,truth,istar"
@@ -123,7 +123,7 @@ def test_two_concurrent_runs_share_results_and_store(root, tmp_path):
 
 def test_a_resumed_fit_is_recorded_whole(her2st, monkeypatch):
     """fit_s counts the training seconds of the interrupted run the checkpoint came from."""
-    from bench import runner
+    from bench.run import cell as runner
     from methods import registry
 
     monkeypatch.setitem(registry._REGISTRY, "resumed", ("stub_methods", "Resumed", {}))

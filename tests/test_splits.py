@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from bench import splits
-from bench.cards import Card, load_card
+from bench.data import splits
+from bench.data.cards import Card, load_card
+from bench.data.readers.legacy_st import read_section
 from bench.errors import BenchError
-from bench.legacy_st import read_section
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""bench.stats: bootstrap intervals (genes; seeds and genes), the paired Wilcoxon test, Holm."""
+"""bench.board.stats: bootstrap intervals (genes; seeds and genes), the paired Wilcoxon test,
+Holm."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench.stats import bootstrap_ci, bootstrap_ci_seeds, holm, paired_wilcoxon
+from bench.board.stats import bootstrap_ci, bootstrap_ci_seeds, holm, paired_wilcoxon
 
 
 def _table(rng: np.random.Generator, s: int = 4, g: int = 30, nan_frac: float = 0.2) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The SSIM engine behind :func:`bench.metrics.ssim` (which states the definition): a
+"""The SSIM engine behind :func:`bench.scoring.metrics.ssim` (which states the definition): a
 separable, zero-padded Gaussian filter run as banded matrix products, and SSIM maps computed in
 float32 from four filtered moments of centred maps, in chunks.
 

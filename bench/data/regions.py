@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.section import Section
+from bench.data.section import Section
 
 
 def sites(section: Section, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

@@ -22,31 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cards import Card, require_files
-from bench.splits import Split, build, load_spec
+from bench.data.cards import Card, require_files
+from bench.data.splits import Split, build, load_spec
 from methods.contract import Sample
 
 CACHE_ENV = "STSR_CACHE_DIR"
 _ARRAYS = ("lr", "lr_mask", "hr_mask", "image", "hr")
-# the code that turns input files into samples: a change to any of them invalidates the cache
-_BUILDERS = (
-    "splits.py",
-    "regions.py",
-    "section.py",
-    "histology.py",
-    "binning.py",
-    "legacy_st.py",
-    "spaceranger.py",
-    "transcripts.py",
-    "h5ad.py",
-)
 
 
 def code_hash() -> str:
-    """sha256 (16 hex digits) of the split-building modules' source."""
+    """sha256 (16 hex digits) of the source of every module of :mod:`bench.data` (the code that
+    turns input files into samples: a change to any of them invalidates the cache)."""
     digest = hashlib.sha256()
-    for name in _BUILDERS:
-        digest.update((Path(__file__).parent / name).read_bytes())
+    here = Path(__file__).parent
+    for path in sorted(here.rglob("*.py")):
+        digest.update(path.relative_to(here).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

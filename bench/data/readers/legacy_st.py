@@ -15,7 +15,7 @@ of ``x + y``; ``pitch_um`` is one grid step (a number, or [row, column]).
 
 A spot is kept when it appears in both tables; it is in tissue when ``selected == 1``. The affine
 from grid to image pixels is fitted by least squares to all selection rows, then
-:func:`bench.section.check_section` enforces the coordinate contract.
+:func:`bench.data.section.check_section` enforces the coordinate contract.
 """
 
 from __future__ import annotations
@@ -28,41 +28,10 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.section import Section, check_counts, check_section, fit_to_pixel
+from bench.data.readers.lattice import image_size, lattice_parity, pitch
+from bench.data.section import Section, check_counts, check_section, fit_to_pixel
 
 SPOT_COLUMNS = ("x", "y", "pixel_x", "pixel_y", "selected")
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file, read from its header only."""
-    from PIL import Image, UnidentifiedImageError
-
-    Image.MAX_IMAGE_PIXELS = None  # full-resolution slides exceed PIL's bomb guard by design
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as err:
-        raise BenchError(f"{path}: not a readable image ({err}); re-fetch the dataset") from None
-
-
-def pitch(lattice: Mapping[str, Any]) -> tuple[float, float]:
-    """The card's ``pitch_um`` as (row step, column step) in micrometres."""
-    value = lattice["pitch_um"]
-    row, col = (value, value) if isinstance(value, int | float) else value
-    return float(row), float(col)
-
-
-def lattice_parity(where: Path, kind: str, row: np.ndarray, col: np.ndarray) -> int:
-    """Parity of a checkerboard lattice's positions (0 for square); mixed parities fail."""
-    if kind != "checkerboard":
-        return 0
-    parities = np.unique((row + col) % 2)
-    if len(parities) != 1:
-        raise BenchError(
-            f"{where}: spots on both parities of row + col, so the lattice is not a checkerboard; "
-            'set [lattice].kind = "square" in the card'
-        )
-    return int(parities[0])
 
 
 def read_section(

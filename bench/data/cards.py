@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.errors import BenchError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CARDS_DIR = REPO_ROOT / "datasets"
 CARDS_ENV = "STSR_DATASETS_DIR"  # an extra folder of user cards (<dir>/<name>/card.toml)
 DATA_DIR_ENV = "STSR_DATA_DIR"

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.records import record_path, write_record
+from bench.run.records import record_path, write_record
 
 if TYPE_CHECKING:  # annotations only: the leaderboard reads paths here without loading splits
-    from bench.splits import Split
+    from bench.data.splits import Split
 
 __all__ = ["SIDE_SUFFIXES", "save", "save_test_maps", "side_files", "side_path", "test_maps_path"]
 
@@ -37,7 +37,7 @@ def _artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> l
     of the first test region, and for stochastic methods its spread beside the error; traceback."""
     import pandas as pd
 
-    from bench import figures
+    from bench.run import plots as figures
 
     cell = (record["dataset"], record["method"], record["seed"])
     out: list[Path] = []

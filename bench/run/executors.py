@@ -1,6 +1,6 @@
 """Where the grid's cells run: in this process (``local``) or as Ray tasks (``ray``).
 
-Both executors call the same :func:`bench.runner.run_cell` with the same split, seed and options,
+Both executors call the same :func:`bench.run.cell.run_cell` with the same split, seed and options,
 so a cell's record is identical whichever ran it (timings and the recorded device aside). Only the
 driver writes: it saves each returned record and logs it to MLflow, so the results directory and
 the store see one writer per invocation, as with the local executor.
@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.data.splits import Split
 from bench.errors import BenchError, first_line
-from bench.runner import RunOptions, failed_record, run_cell
-from bench.splits import Split
+from bench.run.cell import RunOptions, failed_record, run_cell
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 Cell = tuple[str, str, int, Path]  # dataset, method, seed, workdir
 Result = tuple[Cell, dict[str, Any], dict[str, Any]]  # cell, record, extras
 

@@ -11,7 +11,7 @@ For each (dataset, split) section:
 - ``<stem>-spread-<method>.png``: per stochastic method, that spread beside its error map.
 
 The last two are drawn from the files the runner leaves beside the records (the split's
-``maps-<fingerprint>.npz`` and each cell's ``.pred.npz``, :mod:`bench.outputs`); a method whose
+``maps-<fingerprint>.npz`` and each cell's ``.pred.npz``, :mod:`bench.run.outputs`); a method whose
 file is missing is left out of them. Files are written atomically and without a timestamp in
 their metadata, so the same records and files give the same bytes.
 """
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import figures
-from bench.outputs import side_path, test_maps_path
+from bench.run import plots as figures
+from bench.run.outputs import side_path, test_maps_path
 
 METRICS = (("pcc", "PCC"), ("ssim", "SSIM"), ("rmse", "RMSE"))
 

@@ -23,12 +23,12 @@ Options (the card's ``[read]`` table):
 Genes (str, or bytes as some Xenium parquet files hold them) are the sorted non-control names
 present in the table (a gene seen only at low qv keeps a zero column: it was measured). Bin
 ``(row, col)`` holds the transcripts with ``floor(y_um / bin_um) = row`` and ``floor(x_um /
-bin_um) = col`` (:func:`bench.binning.bin_points`); its centre maps to
-pixels with :func:`bench.binning.bin_to_pixel` (um and pixels share their origin).
+bin_um) = col`` (:func:`bench.data.readers.binning.bin_points`); its centre maps to
+pixels with :func:`bench.data.readers.binning.bin_to_pixel` (um and pixels share their origin).
 
 Checked: the file reads; the columns exist; coordinates are numeric, finite and non-negative;
 every transcript lies inside the image (else misregistered); something is left after dropping
-controls and low-qv rows; then :func:`bench.section.check_section` on the binned section.
+controls and low-qv rows; then :func:`bench.data.section.check_section` on the binned section.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.binning import bin_points, bin_to_pixel
+from bench.data.readers.binning import bin_points, bin_to_pixel
 from bench.errors import BenchError, first_line
-from bench.legacy_st import image_size
-from bench.section import UM_PER_PX_RANGE, Section, check_counts, check_section
+from bench.data.readers.lattice import image_size
+from bench.data.section import UM_PER_PX_RANGE, Section, check_counts, check_section
 
 XENIUM_COLUMNS = {"gene": "feature_name", "x": "x_location", "y": "y_location", "qv": "qv"}
 CONTROL_PREFIXES = (

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.cards import Card
+from bench.data.cards import Card
 from bench.errors import BenchError
 
 _CHUNK = 1 << 20

@@ -8,16 +8,16 @@ Conventions (those of scanpy and squidpy):
   {"tissue_<name>_scalef": stored px per full-res px, "spot_diameter_fullres": ...}}``;
 - lattice data carry ``obs["array_row"]``, ``obs["array_col"]`` (Visium's doubled-column grid) and
   optionally ``obs["in_tissue"]``; data without them are points and are binned into square bins
-  of ``[read].bin_um`` micrometres (:func:`bench.binning.bin_points`), a bin being in tissue when
+  of ``[read].bin_um`` micrometres (:func:`bench.data.readers.binning.bin_points`), a bin being in tissue when
   it holds at least ``[read].tissue_min_counts`` (default 1) counts.
 
 The pixel size is ``[read].um_per_px`` when given (it also converts um coordinates), else
 ``65 / spot_diameter_fullres``: Space Ranger documents that key as the pixel diameter of a
-*theoretical 65 um* spot, not the 55 um physical one (as in :mod:`bench.spaceranger`).
+*theoretical 65 um* spot, not the 55 um physical one (as in :mod:`bench.data.readers.spaceranger`).
 
 Checked: the file opens; the coordinates, library, image and scale factor named by the card
 exist; observation names are unique; counts are raw (non-negative integers, unique gene names,
-:func:`bench.section.check_counts`); then :func:`bench.section.check_section`.
+:func:`bench.data.section.check_counts`); then :func:`bench.data.section.check_section`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.binning import bin_points, bin_to_pixel
+from bench.data.readers.binning import bin_points, bin_to_pixel
 from bench.errors import BenchError
-from bench.legacy_st import image_size, lattice_parity, pitch
-from bench.section import Section, check_counts, check_section, fit_to_pixel
+from bench.data.readers.lattice import image_size, lattice_parity, pitch
+from bench.data.section import Section, check_counts, check_section, fit_to_pixel
 
 UNS_IMAGES = ("hires", "lowres")
 FULLRES_SPOT_UM = 65.0  # spot_diameter_fullres spans a theoretical 65 um spot (Space Ranger docs)
@@ -85,7 +85,7 @@ def read_section(
 
     Returns
     -------
-    The section, after :func:`bench.section.check_section`.
+    The section, after :func:`bench.data.section.check_section`.
     """
     import anndata
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.data.section import Section
+from bench.data.splits import Split
 from bench.errors import BenchError
-from bench.section import Section
-from bench.splits import Split
 
 
 def to_anndata(

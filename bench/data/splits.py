@@ -1,7 +1,7 @@
 """Fixed downsampled splits: committed split files and the samples they define.
 
 A split file ``datasets/<name>/split-k<k>.json`` fixes everything a score depends on: the regions
-(windows of the HR grid, :mod:`bench.regions`) and their train/test role, the pooling factor k,
+(windows of the HR grid, :mod:`bench.data.regions`) and their train/test role, the pooling factor k,
 the genes (chosen on training regions only), the normalisation, the image resolution and the
 sha256 of every input file. Its fingerprint is the first 16 hex digits of the sha256 of the
 canonical JSON of those fields (no dates, paths or machine facts, so two builds on different days
@@ -9,7 +9,7 @@ or machines agree); results carry it and the leaderboard never mixes fingerprint
 
 Construction of one sample from a region (metrics.md, "Splits"):
 
-- HR grid: the section's grid (:mod:`bench.section`) in the region's ``canvas``-sized window;
+- HR grid: the section's grid (:mod:`bench.data.section`) in the region's ``canvas``-sized window;
   ``hr_mask`` = measured in-tissue positions with counts.
 - LR: non-overlapping k x k blocks of the window; counts of the block's in-tissue HR positions
   summed; a block is an LR spot when at least half of its lattice positions are in tissue (on a
@@ -24,7 +24,6 @@ Construction of one sample from a region (metrics.md, "Splits"):
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,19 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.cards import Card, require_files
+from bench.data.cards import Card, require_files
 from bench.errors import BenchError
-from bench.histology import crop_grids
-from bench.regions import define_regions, in_window, sites
-from bench.section import Section
+from bench.data.histology import crop_grids
+from bench.data.readers import reader
+from bench.data.regions import define_regions, in_window, sites
+from bench.data.section import Section
 from methods.contract import Sample
 
-READERS = {
-    "legacy_st": "bench.legacy_st",
-    "spaceranger": "bench.spaceranger",
-    "transcripts": "bench.transcripts",
-    "h5ad": "bench.h5ad",
-}
 NORMALISATIONS = ("log1p_cp10k", "log1p_area")
 _FINGERPRINTED = (
     "dataset",
@@ -115,13 +109,8 @@ def card_sections(card: Card) -> list[str]:
 def read_sections(card: Card, root: Path, ids: list[str]) -> dict[str, Section]:
     """Read the named sections with the card's reader, from ``root/<dataset>``."""
     folder = require_files(card, root)
-    name = card.raw.get("reader")
-    if name not in READERS:
-        raise BenchError(
-            f"dataset {card.name}: reader {name!r} unknown; use one of {list(READERS)}"
-        )
-    reader = importlib.import_module(READERS[name])
-    return {sid: reader.read_section(sid, folder, card.sections[sid], card.raw) for sid in ids}
+    module = reader(card.raw.get("reader"), card.name)
+    return {sid: module.read_section(sid, folder, card.sections[sid], card.raw) for sid in ids}
 
 
 def normalise(
@@ -207,7 +196,7 @@ def make_split(card: Card, root: Path, k: int) -> dict[str, Any]:
             f"dataset {card.name}: normalisation {cfg['normalisation']!r} unknown; "
             f"use one of {NORMALISATIONS}"
         )
-    from bench.fetch import verify
+    from bench.data.fetch import verify
 
     require_files(card, root)
     verify(card, root)  # a split records the card's checksums, so the data must match them
@@ -264,7 +253,7 @@ def load_spec(card: Card, k: int) -> dict[str, Any]:
 
 def write_spec(card: Card, spec: dict[str, Any]) -> Path:
     """Write a split file atomically; returns its path."""
-    from bench.records import atomic_write_text
+    from bench.run.records import atomic_write_text
 
     path = card.split_path(spec["k"])
     atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
@@ -323,7 +312,7 @@ def materialise(spec: dict[str, Any], sections: dict[str, Section]) -> Split:
 
 def build(card: Card, root: Path, k: int, verify_inputs: bool = True) -> Split:
     """Materialise the committed split: read, verify (sha256) and pool every section."""
-    from bench.fetch import verify
+    from bench.data.fetch import verify
 
     spec = load_spec(card, k)
     require_files(card, root)

@@ -6,7 +6,7 @@ removed, scoring against the HR truth, a JSON record and an MLflow child run. A 
 returns the wrong shape or non-finite values is recorded as failed with its reason and the grid
 goes on. A cell whose record already exists with status ok, the same split fingerprint and the same
 parameters is not run again (failed cells always are), so an interrupted grid resumes. Its
-files are written by :mod:`bench.outputs`.
+files are written by :mod:`bench.run.outputs`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from bench import diversity, metrics, paper_metrics
-from bench.records import read_record, record_path
-from bench.resources import PeakMemory, Timer, device
-from bench.splits import Split
-from bench.tracking import run_name
+from bench.data.splits import Split
+from bench.run.records import read_record, record_path
+from bench.run.resources import PeakMemory, Timer, device
+from bench.run.tracking import run_name
+from bench.scoring import diversity, metrics, paper_metrics
 from methods import create
 from methods.contract import stack
 

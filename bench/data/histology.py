@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.section import Section
+from bench.data.section import Section
 
 
 def _open(section: Section, px: int):  # -> PIL.Image.Image

@@ -8,7 +8,7 @@ Conventions
   split's expression scale; ``hr``/``pred``: ``(N, G, H, W)``; ``mask``: ``(N, H, W)`` bool.
 - Everything is computed in float64 on ``device`` (None: cuda when available, else cpu) and
   returned as float64 numpy ``(N, G)`` arrays, NaN for excluded pairs (e.g. an empty mask).
-- Validation, masked means and the constant-map rule are those of :mod:`bench.metrics`.
+- Validation, masked means and the constant-map rule are those of :mod:`bench.scoring.metrics`.
 """
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.metrics import (
+from bench.scoring.tensors import (
     ArrayLike,
     Device,
     MetricInputError,
-    _as_float64,
-    _as_mask,
-    _check_ndim,
-    _is_constant,
-    _masked_mean,
-    _np,
-    _pcc_from_moments,
-    _prepare_maps,
-    _resolve_device,
-    _rmse_t,
+    as_float64,
+    as_mask,
+    check_ndim,
+    is_constant,
+    masked_mean,
+    pcc_from_moments,
+    prepare_maps,
+    resolve_device,
+    rmse_t,
+    to_numpy,
 )
 
 __all__ = [
@@ -51,22 +51,22 @@ def _prepare_samples(
     samples: ArrayLike, hr: ArrayLike | None, mask: ArrayLike, device: Device
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Validate ``samples`` ``(N, K, G, H, W)``, ``hr`` ``(N, G, H, W)``, ``mask``; move once."""
-    dev = _resolve_device(device)
-    s_shape = _check_ndim(samples, "samples", "(N, K, G, H, W)")
+    dev = resolve_device(device)
+    s_shape = check_ndim(samples, "samples", "(N, K, G, H, W)")
     n, k, g, h, w = s_shape
     if k < 1:
         raise MetricInputError(f"samples has shape {s_shape}; need K >= 1 samples on axis 1")
     y = None
     if hr is not None:
-        h_shape = _check_ndim(hr, "hr", "(N, G, H, W)")
+        h_shape = check_ndim(hr, "hr", "(N, G, H, W)")
         if h_shape != (n, g, h, w):
             raise MetricInputError(
                 f"samples has shape {s_shape} but hr has shape {h_shape}; hr must be "
                 f"(N, G, H, W) = {(n, g, h, w)}"
             )
-        y = _as_float64(hr, "hr", dev)
-    m = _as_mask(mask, (n, h, w), dev)
-    return _as_float64(samples, "samples", dev), y, m
+        y = as_float64(hr, "hr", dev)
+    m = as_mask(mask, (n, h, w), dev)
+    return as_float64(samples, "samples", dev), y, m
 
 
 # --- tensor kernels ------------------------------------------------------------------------------
@@ -74,9 +74,9 @@ def _prepare_samples(
 
 def _masked_var(v: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Population variance and mean square of ``v`` over ``mask`` (two-pass) -> ``(N, G)`` each."""
-    mu = _masked_mean(v, mask)
+    mu = masked_mean(v, mask)
     vc = torch.where(mask[:, None], v - mu[..., None, None], 0.0)
-    var = _masked_mean(vc * vc, mask)
+    var = masked_mean(vc * vc, mask)
     return var, var + mu * mu
 
 
@@ -85,21 +85,21 @@ def _spread_map_t(x: torch.Tensor) -> torch.Tensor:
 
 
 def _spread_t(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return _masked_mean(_spread_map_t(x), mask)
+    return masked_mean(_spread_map_t(x), mask)
 
 
 def _crps_t(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     k = x.shape[1]
     skill = (x - y[:, None]).abs().mean(dim=1)
     if k == 1:
-        return _masked_mean(skill, mask)
+        return masked_mean(skill, mask)
     # sum_{k != l} |X_k - X_l| = 2 sum_i (2i - K - 1) x_(i), x sorted ascending, i = 1..K
     # (avoids the K x K pairwise tensor); the unbiased energy term divides it by 2K(K-1).
     xs = x.sort(dim=1).values
     i = torch.arange(1, k + 1, dtype=x.dtype, device=x.device)
     w = (2 * i - k - 1).view(1, k, 1, 1, 1)
     pair = (w * xs).sum(dim=1) / (k * (k - 1))
-    return _masked_mean(skill - pair, mask)
+    return masked_mean(skill - pair, mask)
 
 
 def _quantiles(x: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
@@ -126,11 +126,11 @@ def _coverage_t(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.T
         )
     q_lo, q_hi = _quantiles(x, COVERAGE_LEVELS)
     inside = ((y >= q_lo) & (y <= q_hi)).to(x.dtype)
-    return _masked_mean(inside, mask)
+    return masked_mean(inside, mask)
 
 
 def _spread_skill_t(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    err = _rmse_t(x.mean(dim=1), y, mask)
+    err = rmse_t(x.mean(dim=1), y, mask)
     return torch.where(err > 0, _spread_t(x, mask) / torch.where(err > 0, err, 1.0), torch.nan)
 
 
@@ -146,7 +146,8 @@ def _pair_pcc(
     Returns
     -------
     ``(r, const_i | const_j | n < 2, const_i | const_j)`` each ``(G, P)``; ``r`` is PCC(x_i, x_j)
-    with :mod:`bench.metrics`' conventions (NaN if x_j constant or n < 2, 0 if x_i constant).
+    with :mod:`bench.scoring.metrics`' conventions (NaN if x_j constant or n < 2, 0 if x_i
+    constant).
 
     Moments over every pair mask come from three batched matrix products over positions, after
     centring each map on its own masked mean (which keeps the raw-moment variance well away from
@@ -154,7 +155,7 @@ def _pair_pcc(
     """
     n_reg, g = x.shape[:2]
     m = mask.reshape(n_reg, -1).to(x.dtype)  # (N, P)
-    shift = torch.nan_to_num(_masked_mean(x, mask))  # (N, G); 0 for empty masks
+    shift = torch.nan_to_num(masked_mean(x, mask))  # (N, G); 0 for empty masks
     a = (x.reshape(n_reg, g, -1) - shift[..., None]) * m[:, None]
     a = a.transpose(0, 1)  # (G, N, P), zero outside each region's own mask
     cnt = m @ m.T  # (N, N) positions in both masks
@@ -171,8 +172,8 @@ def _pair_pcc(
     # mean square on the original (unshifted) scale, for the relative constant-map test
     msq_i = var_i + (mu_i + shift.T[:, i]) ** 2
     msq_j = var_j + (mu_j + shift.T[:, j]) ** 2
-    r = _pcc_from_moments(cov, var_i, var_j, msq_i, msq_j, n.expand_as(cov))
-    either_const = _is_constant(var_i, msq_i) | _is_constant(var_j, msq_j)
+    r = pcc_from_moments(cov, var_i, var_j, msq_i, msq_j, n.expand_as(cov))
+    either_const = is_constant(var_i, msq_i) | is_constant(var_j, msq_j)
     return r, either_const | (n < 2), either_const
 
 
@@ -186,14 +187,14 @@ def spread(samples: ArrayLike, mask: ArrayLike, device: Device = None) -> np.nda
     scale; 0 for K = 1 or a deterministic method; NaN for an empty mask.
     """
     x, _, m = _prepare_samples(samples, None, mask, device)
-    return _np(_spread_t(x, m))
+    return to_numpy(_spread_t(x, m))
 
 
 def spread_map(samples: ArrayLike, device: Device = None) -> np.ndarray:
     """The per-position spread that :func:`spread` averages: ``sqrt(mean_k (X_k - mean_k X)^2)``
     at every position, float64 ``(N, G, H, W)`` in the maps' scale (for figures and export)."""
-    _check_ndim(samples, "samples", "(N, K, G, H, W)")
-    return _np(_spread_map_t(_as_float64(samples, "samples", _resolve_device(device))))
+    check_ndim(samples, "samples", "(N, K, G, H, W)")
+    return to_numpy(_spread_map_t(as_float64(samples, "samples", resolve_device(device))))
 
 
 def crps(samples: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) -> np.ndarray:
@@ -204,7 +205,7 @@ def crps(samples: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = No
     scale; NaN for an empty mask.
     """
     x, y, m = _prepare_samples(samples, hr, mask, device)
-    return _np(_crps_t(x, y, m))
+    return to_numpy(_crps_t(x, y, m))
 
 
 def spread_skill(
@@ -216,7 +217,7 @@ def spread_skill(
     RMSE is 0 or the mask is empty.
     """
     x, y, m = _prepare_samples(samples, hr, mask, device)
-    return _np(_spread_skill_t(x, y, m))
+    return to_numpy(_spread_skill_t(x, y, m))
 
 
 def coverage(
@@ -233,7 +234,7 @@ def coverage(
         If K < 10 (too few samples for a 5-95% interval).
     """
     x, y, m = _prepare_samples(samples, hr, mask, device)
-    return _np(_coverage_t(x, y, m))
+    return to_numpy(_coverage_t(x, y, m))
 
 
 def rvd(pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) -> np.ndarray:
@@ -244,12 +245,12 @@ def rvd(pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) 
     hr is constant over the mask (variance <= ``CONSTANT_RTOL`` * mean square, incl. exactly 0)
     or the mask is empty.
     """
-    p, h, m = _prepare_maps(pred, hr, mask, device)
+    p, h, m = prepare_maps(pred, hr, mask, device)
     var_p, _ = _masked_var(p, m)
     var_h, msq_h = _masked_var(h, m)
-    ok = ~_is_constant(var_h, msq_h)
+    ok = ~is_constant(var_h, msq_h)
     out = (var_p - var_h) ** 2 / torch.where(ok, var_h, 1.0) ** 2
-    return _np(torch.where(ok, out, torch.nan))
+    return to_numpy(torch.where(ok, out, torch.nan))
 
 
 def collapse_ratio(
@@ -260,7 +261,7 @@ def collapse_ratio(
     For every gene g and region pair i < j, ``PCC(pred_i, pred_j)`` and ``PCC(hr_i, hr_j)`` over
     the positions in both masks (``mask_i & mask_j``). Pairs whose hr PCC is undefined (either hr
     map constant there, or fewer than 2 shared positions) are dropped from both means; a constant
-    prediction counts as PCC 0, as in :func:`bench.metrics.pcc`.
+    prediction counts as PCC 0, as in :func:`bench.scoring.metrics.pcc`.
 
     ``ratio = mean_{(g, i<j) valid} PCC(pred) / mean_{(g, i<j) valid} PCC(hr)``.
 
@@ -272,7 +273,7 @@ def collapse_ratio(
     -------
     float; NaN if N < 2, no valid pair, or the denominator is 0.
     """
-    p, h, m = _prepare_maps(pred, hr, mask, device)
+    p, h, m = prepare_maps(pred, hr, mask, device)
     n_reg = p.shape[0]
     if n_reg < 2:
         return float("nan")
@@ -301,10 +302,10 @@ def diversity_scores(
     """
     x, y, m = _prepare_samples(samples, hr, mask, device)
     out: dict[str, np.ndarray | float] = {
-        "spread": _np(_spread_t(x, m)),
-        "crps": _np(_crps_t(x, y, m)),
-        "spread_skill": _np(_spread_skill_t(x, y, m)),
+        "spread": to_numpy(_spread_t(x, m)),
+        "crps": to_numpy(_crps_t(x, y, m)),
+        "spread_skill": to_numpy(_spread_skill_t(x, y, m)),
     }
     if x.shape[1] >= COVERAGE_MIN_K:
-        out["coverage"] = _np(_coverage_t(x, y, m))
+        out["coverage"] = to_numpy(_coverage_t(x, y, m))
     return out

@@ -1,17 +1,18 @@
 """The rows of a leaderboard section: each method's scores, intervals, significance and cost,
-aggregated from its records (one per seed). :mod:`bench.leaderboard` formats them.
+aggregated from its records (one per seed). :mod:`bench.board.page` formats them.
 
 Aggregation (``shared/design/metrics.md``): per method, the per-gene values of its seeds are first
 averaged per (section, gene) (a NaN or null seed value is left out of that average); the score is
 the mean of that (section x gene) table. Its interval comes from
-:func:`bench.stats.bootstrap_ci_seeds` (seed 0) on the per-seed tables: seeds and genes within
+:func:`bench.board.stats.bootstrap_ci_seeds` (seed 0) on the per-seed tables: seeds and genes
+within
 sections resampled. Table order: sections sorted, genes in the split's order (unknown genes
 after, sorted).
 
 Significance: each ranked method's seed-averaged PCC table is compared with the best method's on
 the same (section, gene) pairs by a two-sided Wilcoxon signed-rank test
-(:func:`bench.stats.paired_wilcoxon`); the p-values of all ranked methods but the best are
-Holm-corrected together (:func:`bench.stats.holm`) and shown in the "vs best" column, marked
+(:func:`bench.board.stats.paired_wilcoxon`); the p-values of all ranked methods but the best are
+Holm-corrected together (:func:`bench.board.stats.holm`) and shown in the "vs best" column, marked
 ``*`` below ``ALPHA`` (different from the best).
 """
 
@@ -24,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import ranking
-from bench.stats import bootstrap_ci_seeds
+from bench.board import ranking
+from bench.board.stats import bootstrap_ci_seeds
 
 __all__ = ["rows", "seed_mean_table"]
 

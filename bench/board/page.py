@@ -2,13 +2,13 @@
 
 ``render`` is pure: the same records (in any order) give the same bytes. There are no timestamps,
 and every loop runs over sorted keys. ``write`` also draws each section's figures
-(:mod:`bench.board_figures`) and links those it drew, so its page is a function of the records and
+(:mod:`bench.board.figures`) and links those it drew, so its page is a function of the records and
 the runner's prediction files beside them. One section per (dataset, split fingerprint) so scores
 from different splits never share a table. Within a section, methods are ranked by mean PCC.
 Control methods (``record["control"]`` set) get their own table and no rank. Failed runs are listed
 with their reason.
 
-Rows (scores, intervals, significance, cost) are computed in :mod:`bench.board_rows`.
+Rows (scores, intervals, significance, cost) are computed in :mod:`bench.board.rows`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import board_figures, board_rows, ranking
-from bench.board_rows import ALPHA, LEVEL, N_BOOT
-from bench.records import atomic_write_text, read_records
+from bench.board import figures as board_figures
+from bench.board import ranking
+from bench.board import rows as board_rows
+from bench.board.rows import ALPHA, LEVEL, N_BOOT
+from bench.run.records import atomic_write_text, read_records
 
 __all__ = ["render", "write"]
 
@@ -56,7 +58,7 @@ def _fingerprint(record: dict[str, Any]) -> str:
 
 
 def _scaled(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> list[str]:
-    """The table of :func:`bench.ranking.scaled` scores, or nothing without both controls."""
+    """The table of :func:`bench.board.ranking.scaled` scores, or nothing without both controls."""
     pair = ranking.control_pair(controls)
     if not ranked or pair is None:
         return []
@@ -78,7 +80,8 @@ def _scaled(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> lis
 
 
 def _summary(sections: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
-    """The aggregated rank across datasets and metrics (:func:`bench.ranking.aggregated_rank`),
+    """The aggregated rank across datasets and metrics (see
+    :func:`bench.board.ranking.aggregated_rank`),
     with each section's headline PCC, interval and significance mark; ``sections`` = (column
     label, ranked rows)."""
     rows = ranking.aggregated_rank([r for _, r in sections], [(m, "↓" in t) for m, t in MAIN])
@@ -276,7 +279,7 @@ def render(records: list[dict[str, Any]], command: str) -> str:
 
     Parameters
     ----------
-    records : result records as read by :func:`bench.records.read_records`.
+    records : result records as read by :func:`bench.run.records.read_records`.
     command : the shell command that regenerates the page; printed in the header.
 
     Returns
@@ -288,7 +291,7 @@ def render(records: list[dict[str, Any]], command: str) -> str:
 
 def write(results_dir: Path, path: Path, command: str) -> tuple[Path, list[Path]]:
     """Render the records under ``results_dir`` and write them atomically to ``path``, with the
-    figures the page links, drawn in ``<path's folder>/figures`` (:mod:`bench.board_figures`)
+    figures the page links, drawn in ``<path's folder>/figures`` (:mod:`bench.board.figures`)
     from the records and the runner's files beside them. Returns the page and the figures."""
     results_dir, folder = Path(results_dir), Path(path).parent / FIGURES
 

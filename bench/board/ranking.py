@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from bench.stats import holm, paired_wilcoxon
+from bench.board.stats import holm, paired_wilcoxon
 
 Row = dict[str, Any]
 
@@ -20,7 +20,8 @@ def vs_best(ranked: Sequence[Row]) -> list[float]:
     """Holm-corrected p of each ranked row's PCC against the first row's (NaN for the first).
 
     Two-sided Wilcoxon signed-rank tests on the same (section, gene) pairs
-    (:func:`bench.stats.paired_wilcoxon`), corrected together with :func:`bench.stats.holm`.
+    (:func:`bench.board.stats.paired_wilcoxon`), corrected together with
+    :func:`bench.board.stats.holm`.
     """
     if not ranked:
         return []

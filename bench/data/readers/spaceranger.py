@@ -23,8 +23,8 @@ Pixel size: ``um_per_px = 65 / spot_diameter_fullres``; Space Ranger documents t
 pixel diameter of a *theoretical 65 um* spot (not the 55 um physical spot).
 
 Checked: readable files (errors name the file), unique barcodes in matrix and positions, every
-matrix barcode positioned, raw integer counts (:func:`bench.section.check_counts`), one lattice
-parity, and the coordinate contract (:func:`bench.section.check_section`: in-tissue spots inside
+matrix barcode positioned, raw integer counts (:func:`bench.data.section.check_counts`), one lattice
+parity, and the coordinate contract (:func:`bench.data.section.check_section`: in-tissue spots inside
 the image, plausible pixel size agreeing with the scale factors and the card's
 ``image_um_per_px``). Spots are the matrix's (a filtered matrix holds the in-tissue ones, a raw
 one all 4,992), each with ``in_tissue`` from the positions file.
@@ -45,8 +45,8 @@ import pandas as pd
 from scipy import sparse
 
 from bench.errors import BenchError
-from bench.legacy_st import image_size, lattice_parity, pitch
-from bench.section import Section, check_counts, check_section, fit_to_pixel
+from bench.data.readers.lattice import image_size, lattice_parity, pitch
+from bench.data.section import Section, check_counts, check_section, fit_to_pixel
 
 POSITION_COLUMNS = (
     "barcode",
