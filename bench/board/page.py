@@ -23,7 +23,8 @@ from bench.board import figures as board_figures
 from bench.board import ranking
 from bench.board import rows as board_rows
 from bench.board.rows import ALPHA, LEVEL, N_BOOT
-from bench.run.records import atomic_write_text, read_records
+from bench.files import atomic_write_text
+from bench.run.records import read_records
 
 __all__ = ["render", "write"]
 

@@ -17,11 +17,11 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from bench.files import atomic_write
 from bench.data.cards import Card, require_files
 from bench.data.splits import Split, build, load_spec
 from methods.contract import Sample
@@ -67,15 +67,7 @@ def _save(path: Path, split: Split, stamp: dict[str, list[int]]) -> None:
             arrays.update({f"{role}/{i}/{name}": getattr(s, name) for name in _ARRAYS})
     meta = {"spec": split.spec, "stamp": stamp, "code": code_hash()}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda p: np.savez(p, **arrays))
 
 
 def _load(path: Path, stamp: dict[str, list[int]]) -> Split | None:

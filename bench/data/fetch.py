@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.data.cards import Card
 from bench.errors import BenchError
+from bench.files import atomic_write
 
 _CHUNK = 1 << 20
 
@@ -42,19 +43,25 @@ def verify(card: Card, root: Path) -> None:
             )
 
 
-def _download(url: str, target: Path) -> tuple[str, str]:
-    """Download ``url`` to a temporary file beside ``target``; return (temp path, sha256)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+class _Mismatch(Exception):
+    """A download whose sha256 is not the card's (its temporary file is discarded)."""
+
+
+def _download(url: str, expected: str) -> Callable[[Path], None]:
+    """A writer for :func:`bench.files.atomic_write` that streams ``url`` into its path and
+    raises :class:`_Mismatch` (so nothing is renamed into place) unless the sha256 is
+    ``expected``."""
+
+    def write(path: Path) -> None:
+        digest = hashlib.sha256()
+        with open(path, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             while chunk := resp.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp, digest.hexdigest()
+        if digest.hexdigest() != expected:
+            raise _Mismatch(digest.hexdigest())
+
+    return write
 
 
 def fetch(card: Card, root: Path, log: Callable[[str], None] = print) -> int:
@@ -77,17 +84,16 @@ def fetch(card: Card, root: Path, log: Callable[[str], None] = print) -> int:
         for mirror in mirrors:
             url = mirror.format(commit=commit, path=rel)
             try:
-                tmp, got = _download(url, target)
+                atomic_write(target, _download(url, expected))
             except OSError as err:
                 errors.append(f"{url}: {err}")
                 continue
-            if got == expected:
-                os.replace(tmp, target)
-                fetched += 1
-                log(f"fetched {rel}")
-                break
-            os.unlink(tmp)
-            errors.append(f"{url}: sha256 {got[:12]}... != {expected[:12]}...")
+            except _Mismatch as got:
+                errors.append(f"{url}: sha256 {str(got)[:12]}... != {expected[:12]}...")
+                continue
+            fetched += 1
+            log(f"fetched {rel}")
+            break
         else:
             raise BenchError(
                 f"could not fetch {card.name}/{rel} "

@@ -34,6 +34,7 @@ import numpy as np
 
 from bench.data.cards import Card, require_files
 from bench.errors import BenchError
+from bench.files import atomic_write_text
 from bench.data.histology import crop_grids
 from bench.data.readers import reader
 from bench.data.regions import define_regions, in_window, sites
@@ -253,8 +254,6 @@ def load_spec(card: Card, k: int) -> dict[str, Any]:
 
 def write_spec(card: Card, spec: dict[str, Any]) -> Path:
     """Write a split file atomically; returns its path."""
-    from bench.run.records import atomic_write_text
-
     path = card.split_path(spec["k"])
     atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
     return path

@@ -15,8 +15,6 @@ an LR spot (the positions a method super-resolves); variables are the split's ge
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import numpy as np
 from bench.data.section import Section
 from bench.data.splits import Split
 from bench.errors import BenchError
+from bench.files import atomic_write
 
 
 def to_anndata(
@@ -106,13 +105,4 @@ def read_prediction(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray | 
 
 def write_h5ad(adata, out: Path) -> Path:  # adata: anndata.AnnData
     """Write atomically (temporary file in the same folder, then rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".h5ad", dir=out.parent)
-    os.close(fd)
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(out, adata.write_h5ad)

@@ -5,12 +5,12 @@ and a record last, so a record implies its files.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.files import atomic_write
 from bench.run.records import record_path, write_record
 
 if TYPE_CHECKING:  # annotations only: the leaderboard reads paths here without loading splits
@@ -44,7 +44,7 @@ def _artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> l
 
     def side(suffix: str, write: Any) -> None:
         path = side_path(results_dir, *cell, suffix)
-        _atomic_side_file(path, write)
+        atomic_write(path, write)
         out.append(path)
 
     if record["per_gene"]:
@@ -91,7 +91,7 @@ def save_test_maps(results_dir: Path, split: Split) -> Path:
             "lr_mask": s.lr_mask, "hr_mask": s.hr_mask,
             "region": np.array(s.region), "genes": np.array(list(split.genes)),
         }  # fmt: skip
-        _atomic_side_file(path, lambda p: np.savez_compressed(p, **arrays))
+        atomic_write(path, lambda p: np.savez_compressed(p, **arrays))
     return path
 
 
@@ -103,14 +103,6 @@ def side_files(results_dir: Path, record: dict) -> list[Path]:
     cell = (record["dataset"], record["method"], record["seed"])
     paths = (side_path(results_dir, *cell, suffix) for suffix in SIDE_SUFFIXES)
     return [p for p in paths if p.is_file()]
-
-
-def _atomic_side_file(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-") as tmp:
-        staged = Path(tmp) / path.name
-        write(staged)
-        staged.replace(path)
 
 
 def save(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:

@@ -12,13 +12,13 @@ backend is left alone) and no figure is left registered in pyplot's figure manag
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.files import atomic_write
 
 __all__ = ["error_spread_figure", "gallery_figure", "gene_panel", "pick_genes", "save_png"]
 
@@ -122,16 +122,12 @@ def gene_panel(
 
 def save_png(fig: Any, path: Path, dpi: int = 110) -> Path:
     """Write ``fig`` to ``path`` as PNG, atomically, with no software/time stamp in the file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return atomic_write(
+        Path(path),
+        lambda p: fig.savefig(
+            p, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None}
+        ),
+    )
 
 
 def _figure(width: float, height: float) -> Any:
