@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.errors import BenchError, writable_dir
-
-DEFAULT_DATASET = "her2st"
-DEFAULT_LEADERBOARD = Path("leaderboard") / "LEADERBOARD.md"
+from bench.grid import DEFAULT_DATASET, DEFAULT_LEADERBOARD
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", nargs="+", type=_seed, default=[0], help="integers >= 0")
     run.add_argument("--preset", choices=PRESETS, default="default")
     run.add_argument(
-        "--samples", type=_positive, default=8, help="draws per input for stochastic methods"
+        "--draws",
+        "--samples",
+        dest="draws",
+        type=_positive,
+        default=8,
+        help="K draws per input for stochastic methods (--samples: old name)",
     )
     run.add_argument(
         "--results-dir", default="results", help="records and the MLflow store (default: results)"
@@ -92,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--leaderboard", default=str(DEFAULT_LEADERBOARD), help="leaderboard file to regenerate"
     )
     run.add_argument(
-        "--k", type=_positive, default=None, help="pooling factor (default: each card's)"
+        "--k",
+        "--scale",
+        dest="k",
+        type=_positive,
+        default=None,
+        help="pooling factor k (default: each card's)",
     )
     run.add_argument(
         "--timeout",
@@ -118,17 +126,42 @@ def build_parser() -> argparse.ArgumentParser:
         "split", parents=[data], help="(re)build committed split files from the data"
     )
     split.add_argument(
-        "--k", type=_positive, default=None, help="pooling factor (default: the card's)"
+        "--k", "--scale", dest="k", type=_positive, default=None, help="pooling factor k"
     )
     export = sub.add_parser("export", help="write a cell's HR prediction as AnnData (.h5ad)")
     export.add_argument("--dataset", default=DEFAULT_DATASET)
     export.add_argument("--method", required=True)
     export.add_argument("--seed", type=_seed, default=0)
-    export.add_argument("--k", type=_positive, default=None, help="pooling (default: the card's)")
+    export.add_argument(
+        "--k", "--scale", dest="k", type=_positive, default=None, help="pooling factor k"
+    )
     export.add_argument("--data-dir", help="data directory (as for run)")
     export.add_argument("--results-dir", default="results")
     export.add_argument("--out", required=True, help="output .h5ad file")
     return parser
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench.grid import RunConfig, run_grid
+
+    config = RunConfig(
+        methods=args.methods,
+        datasets=args.datasets,
+        seeds=tuple(args.seeds),
+        preset=args.preset,
+        draws=args.draws,
+        k=args.k,
+        timeout=args.timeout,
+        data_dir=args.data_dir,
+        results_dir=args.results_dir,
+        tracking_uri=args.tracking_uri,
+        leaderboard=args.leaderboard,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        progress=not args.no_progress,
+        command="python -m bench " + shlex.join(argv),
+    )
+    return run_grid(config).exit_status
 
 
 def cmd_list() -> int:
@@ -190,7 +223,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         card = cards.load_card(name)
         spec = splits.make_split(card, root, args.k or card.split["default_pooling"])
         path = splits.write_spec(card, spec)
-        print(f"{name}: {path} fingerprint {spec['fingerprint']}")
+        print(f"{name}: {path} fingerprint {spec.fingerprint}")
     return 0
 
 
@@ -209,7 +242,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     split = cache.load(card, root, args.k or card.split["default_pooling"])
     saved = side_path(Path(args.results_dir), split.label, method, args.seed, ".pred.npz")
     pred, spread = export.read_prediction(saved, split)
-    ids = list(dict.fromkeys(split.spec["regions"][s.region]["section"] for s in split.test))
+    ids = split.spec.section_ids([s.region for s in split.test])
     adata = export.to_anndata(
         split, splits.read_sections(card, root, ids), pred, method, args.seed, spread
     )
@@ -229,9 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return cmd_list()
         if args.command == "run":
-            from bench.grid import run
-
-            return run(args, argv)
+            return cmd_run(args, argv)
         if args.command == "leaderboard":
             return cmd_leaderboard(args, argv)
         if args.command == "fetch":

@@ -1,77 +1,130 @@
-"""The grid behind ``python -m bench run``: every (dataset, method, seed) cell, resumed where an
-earlier invocation left off, run by an executor, recorded, tracked in MLflow; then the leaderboard.
+"""The library entry point: ``run_grid(RunConfig(...)) -> GridResult``, behind
+``python -m bench run`` and what benchmarks and notebooks call instead of shelling out.
 
-All data are read and verified, and the folders and tracking store checked, before anything is
-written; a bad input is a :class:`bench.errors.BenchError` (exit status 2).
+Every (dataset, method, seed) cell of the run grid is resumed where an earlier invocation left
+off (:func:`bench.run.cell.reusable` decides), run by an executor, recorded, tracked in MLflow;
+then the leaderboard is rewritten. All data are read and verified, and the folders and tracking
+store checked, before anything is written; a bad input is a :class:`bench.errors.BenchError`
+(the CLI's exit status 2).
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import BenchError, writable_dir
 
+DEFAULT_DATASET = "her2st"
+DEFAULT_LEADERBOARD = Path("leaderboard") / "LEADERBOARD.md"
 
-def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """``python -m bench run``: returns the exit status (1 when a cell failed)."""
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One invocation's settings (the options of ``python -m bench run``).
+
+    ``methods`` and ``datasets`` are ``"all"``, comma-separated names or a sequence of names;
+    ``k`` the pooling factor (None: each card's default); ``draws`` the K draws per input of a
+    stochastic method; ``timeout`` seconds per cell (None: no limit); ``command`` the shell
+    command printed on the leaderboard to regenerate it.
+    """
+
+    methods: str | Sequence[str] = "all"
+    datasets: str | Sequence[str] = DEFAULT_DATASET
+    seeds: Sequence[int] = (0,)
+    preset: str = "default"
+    draws: int = 8
+    k: int | None = None
+    timeout: float | None = None
+    data_dir: str | Path | None = None
+    results_dir: str | Path = "results"
+    tracking_uri: str | None = None
+    leaderboard: str | Path = DEFAULT_LEADERBOARD
+    executor: str = "local"
+    ray_address: str | None = None
+    progress: bool = True
+    command: str = "bench.run_grid(...)"
+
+
+@dataclass
+class GridResult:
+    """What a grid left: its records (one per cell, reused ones included), the folders and files
+    written, and how many cells failed."""
+
+    records: list = field(default_factory=list)  # list[bench.run.records.Record]
+    failed: int = 0
+    reused: int = 0
+    results_dir: Path = Path("results")
+    leaderboard: Path = DEFAULT_LEADERBOARD
+    tracking_uri: str = ""
+
+    @property
+    def exit_status(self) -> int:
+        """0 when every cell is ok, else 1 (as ``python -m bench run``)."""
+        return 1 if self.failed else 0
+
+
+def _names(value: str | Sequence[str]) -> str:
+    return value if isinstance(value, str) else ",".join(value)
+
+
+def run_grid(config: RunConfig) -> GridResult:
+    """Run the grid of ``config`` and rewrite its leaderboard; see the module docstring."""
     from tqdm import tqdm
 
-    from bench.board import page as leaderboard
+    from bench.board import page
     from bench.data import cache, cards
-    from bench.run import cell as runner
-    from bench.run import executors, outputs
+    from bench.run import cell, executors, outputs
     from bench.run.records import record_path
     from bench.run.resources import code_version, device_name
     from bench.run.tracking import Tracker, card_facts, default_uri, run_name
     from methods import UnknownMethodError, resolve
 
     try:
-        methods = resolve(args.methods)
+        methods = resolve(_names(config.methods))
     except UnknownMethodError as err:
         raise BenchError(str(err)) from None
-    datasets = cards.resolve_datasets(args.datasets)
-    root = cards.data_dir(args.data_dir)
+    datasets = cards.resolve_datasets(_names(config.datasets))
+    seeds = list(config.seeds)
+    root = cards.data_dir(config.data_dir)
     built, facts = {}, {}
     for name in datasets:  # read and verify all data before writing anything
         card = cards.load_card(name)
-        built[name] = cache.load(card, root, args.k or card.split["default_pooling"])
+        built[name] = cache.load(card, root, config.k or card.split["default_pooling"])
         facts[name] = card_facts(card.raw)
-    ray_here = args.executor == "ray" and executors.start_ray(args.ray_address)
-    results = Path(args.results_dir).resolve()
+    ray_here = config.executor == "ray" and executors.start_ray(config.ray_address)
+    results = Path(config.results_dir).resolve()
     # an explicit server is checked before any folder is made; the default store is in results
-    tracker = Tracker(args.tracking_uri, results) if args.tracking_uri else None
+    tracker = Tracker(config.tracking_uri, results) if config.tracking_uri else None
     writable_dir(results, "results dir")
-    board_path = Path(args.leaderboard)
+    board_path = Path(config.leaderboard)
     writable_dir(board_path.parent, "leaderboard folder")
     tracker = tracker or Tracker(default_uri(results), results)
     for split in built.values():  # what the leaderboard's gene-map figures show
         outputs.save_test_maps(results, split)
-    opts = runner.RunOptions(
-        preset=args.preset,
-        samples=args.samples,
-        timeout=args.timeout,
+    opts = cell.RunOptions(
+        preset=config.preset,
+        draws=config.draws,
+        timeout=config.timeout,
         code_version=code_version(),
     )
-    command = "python -m bench " + shlex.join(argv)
     print(f"device: {device_name()}; MLflow store: {tracker.uri}", flush=True)
     tracker.start(
-        run_name("invocation", {"preset": args.preset}),
+        run_name("invocation", {"preset": config.preset}),
         params={
             "methods": ",".join(methods),
             "datasets": ",".join(datasets),
-            "seeds": " ".join(map(str, args.seeds)),
-            "preset": args.preset,
-            "command": command,
+            "seeds": " ".join(map(str, seeds)),
+            "preset": config.preset,
+            "command": config.command,
         },
         tags={"code_version": opts.code_version, "device": opts.device},
     )
-    cells = [(d, m, s) for d in datasets for m in methods for s in args.seeds]
+    cells = [(d, m, s) for d in datasets for m in methods for s in seeds]
     # cells done by an earlier (perhaps killed) invocation: skipped, and given to the store repair
-    done = {(d, m, s): runner.reusable(results, built[d], m, s, opts) for d, m, s in cells}
+    done = {(d, m, s): cell.reusable(results, built[d], m, s, opts) for d, m, s in cells}
     finished = [(rec, outputs.side_files(results, rec)) for rec in done.values() if rec]
     repaired = tracker.reconcile(finished)
     if any(repaired.values()):
@@ -86,16 +139,20 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for d, m, s in cells
         if done[(d, m, s)] is None
     ]
-    if args.executor == "ray":
-        stream = executors.ray(pending, built, opts)
-    else:
-        stream = executors.local(pending, built, opts)
-    failed = 0
+    run = executors.ray if config.executor == "ray" else executors.local
+    stream = run(pending, built, opts)
+    result = GridResult(
+        records=[rec for rec in done.values() if rec],
+        reused=len(cells) - len(pending),
+        results_dir=results,
+        leaderboard=board_path,
+        tracking_uri=tracker.uri,
+    )
     bar = tqdm(
         total=len(cells),
         initial=len(cells) - len(pending),
         unit="cell",
-        disable=args.no_progress,
+        disable=not config.progress,
         file=sys.stderr,
     )
     for (dataset, method, seed, _), record, extras in stream:
@@ -103,22 +160,25 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         bar.set_description(f"{split.label}/{method} seed {seed}")
         files = outputs.save(results, split, record, extras)
         tracker.log_cell(record, files, facts[dataset])
+        result.records.append(record)
         bar.update()
-        if record["status"] != "ok":
-            failed += 1
+        if not record.ok:
+            result.failed += 1
             tqdm.write(
-                f"{split.label}/{method} seed {seed} failed: {record['error']}", file=sys.stderr
+                f"{split.label}/{method} seed {seed} failed: {record.error}", file=sys.stderr
             )
     bar.close()
     if ray_here:
         executors.stop_ray()
-    tracker.finish(failed=bool(failed))
-    path, drawn = leaderboard.write(results, board_path, command)
+    tracker.finish(failed=bool(result.failed))
+    path, drawn = page.write(results, board_path, config.command)
     tracker.log_files(drawn, "figures")
-    print(f"{len(cells)} cell(s), {failed} failed; records in {results}")
+    result.leaderboard = path
+    result.records.sort(key=lambda r: (r.dataset, r.method, r.seed))
+    print(f"{len(cells)} cell(s), {result.failed} failed; records in {results}")
     print(f"leaderboard: {path}")
     print(
         f"MLflow store: {tracker.uri}  (browse: mlflow ui --backend-store-uri {tracker.uri} "
         "--host 127.0.0.1)"
     )
-    return 1 if failed else 0
+    return result

@@ -26,9 +26,9 @@ import numpy as np
 
 def _measure(fn, *args, **kwargs) -> tuple[float, float]:
     """(seconds, peak MiB above the starting RSS) of one call ``fn(*args, **kwargs)``."""
-    from bench.run.resources import PeakMemory, _rss_bytes
+    from bench.run.resources import PeakMemory, rss_bytes
 
-    base = _rss_bytes() / 2**20
+    base = rss_bytes() / 2**20
     with PeakMemory(interval=0.002) as mem:
         start = time.perf_counter()
         fn(*args, **kwargs)

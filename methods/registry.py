@@ -1,12 +1,14 @@
 """The lazy method registry: names map to ``module:Class`` strings, imported only on demand.
 
 ``--methods bicubic`` therefore imports ``methods.interpolation`` and nothing heavier (no
-torch-geometric, no diffusion code). Adding a method is one line here plus its module.
+torch-geometric, no diffusion code). Adding a method is one line here plus its module;
+:func:`register` adds one at run time (a plugin, a test's stub).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from methods.contract import Method
@@ -36,6 +38,35 @@ class UnknownMethodError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def register(name: str, module: str, cls: str, **fixed: Any) -> Callable[[], None]:
+    """Register ``module:cls`` under ``name`` with fixed keyword arguments (replacing any entry);
+    nothing is imported until the method is asked for.
+
+    Returns a function that undoes this registration (restoring the previous entry, if any), so
+    a test can register a stub and leave the registry as it found it.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"method name {name!r} is not an identifier; use e.g. 'my_method'")
+    previous = _REGISTRY.get(name)
+    _REGISTRY[name] = (module, cls, dict(fixed))
+
+    def undo() -> None:
+        if previous is None:
+            _REGISTRY.pop(name, None)
+        else:
+            _REGISTRY[name] = previous
+
+    return undo
+
+
+def entry(name: str) -> tuple[str, str, dict[str, Any]]:
+    """``(module, class name, fixed keyword arguments)`` registered under ``name`` (no import)."""
+    if name not in _REGISTRY:
+        raise UnknownMethodError(f"unknown method {name!r}; known methods: {', '.join(names())}")
+    module, cls, fixed = _REGISTRY[name]
+    return module, cls, dict(fixed)
 
 
 def names() -> list[str]:

@@ -34,3 +34,14 @@ def her2st(root):
     from bench.data.splits import build
 
     return build(load_card("her2st"), root, 2)
+
+
+@pytest.fixture
+def register_method():
+    """``register_method(name, module, cls, **fixed)``: a method registered for one test."""
+    from methods import registry
+
+    undo = []
+    yield lambda *args, **fixed: undo.append(registry.register(*args, **fixed))
+    for step in reversed(undo):
+        step()

@@ -6,12 +6,13 @@ data by the benchmark, not here.
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+from collections.abc import Iterator
 
 from methods import registry
 
 TINY_NET = {
-    "channels": 16,
+    "channels": None,  # sized from the genes: a narrower first layer is refused
     "groups": 4,
     "tile_grid": 2,
     "tile_px": 4,
@@ -28,8 +29,16 @@ SMOKE: dict[str, dict] = {
 }
 
 
-def shrink_registry(mp: pytest.MonkeyPatch) -> None:
-    """Make every registered method in ``SMOKE`` run at smoke size (registry fixed kwargs)."""
+@contextlib.contextmanager
+def smoke_size() -> Iterator[None]:
+    """Inside the block every registered method in ``SMOKE`` runs at smoke size (its registry
+    entry's fixed keyword arguments overridden); the registry is restored on exit."""
+    undo = []
     for name, overrides in SMOKE.items():
-        module, cls, fixed = registry._REGISTRY[name]
-        mp.setitem(registry._REGISTRY, name, (module, cls, {**fixed, **overrides}))
+        module, cls, fixed = registry.entry(name)
+        undo.append(registry.register(name, module, cls, **{**fixed, **overrides}))
+    try:
+        yield
+    finally:
+        for step in reversed(undo):
+            step()

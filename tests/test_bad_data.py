@@ -28,7 +28,7 @@ import synthetic as syn
 
 from bench import cli
 from bench.data.cards import load_card
-from bench.data.splits import fingerprint, make_split, write_spec
+from bench.data.splits import SplitSpec, fingerprint, make_split, write_spec
 
 REPO = Path(__file__).resolve().parent.parent
 EMBRYO = "visium_cytassist_mouse_embryo"
@@ -326,8 +326,10 @@ def commit_split(ds: syn.Dataset, edit: Callable[[dict], None] | None = None) ->
     card = load_card(ds.name)
     spec = make_split(card, ds.data, 2)
     if edit:
-        edit(spec)
-        spec["fingerprint"] = fingerprint(spec)
+        raw = spec.to_json()
+        edit(raw)
+        raw["fingerprint"] = fingerprint(raw)
+        spec = SplitSpec.from_json(raw)
     write_spec(card, spec)
 
 

@@ -9,11 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
-from smoke import shrink_registry
+from smoke import smoke_size
 
 from bench import cli
 from bench.run.records import read_records
-from methods import names, registry
+from methods import names
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,11 +33,10 @@ def main_job(tmp_path_factory, root):
         "--leaderboard",
         str(out / "LEADERBOARD.md"),
         "--no-progress",
-        "--samples",
+        "--draws",
         "3",
     ]
-    with pytest.MonkeyPatch.context() as mp:
-        shrink_registry(mp)  # iterative methods at smoke size; every registered method runs
+    with smoke_size():  # iterative methods at smoke size; every registered method runs
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             rc = cli.main(argv)
@@ -48,12 +47,12 @@ def test_main_job_records_every_registered_method(main_job):
     out, _, rc, _ = main_job
     assert rc == 0
     records = read_records(out / "results")
-    assert sorted(r["method"] for r in records) == sorted(names())
+    assert sorted(r.method for r in records) == sorted(names())
     for r in records:
-        assert r["status"] == "ok" and r["dataset"] == "her2st" and r["seed"] == 0
-        assert set(r["metrics"]) >= {"pcc", "ssim", "rmse"}
-        assert len(r["per_gene"]["pcc"]) == 2 * 50 and r["split"]["fingerprint"]
-        assert r["timings"]["predict_s"] >= 0 and r["peak_memory_mb"] > 0 and r["device"] == "cpu"
+        assert r.status == "ok" and r.dataset == "her2st" and r.seed == 0
+        assert set(r.metrics) >= {"pcc", "ssim", "rmse"}
+        assert len(r.per_gene.scores["pcc"]) == 2 * 50 and r.split.fingerprint
+        assert r.timings["predict_s"] >= 0 and r.peak_memory_mb > 0 and r.device == "cpu"
 
 
 def test_mlflow_runs_are_readable_from_the_printed_store(main_job):
@@ -77,7 +76,7 @@ def test_mlflow_runs_are_readable_from_the_printed_store(main_job):
     assert children["tags.split_fingerprint"].nunique() == 1
     bicubic = children[children["tags.method"] == "bicubic"].iloc[0]
     record = json.loads((out / "results" / "her2st" / "bicubic" / "seed-0.json").read_text())
-    assert bicubic["metrics.pcc"] == pytest.approx(record["metrics"]["pcc"])
+    assert bicubic["metrics.pcc"] == pytest.approx(record.metrics["pcc"])
     assert bicubic["tags.mlflow.runName"] == "bicubic[mode=bicubic,seed=0]"
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(bicubic["run_id"])}
     assert artifacts == {"seed-0.per_gene.csv", "seed-0.genes.png", "seed-0.pred.npz"}
@@ -92,8 +91,8 @@ def test_mlflow_runs_are_readable_from_the_printed_store(main_job):
 
 def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
     out, _, _, _ = main_job
-    by = {r["method"]: r for r in read_records(out / "results")}
-    assert by["bicubic"]["metrics"]["pcc"] > by["mean"]["metrics"]["pcc"] + 0.2
+    by = {r.method: r for r in read_records(out / "results")}
+    assert by["bicubic"].metrics["pcc"] > by["mean"].metrics["pcc"] + 0.2
     board = (out / "LEADERBOARD.md").read_text()
     rows = {
         line.split("|")[2].strip(): line
@@ -112,9 +111,14 @@ def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
     assert all((out / link).is_file() for link in links)
 
 
-def test_rerun_resumes_and_numbers_are_deterministic(main_job, tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def smoke():
+    with smoke_size():
+        yield
+
+
+def test_rerun_resumes_and_numbers_are_deterministic(main_job, tmp_path, capsys, smoke):
     out, argv, _, _ = main_job
-    shrink_registry(monkeypatch)
     before = {p: p.stat().st_mtime_ns for p in (out / "results").glob("her2st/*/seed-0.json")}
     assert cli.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing recomputed
@@ -122,13 +126,13 @@ def test_rerun_resumes_and_numbers_are_deterministic(main_job, tmp_path, capsys,
     fresh[fresh.index("--results-dir") + 1] = str(tmp_path / "again")
     fresh[fresh.index("--leaderboard") + 1] = str(tmp_path / "LB.md")
     assert cli.main(fresh) == 0
-    a = {r["method"]: (r["metrics"], r["per_gene"]) for r in read_records(out / "results")}
-    b = {r["method"]: (r["metrics"], r["per_gene"]) for r in read_records(tmp_path / "again")}
+    a = {r.method: (r.metrics, r.per_gene) for r in read_records(out / "results")}
+    b = {r.method: (r.metrics, r.per_gene) for r in read_records(tmp_path / "again")}
     assert a == b
 
 
 @pytest.fixture
-def stubs(monkeypatch):
+def stubs(register_method):
     for name, cls in [
         ("noisy", "NoisyBicubic"),
         ("broken", "Broken"),
@@ -138,7 +142,7 @@ def stubs(monkeypatch):
         ("greedy", "Greedy"),
         ("shape", "WrongShape"),
     ]:
-        monkeypatch.setitem(registry._REGISTRY, name, ("stub_methods", cls, {}))
+        register_method(name, "stub_methods", cls)
 
 
 def test_failing_cells_are_recorded_and_the_grid_goes_on(stubs, root, tmp_path, capsys):
@@ -154,7 +158,7 @@ def test_failing_cells_are_recorded_and_the_grid_goes_on(stubs, root, tmp_path, 
             str(results),
             "--leaderboard",
             str(tmp_path / "LB.md"),
-            "--samples",
+            "--draws",
             "10",
             "--seeds",
             "0",
@@ -163,20 +167,20 @@ def test_failing_cells_are_recorded_and_the_grid_goes_on(stubs, root, tmp_path, 
         ]
     )
     assert rc == 1
-    by = {(r["method"], r["seed"]): r for r in read_records(results)}
+    by = {(r.method, r.seed): r for r in read_records(results)}
     assert len(by) == 10
-    assert "deliberately broken" in by[("broken", 0)]["error"]
-    assert "NaN" in by[("nan", 0)]["error"]
-    assert by[("peek", 0)]["status"] == "failed"  # the target is not there at predict time
+    assert "deliberately broken" in by[("broken", 0)].error
+    assert "NaN" in by[("nan", 0)].error
+    assert by[("peek", 0)].status == "failed"  # the target is not there at predict time
     assert (
         (results / "her2st" / "broken" / "seed-0.traceback.txt").read_text().count("RuntimeError")
     )
     noisy = by[("noisy", 0)]
-    assert noisy["status"] == "ok" and noisy["params"]["samples"] == 10
+    assert noisy.status == "ok" and noisy.params["draws"] == 10
     assert {"spread", "crps", "spread_skill", "coverage", "collapse_ratio", "rvd"} <= set(
-        noisy["metrics"]
+        noisy.metrics
     )
-    assert noisy["metrics"]["spread"] > 0.2 and noisy["metrics"] != by[("noisy", 1)]["metrics"]
+    assert noisy.metrics["spread"] > 0.2 and noisy.metrics != by[("noisy", 1)].metrics
     board = (tmp_path / "LB.md").read_text()
     assert "deliberately broken" in board and "noisy" in board
 
@@ -188,8 +192,8 @@ def test_each_fault_kind_is_isolated(stubs, root, tmp_path):
     argv = ["run", "--methods", "broken,nan,shape,slow,greedy,bicubic", "--timeout", "2"]
     argv += ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
     assert cli.main(argv + ["--leaderboard", str(tmp_path / "LB.md")]) == 1
-    by = {r["method"]: r for r in read_records(results)}
-    assert by["bicubic"]["status"] == "ok"
+    by = {r.method: r for r in read_records(results)}
+    assert by["bicubic"].status == "ok"
     reasons = {
         "broken": "RuntimeError: deliberately broken",
         "nan": "NaN",
@@ -198,13 +202,10 @@ def test_each_fault_kind_is_isolated(stubs, root, tmp_path):
         "greedy": "MemoryError",
     }
     for method, needle in reasons.items():
-        assert by[method]["status"] == "failed" and needle in by[method]["error"], method
+        assert by[method].status == "failed" and needle in by[method].error, method
         tb = results / "her2st" / method / "seed-0.traceback.txt"
         assert tb.read_text().strip(), method
-    assert (
-        by["slow"]["timings"]["fit_s"] == 0.0
-        and by["slow"]["finished"] - by["slow"]["started"] < 10
-    )
+    assert by["slow"].timings["fit_s"] == 0.0 and by["slow"].finished - by["slow"].started < 10
 
 
 BAD = [
@@ -260,18 +261,18 @@ def test_all_datasets_score_and_export(root, tmp_path, capsys):
     argv = ["run", "--methods", "bicubic,mean", "--datasets", "all", "--preset", "quick"]
     assert cli.main(argv + common + board) == 0
     records = read_records(results)
-    assert {r["dataset"] for r in records} == {
+    assert {r.dataset for r in records} == {
         "her2st",
         "visium_cytassist_mouse_embryo",
         "xenium_bone_marrow",
     }
-    assert all(r["status"] == "ok" for r in records)
-    for dataset in {r["dataset"] for r in records}:
-        by = {r["method"]: r["metrics"]["pcc"] for r in records if r["dataset"] == dataset}
+    assert all(r.status == "ok" for r in records)
+    for dataset in {r.dataset for r in records}:
+        by = {r.method: r.metrics["pcc"] for r in records if r.dataset == dataset}
         assert by["bicubic"] > by["mean"] + 0.2, dataset  # interpolation carries real signal
     assert cli.main(["run", "--methods", "bicubic", "--k", "3"] + common + board) == 0
-    k3 = [r for r in read_records(results) if r["dataset"] == "her2st-k3"]
-    assert len(k3) == 1 and k3[0]["split"]["k"] == 3
+    k3 = [r for r in read_records(results) if r.dataset == "her2st-k3"]
+    assert len(k3) == 1 and k3[0].split.k == 3
     out = tmp_path / "x.h5ad"
     argv = ["export", "--dataset", "xenium_bone_marrow", "--method", "bicubic", "--out", str(out)]
     assert cli.main(argv + ["--data-dir", str(root), "--results-dir", str(results)]) == 0

@@ -61,7 +61,7 @@ def test_committed_split_is_rebuilt_exactly_on_another_day(name, k, root, sectio
     monkeypatch.setenv("TZ", "Pacific/Kiritimati")
     monkeypatch.chdir(root)
     second = splits.make_split(card, root, k)
-    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    assert json.dumps(first.to_json()) == json.dumps(second.to_json())
     assert first == splits.load_spec(card, k)
 
 
@@ -69,9 +69,9 @@ def test_committed_split_is_rebuilt_exactly_on_another_day(name, k, root, sectio
 def test_tiles_are_disjoint_and_spatially_blocked(name, built, sections):
     split = built[name]
     spec = split.spec
-    h, w = spec["canvas"]
-    assert set(spec["train"]).isdisjoint(spec["test"]) and spec["test"]
-    boxes = {r: spec["regions"][r]["origin"] for r in spec["train"] + spec["test"]}
+    h, w = spec.canvas
+    assert set(spec.train).isdisjoint(spec.test) and spec.test
+    boxes = {r: spec.regions[r].origin for r in spec.train + spec.test}
     for a in boxes:  # no two regions share an HR position
         for b in boxes:
             if a < b:
@@ -83,22 +83,22 @@ def test_tiles_are_disjoint_and_spatially_blocked(name, built, sections):
     extent = ((np.ptp(rows) + 1) * section.pitch_um[0], (np.ptp(cols) + 1) * section.pitch_um[1])
     axis = 0 if extent[0] >= extent[1] else 1
     # blocked: every test tile lies beyond every training tile along the long axis
-    assert max(boxes[r][axis] for r in spec["train"]) < min(boxes[r][axis] for r in spec["test"])
-    assert len(spec["test"]) >= 0.25 * len(boxes)
+    assert max(boxes[r][axis] for r in spec.train) < min(boxes[r][axis] for r in spec.test)
+    assert len(spec.test) >= 0.25 * len(boxes)
 
 
 def test_hexagonal_lattice_is_kept_exact(built, sections):
     """Visium: only one parity of (row + col) is measured, LR blocks sum the right spots."""
     split = built["visium_cytassist_mouse_embryo"]
     section = sections["visium_cytassist_mouse_embryo"]["embryo"]
-    k = split.spec["k"]
+    k = split.spec.k
     for s in split.train + split.test:
-        origin = tuple(split.spec["regions"][s.region]["origin"])
+        origin = tuple(split.spec.regions[s.region].origin)
         lattice = sites(section, origin, s.hr_shape)
         assert not (s.hr_mask & ~lattice).any()  # nothing on the missing parity
         assert s.hr_mask.sum() > 0
     s = split.test[0]
-    origin = split.spec["regions"][s.region]["origin"]
+    origin = split.spec.regions[s.region].origin
     i, j = np.argwhere(s.lr_mask)[0]
     block = (section.row >= origin[0] + i * k) & (section.row < origin[0] + (i + 1) * k)
     block &= (section.col >= origin[1] + j * k) & (section.col < origin[1] + (j + 1) * k)
@@ -112,15 +112,15 @@ def test_hexagonal_lattice_is_kept_exact(built, sections):
 def test_binned_transcripts_use_the_area_scale(built):
     """Xenium: HR = log1p(count per bin); LR = log1p(block sum / k^2) (metrics.md)."""
     split = built["xenium_bone_marrow"]
-    k = split.spec["k"]
-    assert split.spec["normalisation"] == "log1p_area" and k == 4
+    k = split.spec.k
+    assert split.spec.normalisation == "log1p_area" and k == 4
     for s in split.test[:3]:
         counts = np.expm1(s.hr.astype(np.float64)) * s.hr_mask
         np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)  # whole transcripts
         g, h, w = counts.shape
         pooled = counts.reshape(g, h // k, k, w // k, k).sum(axis=(2, 4)) / k**2
         np.testing.assert_allclose(s.lr[:, s.lr_mask], np.log1p(pooled)[:, s.lr_mask], atol=1e-4)
-        assert s.image.shape == (1, h * split.spec["image_px"], w * split.spec["image_px"])
+        assert s.image.shape == (1, h * split.spec.image_px, w * split.spec.image_px)
 
 
 def test_cache_is_used_and_invalidated(root, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ def _run(root, out, *extra):
     argv += ["--data-dir", str(root), "--results-dir", str(out), "--no-progress"]
     argv += ["--leaderboard", str(out / "LB.md"), *extra]
     assert cli.main(argv) == 0
-    return {(r["method"], r["seed"]): r for r in read_records(out)}
+    return {(r.method, r.seed): r for r in read_records(out)}
 
 
 def test_ray_executor_matches_local(root, tmp_path):
@@ -29,12 +29,14 @@ def test_ray_executor_matches_local(root, tmp_path):
     assert local.keys() == remote.keys() and len(local) == 8
     for key, rec in local.items():
         other = remote[key]
-        assert other["status"] == rec["status"] == "ok"
-        assert other["split"] == rec["split"] and other["params"] == rec["params"]
-        assert other["per_gene"]["gene"] == rec["per_gene"]["gene"]
-        for name, values in rec["per_gene"].items():
-            if name not in ("section", "gene"):  # null (excluded pair) -> NaN, compared as equal
-                got = np.array([np.nan if v is None else v for v in other["per_gene"][name]])
+        assert other.status == rec.status == "ok"
+        assert other.split == rec.split and other.params == rec.params
+        assert other.per_gene.gene == rec.per_gene.gene
+        for name, values in rec.per_gene.columns().items():
+            if name not in ("region", "gene"):  # null (excluded pair) -> NaN, compared as equal
+                got = np.array(
+                    [np.nan if v is None else v for v in other.per_gene.columns()[name]]
+                )
                 want = np.array([np.nan if v is None else v for v in values])
                 np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, equal_nan=True)
     for out in (tmp_path / "local", tmp_path / "ray"):

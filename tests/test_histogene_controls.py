@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from methods import registry
 from methods.contract import Sample
 from methods.controls import ShuffledHistology, Truth, block_permutation, shuffle_blocks
 from methods.histogene import HisToGeneStyle, dihedral_blocks, image_blocks
@@ -153,8 +152,8 @@ def test_block_permutation_is_seeded_and_keeps_background_in_place():
     assert (block_permutation(mask, 0, "a", scope="all")[outside] != outside).any()
 
 
-def test_shuffled_histology_feeds_the_base_permuted_blocks(monkeypatch, train, test_sample):
-    monkeypatch.setitem(registry._REGISTRY, "fakebase", ("stub_methods", "Recording", {}))
+def test_shuffled_histology_feeds_the_base_permuted_blocks(register_method, train, test_sample):
+    register_method("fakebase", "stub_methods", "Recording")
     m = ShuffledHistology(base="fakebase", seed=3)
     assert m.params()["base"] == "fakebase" and m.control == "negative"
     m.fit(train)
@@ -173,8 +172,8 @@ def test_shuffled_histology_feeds_the_base_permuted_blocks(monkeypatch, train, t
                                   test_sample.image)  # fmt: skip
 
 
-def test_shuffled_histology_is_seeded(monkeypatch, train):
-    monkeypatch.setitem(registry._REGISTRY, "fakebase", ("stub_methods", "Recording", {}))
+def test_shuffled_histology_is_seeded(register_method, train):
+    register_method("fakebase", "stub_methods", "Recording")
     runs = []
     for seed in (0, 0, 1):
         m = ShuffledHistology(base="fakebase", seed=seed)
@@ -184,8 +183,10 @@ def test_shuffled_histology_is_seeded(monkeypatch, train):
     assert not all(np.array_equal(a, b) for a, b in zip(runs[0], runs[2], strict=True))
 
 
-def test_shuffled_histology_averages_draws_of_a_stochastic_base(monkeypatch, train, test_sample):
-    monkeypatch.setitem(registry._REGISTRY, "fakegen", ("stub_methods", "RecordingStochastic", {}))
+def test_shuffled_histology_averages_draws_of_a_stochastic_base(
+    register_method, train, test_sample
+):
+    register_method("fakegen", "stub_methods", "RecordingStochastic")
     m = ShuffledHistology(base="fakegen")
     m.fit(train)
     pred = m.predict([test_sample.without_target()])
@@ -193,10 +194,10 @@ def test_shuffled_histology_averages_draws_of_a_stochastic_base(monkeypatch, tra
     np.testing.assert_allclose(pred, 3.5)  # the mean of draws 0..7
 
 
-def test_shuffled_histology_destroys_the_signal_histogene_learns(monkeypatch, train, test_sample):
-    monkeypatch.setitem(
-        registry._REGISTRY, "tinyhtg", ("methods.histogene", "HisToGeneStyle", TINY)
-    )
+def test_shuffled_histology_destroys_the_signal_histogene_learns(
+    register_method, train, test_sample
+):
+    register_method("tinyhtg", "methods.histogene", "HisToGeneStyle", **TINY)
     m = ShuffledHistology(base="tinyhtg", preset="quick")
     m.fit(train)
     pred = m.predict([test_sample.without_target()])[0]

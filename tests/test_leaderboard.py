@@ -9,14 +9,22 @@ import re
 import numpy as np
 import pytest
 
-from bench.board.page import render, write
+from bench.board import page
+from bench.board.page import write
 from bench.board.stats import bootstrap_ci, bootstrap_ci_seeds
-from bench.run.records import read_records, write_record
+from bench.run.records import Record, read_records, write_record
 
 SECTIONS = ("s2", "s1", "s3")  # the leaderboard sorts sections: s1, s2, s3
 GENES = ("KRT5", "ERBB2", "MUC1", "ACTB", "CD74", "FN1")  # split order, not alphabetical
 CMD = "python -m bench leaderboard --results results --out leaderboard/README.md"
 CI = re.compile(r"^(-?\d+\.\d{3}) \[(-?\d+\.\d{3}), (-?\d+\.\d{3})\]$")
+
+
+def render(records: list, command: str) -> str:
+    """The page of records given as JSON objects (the layout on disk, old key names included)."""
+    return page.render(
+        [r if isinstance(r, Record) else Record.from_json(r) for r in records], command
+    )
 
 
 def _maps(base: float, seed: int) -> np.ndarray:
@@ -114,7 +122,7 @@ def test_one_row_per_ok_method_ranked_by_pcc():
     assert [r[0] for r in ranked] == ["1", "2"]
     assert [r[5] for r in ranked] == ["2", "1"]  # seeds
     assert ranked[0][6] == "2.0" and ranked[1][6] == "1.5"  # mean fit + predict seconds
-    assert "k = 2" in section and "fp-a" in section and "3 test sections, 6 genes" in section
+    assert "k = 2" in section and "fp-a" in section and "3 test regions, 6 genes" in section
 
 
 def test_control_only_in_controls_table_and_failed_run_listed():
@@ -247,7 +255,7 @@ def test_no_records():
 def test_write_is_atomic_and_matches_render(tmp_path, existing):
     results = tmp_path / "results"
     for rec in _records():
-        write_record(results, {k: v for k, v in rec.items() if k != "schema"})
+        write_record(results, Record.from_json(rec))
     out = tmp_path / "board" / "README.md"
     if existing:
         out.parent.mkdir()
@@ -276,7 +284,11 @@ def test_significance_against_the_best_is_paired_and_holm_corrected():
     (section,) = _sections(render(records, CMD))
     ranked = {r[1]: r[7] for r in _tables(section)[0]}
     assert ranked["best"] == "best"
-    tables = {m: seed_mean_table([r], "pcc", GENES)[0] for r in records for m in [r["method"]]}
+    tables = {
+        m: seed_mean_table([Record.from_json(r)], "pcc", GENES)[0]
+        for r in records
+        for m in [r["method"]]
+    }
     raw = [paired_wilcoxon(tables[m], tables["best"]) for m in ("close", "worse")]
     adjusted = holm(raw)
     assert ranked["worse"] == f"{adjusted[1]:.2g} *"  # 0.3 vs 0.7 on every pair
@@ -348,7 +360,7 @@ def test_write_draws_the_linked_figures_deterministically(tmp_path):
     results = tmp_path / "results"
     records = _records() + [_record("bicubic", pcc=0.5)]
     for rec in records:
-        write_record(results, rec)
+        write_record(results, Record.from_json(rec))
     board, figures = write(results, tmp_path / "board" / "LB.md", CMD)
     assert [p.name for p in figures] == ["toy-fp-a-metrics.png", "toy-fp-a-vs-bicubic.png"]
     links = re.findall(r"\]\((figures/[^)]+)\)", board.read_text())

@@ -11,7 +11,6 @@ from bench.run import cell as runner
 from bench.run import outputs
 from bench.run.plots import error_spread_figure, gallery_figure, save_png
 from bench.run.records import read_records
-from methods import registry
 
 GENES = ["a", "b", "c"]
 
@@ -69,22 +68,22 @@ def test_gallery_has_lr_truth_each_method_and_each_spread_per_gene(tmp_path):
 
 
 @pytest.fixture
-def noisy(monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "noisy", ("stub_methods", "NoisyBicubic", {}))
+def noisy(register_method):
+    register_method("noisy", "stub_methods", "NoisyBicubic")
 
 
 def test_runner_keeps_the_spread_of_the_draws_and_draws_it(noisy, her2st, tmp_path):
     from stub_methods import NoisyBicubic
 
-    opts = runner.RunOptions(preset="quick", samples=6)
+    opts = runner.RunOptions(preset="quick", draws=6)
     record, extras = runner.run_cell(her2st, "noisy", 3, opts)
-    assert record["status"] == "ok", record.get("error")
+    assert record.status == "ok", record.error
     draws = NoisyBicubic().sample([s.without_target() for s in her2st.test], 6, 3)
     np.testing.assert_allclose(extras["spread"], draws.std(axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(extras["pred"], draws.mean(axis=1), rtol=1e-5, atol=1e-6)
     # the figure's map is the metric's map: its in-tissue mean is the recorded spread
     means = [extras["spread"][i][:, s.hr_mask].mean(axis=1) for i, s in enumerate(her2st.test)]
-    assert record["metrics"]["spread"] == pytest.approx(float(np.mean(means)), rel=1e-4)
+    assert record.metrics["spread"] == pytest.approx(float(np.mean(means)), rel=1e-4)
 
     results = tmp_path / "results"
     files = {p.name for p in outputs.save(results, her2st, record, extras)}
@@ -100,7 +99,7 @@ def test_runner_keeps_the_spread_of_the_draws_and_draws_it(noisy, her2st, tmp_pa
 
 
 def test_leaderboard_links_the_gallery_and_spread_figures_it_drew(noisy, her2st, tmp_path):
-    results, opts = tmp_path / "results", runner.RunOptions(preset="quick", samples=4)
+    results, opts = tmp_path / "results", runner.RunOptions(preset="quick", draws=4)
     for method in ("noisy", "bicubic", "mean"):
         outputs.save(results, her2st, *runner.run_cell(her2st, method, 0, opts))
     page, drawn = write(results, tmp_path / "LB.md", "cmd")
@@ -129,4 +128,4 @@ def test_leaderboard_links_the_gallery_and_spread_figures_it_drew(noisy, her2st,
     _, drawn = write(results, page, "cmd")
     assert [p.name for p in drawn][-1] == f"{stem}-gallery.png"
     assert first[f"{stem}-gallery.png"] != drawn[-1].read_bytes()
-    assert {r["method"] for r in read_records(results)} == {"noisy", "bicubic", "mean"}
+    assert {r.method for r in read_records(results)} == {"noisy", "bicubic", "mean"}

@@ -39,15 +39,15 @@ def test_sigkill_at_a_random_moment_then_rerun_completes(root, tmp_path):
     time.sleep(delay)
     proc.kill()  # SIGKILL: no handler, no cleanup
     proc.wait()
-    done_before = {r["method"]: r["finished_ms"] for r in read_records(results)}
+    done_before = {r.method: r.finished_ms for r in read_records(results)}
     rerun = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, f"killed after {delay:.1f} s; {rerun.stderr[-2000:]}"
     records = read_records(results)
-    assert sorted(r["method"] for r in records) == sorted(METHODS.split(","))
-    assert all(r["status"] == "ok" for r in records)
+    assert sorted(r.method for r in records) == sorted(METHODS.split(","))
+    assert all(r.status == "ok" for r in records)
     for r in records:  # finished cells were not recomputed
-        if r["method"] in done_before:
-            assert r["finished_ms"] == done_before[r["method"]], r["method"]
+        if r.method in done_before:
+            assert r.finished_ms == done_before[r.method], r.method
     _, runs = _store(results)
     assert not [r for r in runs if r.info.status == "RUNNING"], f"killed after {delay:.1f} s"
     children = [r for r in runs if "record_id" in r.data.tags]
@@ -110,7 +110,7 @@ def test_two_concurrent_runs_share_results_and_store(root, tmp_path):
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err.decode()[-2000:]
     records = read_records(results)
-    assert len(records) == 8 and all(r["status"] == "ok" for r in records)
+    assert len(records) == 8 and all(r.status == "ok" for r in records)
     _, runs = _store(results)
     parents = [r for r in runs if "record_id" not in r.data.tags]
     children = [r for r in runs if "record_id" in r.data.tags]
@@ -121,15 +121,14 @@ def test_two_concurrent_runs_share_results_and_store(root, tmp_path):
     assert "| " in (tmp_path / "LB.md").read_text()
 
 
-def test_a_resumed_fit_is_recorded_whole(her2st, monkeypatch):
+def test_a_resumed_fit_is_recorded_whole(her2st, register_method):
     """fit_s counts the training seconds of the interrupted run the checkpoint came from."""
     from bench.run import cell as runner
-    from methods import registry
 
-    monkeypatch.setitem(registry._REGISTRY, "resumed", ("stub_methods", "Resumed", {}))
+    register_method("resumed", "stub_methods", "Resumed")
     opts = runner.RunOptions(preset="quick")
     record, _ = runner.run_cell(her2st, "resumed", 0, opts)
-    assert record["status"] == "ok" and record["timings"]["fit_resumed_s"] == 5.0
-    assert 5.0 <= record["timings"]["fit_s"] < 5.0 + 30
+    assert record.status == "ok" and record.timings["fit_resumed_s"] == 5.0
+    assert 5.0 <= record.timings["fit_s"] < 5.0 + 30
     fresh, _ = runner.run_cell(her2st, "bicubic", 0, opts)
-    assert "fit_resumed_s" not in fresh["timings"] and fresh["timings"]["fit_s"] < 5.0
+    assert "fit_resumed_s" not in fresh.timings and fresh.timings["fit_s"] < 5.0

@@ -43,23 +43,23 @@ def test_genes_do_not_depend_on_test_sections(card, root, sections, monkeypatch)
         scrambled[sid] = dataclasses.replace(s, counts=noise)
     monkeypatch.setattr(splits, "read_sections", lambda *a, **k: scrambled)
     spec = splits.make_split(card, root, 2)
-    assert spec["genes"] == committed["genes"]
-    assert spec["fingerprint"] == committed["fingerprint"]
+    assert spec.genes == committed.genes
+    assert spec.fingerprint == committed.fingerprint
     # ...while scrambling a training section does change them
     train_sid = card.split["train"][0]
     s = sections[train_sid]
     scrambled[train_sid] = dataclasses.replace(
         s, counts=sparse.csr_matrix(rng.poisson(5.0, size=s.counts.shape).astype(np.int32))
     )
-    assert splits.make_split(card, root, 2)["genes"] != committed["genes"]
+    assert splits.make_split(card, root, 2).genes != committed.genes
 
 
 def test_split_content(her2st, card):
     spec = her2st.spec
-    assert set(spec["train"]).isdisjoint(spec["test"])
+    assert set(spec.train).isdisjoint(spec.test)
     assert [s.region for s in her2st.test] == card.split["test"]
-    assert len(spec["genes"]) == card.raw["genes"]["n"] == len(set(spec["genes"]))
-    assert not any(g.startswith(("MT-", "RPL", "RPS")) for g in spec["genes"])
+    assert len(spec.genes) == card.raw["genes"]["n"] == len(set(spec.genes))
+    assert not any(g.startswith(("MT-", "RPL", "RPS")) for g in spec.genes)
     for s in her2st.train + her2st.test:
         assert s.lr.shape == (50, 12, 12) and s.hr.shape == (50, 24, 24)
         assert s.image.shape == (3, 24 * 32, 24 * 32) and s.image.dtype == np.uint8
@@ -80,9 +80,9 @@ def test_split_content(her2st, card):
 
 def test_hr_and_lr_values_follow_the_counts(her2st, sections):
     sample, section = her2st.test[0], sections[her2st.test[0].region]
-    spec, k = her2st.spec, her2st.spec["k"]
-    row0, col0 = spec["regions"][section.id]["origin"]
-    genes = spec["genes"]
+    spec, k = her2st.spec, her2st.spec.k
+    row0, col0 = spec.regions[section.id].origin
+    genes = spec.genes
     counts = section.gene_counts(genes)
     totals = section.totals
     lookup = {
@@ -113,15 +113,15 @@ def test_hr_and_lr_values_follow_the_counts(her2st, sections):
 def test_image_crop_is_registered_with_the_spots(her2st):
     """Tissue is darker than the glass: in-tissue positions must be darker than the rest."""
     for s in her2st.test + her2st.train:
-        p = her2st.spec["image_px"]
+        p = her2st.spec.image_px
         grey = s.image.mean(axis=0).reshape(24, p, 24, p).mean(axis=(1, 3))
         assert grey[s.hr_mask].mean() < grey[~s.hr_mask].mean() - 20
 
 
 def test_fingerprint_covers_genes_and_tampering_is_refused(card, tmp_path):
     spec = splits.load_spec(card, 2)
-    changed = dict(spec, genes=spec["genes"][::-1])
-    assert splits.fingerprint(changed) != spec["fingerprint"]
+    changed = dict(spec.to_json(), genes=spec.genes[::-1])
+    assert splits.fingerprint(changed) != spec.fingerprint
     fake = Card(name=card.name, raw=card.raw, folder=tmp_path)
     (tmp_path / "split-k2.json").write_text(json.dumps(changed))
     with pytest.raises(BenchError, match="fingerprint does not match"):

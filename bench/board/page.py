@@ -5,7 +5,7 @@ and every loop runs over sorted keys. ``write`` also draws each section's figure
 (:mod:`bench.board.figures`) and links those it drew, so its page is a function of the records and
 the runner's prediction files beside them. One section per (dataset, split fingerprint) so scores
 from different splits never share a table. Within a section, methods are ranked by mean PCC.
-Control methods (``record["control"]`` set) get their own table and no rank. Failed runs are listed
+Control methods (``Record.control`` set) get their own table and no rank. Failed runs are listed
 with their reason.
 
 Rows (scores, intervals, significance, cost) are computed in :mod:`bench.board.rows`.
@@ -24,7 +24,7 @@ from bench.board import ranking
 from bench.board import rows as board_rows
 from bench.board.rows import ALPHA, LEVEL, N_BOOT
 from bench.files import atomic_write_text
-from bench.run.records import read_records
+from bench.run.records import Record, SplitRef, read_records
 
 __all__ = ["render", "write"]
 
@@ -54,8 +54,8 @@ def _cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _fingerprint(record: dict[str, Any]) -> str:
-    return str((record.get("split") or {}).get("fingerprint") or "unknown")
+def _fingerprint(record: Record) -> str:
+    return record.split.fingerprint
 
 
 def _scaled(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> list[str]:
@@ -137,22 +137,22 @@ def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
 
 
 def _section(
-    group: list[dict[str, Any]], draw: Draw | None
+    group: list[Record], draw: Draw | None
 ) -> tuple[list[str], list[dict[str, Any]], list[Path]]:
     """The markdown of one (dataset, fingerprint) group, its ranked rows and the figures
     ``draw`` wrote for it (linked from the markdown); ``group`` sorted by (method, seed)."""
-    split = next((r["split"] for r in group if r.get("split")), {})
-    genes = list(split.get("genes") or [])
-    dataset, k, fingerprint = group[0]["dataset"], split.get("k", "n/a"), _fingerprint(group[0])
+    split = next((r.split for r in group if r.split.k), SplitRef())
+    genes = list(split.genes)
+    dataset, k, fingerprint = group[0].dataset, split.k or "n/a", _fingerprint(group[0])
     out = [
         f"## {dataset} · k = {k} · split `{fingerprint}`",
         "",
-        f"{len(split.get('test') or [])} test sections, {len(genes)} genes. Scores are means over "
-        f"(section, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of seeds "
-        "and of genes within sections, seed 0); a method's seeds are averaged per (section, gene) "
+        f"{len(split.test)} test regions, {len(genes)} genes. Scores are means over "
+        f"(region, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of seeds "
+        "and of genes within regions, seed 0); a method's seeds are averaged per (region, gene) "
         "first. "
         '"vs best": Holm-corrected p of a paired Wilcoxon signed-rank test of PCC against the '
-        f"first-ranked method on the same (section, gene) pairs; * marks p < {ALPHA}.",
+        f"first-ranked method on the same (region, gene) pairs; * marks p < {ALPHA}.",
         "",
     ]
     ranked, controls = board_rows.rows(group, genes)
@@ -199,11 +199,11 @@ def _section(
         for r in ranked + controls:
             cells = [_num(r[k]) for k in ("paper_pcc", "paper_ssim", "paper_rmse")]
             out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + " |")
-    failed = [r for r in group if r.get("status") != "ok"]
+    failed = [r for r in group if not r.ok]
     out += ["", "### Failed or skipped", ""]
     out += [
-        f"- {_cell(r['method'])} (seed {r['seed']}, {_cell(r.get('status'))}): "
-        f"{_cell(r.get('error') or 'no reason recorded')}"
+        f"- {_cell(r.method)} (seed {r.seed}, {_cell(r.status)}): "
+        f"{_cell(r.error or 'no reason recorded')}"
         for r in failed
     ] or ["none"]
     excluded = [r for r in ranked + controls if r["excluded"]]
@@ -243,12 +243,12 @@ def _finite(x: Any) -> bool:
 
 
 def _render(
-    records: list[dict[str, Any]], command: str, draw: Draw | None = None
+    records: list[Record], command: str, draw: Draw | None = None
 ) -> tuple[str, list[Path]]:
     out = [
         "# stsr-bench leaderboard",
         "",
-        "Generated from the result records by `bench/leaderboard.py`; do not edit by hand.",
+        "Generated from the result records by `bench/board/page.py`; do not edit by hand.",
         "Reproduce with:",
         "",
         "```",
@@ -256,14 +256,14 @@ def _render(
         "```",
         "",
     ]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for rec in records:
-        groups[(str(rec["dataset"]), _fingerprint(rec))].append(rec)
+        groups[(str(rec.dataset), _fingerprint(rec))].append(rec)
     if not groups:
         out += ["No result records found.", ""]
     sections = []
     for key in sorted(groups):
-        group = sorted(groups[key], key=lambda r: (str(r["method"]), int(r["seed"])))
+        group = sorted(groups[key], key=lambda r: (str(r.method), int(r.seed)))
         sections.append(_section(group, draw))
     # summary column heads: the dataset, with the split when records of two splits share it
     labels = [d for d, _ in sorted(groups)]
@@ -274,7 +274,7 @@ def _render(
     return "\n".join(out).rstrip("\n") + "\n", [f for _, _, drawn in sections for f in drawn]
 
 
-def render(records: list[dict[str, Any]], command: str) -> str:
+def render(records: list[Record], command: str) -> str:
     """The leaderboard markdown for ``records`` (any order; the result does not depend on it),
     without figures (:func:`write` draws them and links them).
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.board import ranking
 from bench.board.stats import bootstrap_ci_seeds
+from bench.run.records import Record
 
 __all__ = ["rows", "seed_mean_table"]
 
@@ -39,7 +40,7 @@ ALPHA = 0.05  # significance level of the Holm-corrected paired tests against th
 
 
 def rows(
-    group: Sequence[dict[str, Any]], genes: Sequence[str]
+    group: Sequence[Record], genes: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(ranked, controls)`` rows of one (dataset, fingerprint) group of records (sorted by
     method, seed): ranked rows best PCC first with ``vs_best`` set; controls by kind, then PCC.
@@ -49,10 +50,10 @@ def rows(
     ``fit_s``, ``predict_s``, ``memory`` (MiB), ``device``, ``paper_*``, the diversity means and
     ``stochastic``.
     """
-    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_method: dict[str, list[Record]] = defaultdict(list)
     for rec in group:
-        if rec.get("status") == "ok":
-            by_method[rec["method"]].append(rec)
+        if rec.ok:
+            by_method[rec.method].append(rec)
     every = [_summarise(m, by_method[m], genes) for m in sorted(by_method)]
     ranked = sorted((r for r in every if not r["control"]), key=_rank_key)
     _significance(ranked)
@@ -69,7 +70,7 @@ def _mean(values: Iterable[Any]) -> float:
 
 
 def seed_mean_table(
-    records: Sequence[dict[str, Any]], metric: str, genes: Sequence[str] = ()
+    records: Sequence[Record], metric: str, genes: Sequence[str] = ()
 ) -> tuple[np.ndarray, int]:
     """One method's (section x gene) table of ``metric``, averaged over its seeds (records).
 
@@ -87,13 +88,13 @@ def seed_mean_table(
     sums: dict[tuple[str, str], float] = defaultdict(float)
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for rec in records:
-        per_gene = rec.get("per_gene") or {}
-        values = per_gene.get(metric)
+        per_gene = rec.per_gene
+        values = per_gene.scores.get(metric)
         if not values:
             continue
-        for key in zip(per_gene["section"], per_gene["gene"], strict=True):
+        for key in zip(per_gene.region, per_gene.gene, strict=True):
             counts[key] += 0  # register the pair even when its value is null
-        pairs = zip(per_gene["section"], per_gene["gene"], strict=True)
+        pairs = zip(per_gene.region, per_gene.gene, strict=True)
         for key, v in zip(pairs, values, strict=True):
             if v is not None and not math.isnan(float(v)):
                 sums[key] += float(v)
@@ -109,10 +110,10 @@ def seed_mean_table(
     return table, sum(1 for c in counts.values() if c == 0)
 
 
-def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) -> dict[str, Any]:
+def _summarise(method: str, recs: list[Record], genes: Sequence[str]) -> dict[str, Any]:
     """Everything one table row needs for one method's ok records (sorted by seed)."""
-    row: dict[str, Any] = {"method": method, "control": recs[0].get("control"), "seeds": len(recs)}
-    row["first_seed"] = int(recs[0]["seed"])
+    row: dict[str, Any] = {"method": method, "control": recs[0].control, "seeds": len(recs)}
+    row["first_seed"] = int(recs[0].seed)
     for metric in MAIN:
         table, excluded = seed_mean_table(recs, metric, genes)
         per_seed = [seed_mean_table([rec], metric, genes)[0] for rec in recs]
@@ -126,20 +127,20 @@ def _summarise(method: str, recs: list[dict[str, Any]], genes: Sequence[str]) ->
             row["excluded"], row["pairs"] = excluded, int(np.isfinite(table).sum()) + excluded
     times = []
     for rec in recs:
-        t = rec.get("timings") or {}
+        t = rec.timings
         fit, predict = t.get("fit_s"), t.get("predict_s")
         times.append(None if fit is None or predict is None else float(fit) + float(predict))
     row["time"] = _mean(times)
     for key in ("fit_s", "predict_s"):
-        row[key] = _mean((rec.get("timings") or {}).get(key) for rec in recs)
-    row["memory"] = _mean(rec.get("peak_memory_mb") for rec in recs)
+        row[key] = _mean(rec.timings.get(key) for rec in recs)
+    row["memory"] = _mean(rec.peak_memory_mb for rec in recs)
     for key in ("paper_pcc", "paper_ssim", "paper_rmse"):
-        values = [(rec.get("metrics") or {}).get(key) for rec in recs]
+        values = [rec.metrics.get(key) for rec in recs]
         row[key] = _mean(values) if any(v is not None for v in values) else None
-    row["device"] = ", ".join(sorted({str(rec.get("device", "n/a")) for rec in recs}))
+    row["device"] = ", ".join(sorted({str(rec.device) for rec in recs}))
     for metric in DIVERSITY:
-        row[metric] = _mean((rec.get("metrics") or {}).get(metric) for rec in recs)
-    row["stochastic"] = any(m in (rec.get("metrics") or {}) for rec in recs for m in STOCHASTIC)
+        row[metric] = _mean(rec.metrics.get(metric) for rec in recs)
+    row["stochastic"] = any(m in rec.metrics for rec in recs for m in STOCHASTIC)
     return row
 
 

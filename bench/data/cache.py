@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.files import atomic_write
 from bench.data.cards import Card, require_files
-from bench.data.splits import Split, build, load_spec
+from bench.data.splits import Split, SplitSpec, build, load_spec
 from methods.contract import Sample
 
 CACHE_ENV = "STSR_CACHE_DIR"
@@ -65,7 +65,7 @@ def _save(path: Path, split: Split, stamp: dict[str, list[int]]) -> None:
     for role, samples in (("train", split.train), ("test", split.test)):
         for i, s in enumerate(samples):
             arrays.update({f"{role}/{i}/{name}": getattr(s, name) for name in _ARRAYS})
-    meta = {"spec": split.spec, "stamp": stamp, "code": code_hash()}
+    meta = {"spec": split.spec.to_json(), "stamp": stamp, "code": code_hash()}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     atomic_write(path, lambda p: np.savez(p, **arrays))
 
@@ -76,8 +76,8 @@ def _load(path: Path, stamp: dict[str, list[int]]) -> Split | None:
             meta = json.loads(z["meta"].tobytes())
             if meta["stamp"] != stamp or meta.get("code") != code_hash():
                 return None
-            spec = meta["spec"]
-            genes, k = tuple(spec["genes"]), spec["k"]
+            spec = SplitSpec.from_json(meta["spec"])
+            genes, k = spec.genes, spec.k
 
             def samples(role: str) -> list[Sample]:
                 return [
@@ -87,11 +87,11 @@ def _load(path: Path, stamp: dict[str, list[int]]) -> Split | None:
                         scale=k,
                         **{name: z[f"{role}/{i}/{name}"] for name in _ARRAYS},
                     )
-                    for i, rid in enumerate(spec[role])
+                    for i, rid in enumerate(getattr(spec, role))
                 ]
 
             return Split(spec, samples("train"), samples("test"), z["data_range"])
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError):
         return None  # a damaged or foreign cache file is rebuilt, never trusted
 
 
@@ -99,7 +99,7 @@ def load(card: Card, root: Path, k: int) -> Split:
     """The committed split for pooling ``k``, from the cache when valid, else built and cached."""
     spec = load_spec(card, k)
     stamp = _stamp(card, root)
-    path = _path(card, k, spec["fingerprint"])
+    path = _path(card, k, spec.fingerprint)
     if path.is_file():
         split = _load(path, stamp)
         if split is not None and split.spec == spec:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,36 +56,118 @@ _FINGERPRINTED = (
 )
 
 
+@dataclass(frozen=True)
+class RegionRef:
+    """A region of a split: the section it lies in and its window's origin (row, column) on the
+    section's HR grid (the window is the split's ``canvas``)."""
+
+    section: str
+    origin: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """The content of a committed split file (module docstring), typed.
+
+    :meth:`to_json` gives the file's JSON object, keys in file order; :meth:`from_json` reads it.
+    """
+
+    dataset: str
+    k: int
+    default_pooling: int
+    canvas: tuple[int, int]
+    image_px: int
+    regions: dict[str, RegionRef]
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    genes: tuple[str, ...]
+    gene_rule: str
+    region_rule: str
+    normalisation: str
+    inputs: dict[str, str]
+    fingerprint: str
+
+    @property
+    def label(self) -> str:
+        """Name of this task in records: the dataset, suffixed ``-k<k>`` unless k is the card's
+        default pooling (so results at different resolutions never overwrite each other)."""
+        return self.dataset if self.k == self.default_pooling else f"{self.dataset}-k{self.k}"
+
+    def section_ids(self, regions: Sequence[str] | None = None) -> list[str]:
+        """The sections of ``regions`` (default: train then test), each once, in order."""
+        ids = self.train + self.test if regions is None else regions
+        return list(dict.fromkeys(self.regions[r].section for r in ids))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in self.__dataclass_fields__:
+            value = getattr(self, key)
+            if key == "regions":
+                value = {
+                    r: {"section": v.section, "origin": list(v.origin)} for r, v in value.items()
+                }
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            out[key] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SplitSpec:
+        """A spec from a split file's JSON object; a missing or malformed field raises
+        ``KeyError`` / ``TypeError`` / ``ValueError``."""
+        return cls(
+            dataset=str(data["dataset"]),
+            k=int(data["k"]),
+            default_pooling=int(data["default_pooling"]),
+            canvas=(int(data["canvas"][0]), int(data["canvas"][1])),
+            image_px=int(data["image_px"]),
+            regions={
+                str(r): RegionRef(str(v["section"]), (int(v["origin"][0]), int(v["origin"][1])))
+                for r, v in data["regions"].items()
+            },
+            train=tuple(data["train"]),
+            test=tuple(data["test"]),
+            genes=tuple(data["genes"]),
+            gene_rule=str(data["gene_rule"]),
+            region_rule=str(data["region_rule"]),
+            normalisation=str(data["normalisation"]),
+            inputs=dict(data["inputs"]),
+            fingerprint=str(data["fingerprint"]),
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Split:
-    """A materialised split: training and test samples plus the SSIM data range.
+    """A materialised split: its spec, training and test samples, and the SSIM data range.
 
     ``data_range`` is (G,) float64, gene g's maximum over the training HR maps (metrics.md, SSIM).
     """
 
-    spec: dict[str, Any]
+    spec: SplitSpec
     train: list[Sample]
     test: list[Sample]
     data_range: np.ndarray
 
     @property
     def fingerprint(self) -> str:
-        return self.spec["fingerprint"]
+        return self.spec.fingerprint
 
     @property
     def genes(self) -> tuple[str, ...]:
-        return tuple(self.spec["genes"])
+        return self.spec.genes
 
     @property
     def label(self) -> str:
-        """Name of this task in records: the dataset, suffixed ``-k<k>`` unless k is the card's
-        default pooling (so results at different resolutions never overwrite each other)."""
-        name, k = self.spec["dataset"], self.spec["k"]
-        return name if k == self.spec["default_pooling"] else f"{name}-k{k}"
+        return self.spec.label
 
 
-def fingerprint(spec: Mapping[str, Any]) -> str:
-    """sha256 (16 hex digits) of the canonical JSON of the fingerprinted fields of ``spec``."""
+def fingerprint(spec: Mapping[str, Any] | SplitSpec) -> str:
+    """sha256 (16 hex digits) of the canonical JSON of the fingerprinted fields of ``spec`` (a
+    split file's JSON object or a :class:`SplitSpec`)."""
+    if isinstance(spec, SplitSpec):
+        spec = spec.to_json()
     core = {key: spec[key] for key in _FINGERPRINTED}
     blob = json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -182,7 +264,7 @@ def select_genes(
     return [str(g) for g in names[order[:n]]]
 
 
-def make_split(card: Card, root: Path, k: int) -> dict[str, Any]:
+def make_split(card: Card, root: Path, k: int) -> SplitSpec:
     """Build the split file's content for pooling ``k`` from the data (genes from train only)."""
     cfg = card.split
     if k not in cfg["pooling"]:
@@ -229,10 +311,10 @@ def make_split(card: Card, root: Path, k: int) -> dict[str, Any]:
         "inputs": card.files,
     }
     spec["fingerprint"] = fingerprint(spec)
-    return spec
+    return SplitSpec.from_json(spec)
 
 
-def load_spec(card: Card, k: int) -> dict[str, Any]:
+def load_spec(card: Card, k: int) -> SplitSpec:
     """Read and check the committed split file for pooling ``k``."""
     path = card.split_path(k)
     if not path.is_file():
@@ -241,31 +323,31 @@ def load_spec(card: Card, k: int) -> dict[str, Any]:
             f"(create it with 'python -m bench split --datasets {card.name} --k {k}')"
         )
     try:
-        spec = json.loads(path.read_text())
-        ok = spec["fingerprint"] == fingerprint(spec)
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raw = json.loads(path.read_text())
+        ok = raw["fingerprint"] == fingerprint(raw)
+        spec = SplitSpec.from_json(raw)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as err:
         raise BenchError(f"{path}: malformed split file ({err}); restore it from git") from None
     if not ok:
         raise BenchError(f"{path}: fingerprint does not match its content; restore it from git")
-    if spec["inputs"] != card.files:
+    if spec.inputs != card.files:
         raise BenchError(f"{path}: input checksums differ from the card's; regenerate the split")
     return spec
 
 
-def write_spec(card: Card, spec: dict[str, Any]) -> Path:
+def write_spec(card: Card, spec: SplitSpec) -> Path:
     """Write a split file atomically; returns its path."""
-    path = card.split_path(spec["k"])
-    atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
+    path = card.split_path(spec.k)
+    atomic_write_text(path, json.dumps(spec.to_json(), indent=1) + "\n")
     return path
 
 
-def to_samples(section: Section, region_ids: list[str], spec: dict[str, Any]) -> list[Sample]:
+def to_samples(section: Section, region_ids: list[str], spec: SplitSpec) -> list[Sample]:
     """The :class:`Sample` (with ``hr``) of each named region of one section."""
-    k, shape = spec["k"], tuple(spec["canvas"])
-    genes = tuple(spec["genes"])
-    origins = [tuple(spec["regions"][r]["origin"]) for r in region_ids]
-    images = crop_grids(section, origins, shape, spec["image_px"])
-    how = spec["normalisation"]
+    k, shape, genes = spec.k, spec.canvas, spec.genes
+    origins = [spec.regions[r].origin for r in region_ids]
+    images = crop_grids(section, origins, shape, spec.image_px)
+    how = spec.normalisation
 
     def pool(a: np.ndarray) -> np.ndarray:
         return a.reshape(*a.shape[:-2], shape[0] // k, k, shape[1] // k, k).sum(axis=(-3, -1))
@@ -290,19 +372,19 @@ def to_samples(section: Section, region_ids: list[str], spec: dict[str, Any]) ->
     return out
 
 
-def materialise(spec: dict[str, Any], sections: dict[str, Section]) -> Split:
+def materialise(spec: SplitSpec, sections: dict[str, Section]) -> Split:
     """Samples of every region of ``spec`` and the training data range (no file access)."""
     by_section: dict[str, list[str]] = {}
-    for rid in spec["train"] + spec["test"]:
-        by_section.setdefault(spec["regions"][rid]["section"], []).append(rid)
+    for rid in spec.train + spec.test:
+        by_section.setdefault(spec.regions[rid].section, []).append(rid)
     made: dict[str, Sample] = {}
     for sid, rids in by_section.items():
         made.update(zip(rids, to_samples(sections[sid], rids, spec), strict=True))
-    train = [made[r] for r in spec["train"]]
-    test = [made[r] for r in spec["test"]]
+    train = [made[r] for r in spec.train]
+    test = [made[r] for r in spec.test]
     data_range = np.stack([s.hr for s in train]).max(axis=(0, 2, 3)).astype(np.float64)
     if (data_range <= 0).any():
-        gene = spec["genes"][int(np.argmin(data_range))]
+        gene = spec.genes[int(np.argmin(data_range))]
         raise BenchError(
             f"gene {gene} is never expressed in the training HR maps; regenerate the split"
         )
@@ -317,5 +399,4 @@ def build(card: Card, root: Path, k: int, verify_inputs: bool = True) -> Split:
     require_files(card, root)
     if verify_inputs:
         verify(card, root)
-    ids = list(dict.fromkeys(spec["regions"][r]["section"] for r in spec["train"] + spec["test"]))
-    return materialise(spec, read_sections(card, root, ids))
+    return materialise(spec, read_sections(card, root, spec.section_ids()))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.splits import Split
-from bench.run.records import read_record, record_path
+from bench.run.records import PerGene, Record, SplitRef, read_record, record_path
 from bench.run.resources import PeakMemory, Timer, device
 from bench.run.tracking import run_name
 from bench.scoring import diversity, metrics, paper_metrics
@@ -37,7 +37,7 @@ class RunOptions:
     """Settings shared by every cell of one invocation."""
 
     preset: str = "default"
-    samples: int = 8  # K draws per input for stochastic methods
+    draws: int = 8  # K draws per input for stochastic methods
     timeout: float | None = None  # seconds per cell (fit + predict + score); None: no limit
     code_version: str = "unknown"
     device: str = field(default_factory=device)
@@ -58,7 +58,9 @@ def _mean(values: np.ndarray | float) -> float | None:
     return None if not np.isfinite(arr).any() else float(np.nanmean(arr))
 
 
-def score(split: Split, pred: np.ndarray, draws: np.ndarray | None, dev: str) -> tuple[dict, dict]:
+def score(
+    split: Split, pred: np.ndarray, draws: np.ndarray | None, dev: str
+) -> tuple[dict[str, float | None], PerGene]:
     """Scalar metrics and the per-(section, gene) table of one prediction.
 
     Parameters
@@ -80,11 +82,11 @@ def score(split: Split, pred: np.ndarray, draws: np.ndarray | None, dev: str) ->
     scalars.update({k: _finite(paper_metrics.nonzero_mean(v)) for k, v in paper.items()})
     tables.update(paper)
     n, g = pred.shape[:2]
-    per_gene: dict[str, list] = {
-        "section": [s.region for s in split.test for _ in range(g)],
-        "gene": list(split.genes) * n,
-    }
-    per_gene.update({k: _nan_to_none(v) for k, v in tables.items()})
+    per_gene = PerGene(
+        region=[s.region for s in split.test for _ in range(g)],
+        gene=list(split.genes) * n,
+        scores={k: _nan_to_none(v) for k, v in tables.items()},
+    )
     return scalars, per_gene
 
 
@@ -122,45 +124,66 @@ def _check_shape(name: str, array: Any, expected: tuple[int, ...]) -> np.ndarray
     return arr
 
 
-def base_record(split: Split, method_name: str, seed: int, opts: RunOptions) -> dict[str, Any]:
-    """The fields every record of a cell has before it runs."""
-    return {
-        "dataset": split.label,
-        "method": method_name,
-        "seed": seed,
-        "split": {k: split.spec[k] for k in ("fingerprint", "k", "genes", "test")},
-        "code_version": opts.code_version,
-        "device": opts.device,
-        "control": None,
-        "params": {"preset": opts.preset},
-        "error": None,
-        "started": time.time(),
-    }
+def new_record(split: Split, method_name: str, seed: int, opts: RunOptions) -> Record:
+    """A cell's record before it runs (status failed until it succeeds)."""
+    return Record(
+        dataset=split.label,
+        method=method_name,
+        seed=seed,
+        split=SplitRef(
+            fingerprint=split.fingerprint,
+            k=split.spec.k,
+            genes=split.genes,
+            test=tuple(split.spec.test),
+        ),
+        code_version=opts.code_version,
+        device=opts.device,
+        params={"preset": opts.preset},
+        started=time.time(),
+    )
+
+
+def _finish(record: Record) -> Record:
+    record.finished = time.time()
+    record.finished_ms = int(record.finished * 1000)
+    return record
 
 
 def failed_record(
     split: Split, method_name: str, seed: int, opts: RunOptions, error: str
-) -> dict[str, Any]:
+) -> Record:
     """A failed record for a cell that never returned (e.g. its worker process died)."""
-    record = base_record(split, method_name, seed, opts)
-    now = time.time()
-    record.update(status="failed", error=error[:1000], metrics={}, per_gene={})
-    record.update(timings={"fit_s": 0.0, "predict_s": 0.0, "score_s": 0.0}, peak_memory_mb=0.0)
-    record.update(memory={"cpu_rss_mb": 0.0, "gpu_mb": None}, finished=now)
-    record["finished_ms"] = int(now * 1000)
-    return record
+    record = new_record(split, method_name, seed, opts)
+    record.error = error[:1000]
+    record.timings = {"fit_s": 0.0, "predict_s": 0.0, "score_s": 0.0}
+    record.memory = {"cpu_rss_mb": 0.0, "gpu_mb": None}
+    return _finish(record)
+
+
+def expected_params(method_name: str, seed: int, opts: RunOptions) -> dict[str, Any]:
+    """The parameters a cell's record carries: the method's, the preset, and for a stochastic
+    method the number of draws (cheap: the method is created, nothing is fitted)."""
+    return method_params(create(method_name, preset=opts.preset, seed=seed), opts)
+
+
+def method_params(method: Any, opts: RunOptions) -> dict[str, Any]:
+    """``method``'s parameters as its record carries them (see :func:`expected_params`)."""
+    params = {**method.params(), "preset": opts.preset}
+    if method.stochastic:
+        params["draws"] = opts.draws
+    return params
 
 
 def run_cell(
     split: Split, method_name: str, seed: int, opts: RunOptions, workdir: Path | None = None
-) -> tuple[dict, dict]:
+) -> tuple[Record, dict]:
     """Run one cell; returns (record, extras), extras holding arrays for figures or a traceback.
 
     ``workdir`` is handed to the method for checkpoints (so an interrupted fit can resume).
     """
     import torch
 
-    record = base_record(split, method_name, seed, opts)
+    record = new_record(split, method_name, seed, opts)
     timings = {"fit_s": 0.0, "predict_s": 0.0, "score_s": 0.0}
     extras: dict[str, Any] = {}
     memory = PeakMemory()
@@ -169,11 +192,9 @@ def run_cell(
             torch.manual_seed(seed)
             method = create(method_name, preset=opts.preset, seed=seed)
             method.workdir = workdir
-            record["control"] = method.control
-            record["params"] = {**method.params(), "preset": opts.preset}
-            record["name"] = run_name(method_name, {**method.label_params(), "seed": seed})
-            if method.stochastic:
-                record["params"]["samples"] = opts.samples
+            record.control = method.control
+            record.params = method_params(method, opts)
+            record.name = run_name(method_name, {**method.label_params(), "seed": seed})
             if method.needs_target and method.control != "positive":
                 raise ValueError("only a positive control may see the target at predict time")
             with Timer() as t:
@@ -189,8 +210,8 @@ def run_cell(
                 if method.stochastic:
                     draws = _check_shape(
                         "sample()",
-                        method.sample(inputs, opts.samples, seed),
-                        (n, opts.samples, g, h, w),
+                        method.sample(inputs, opts.draws, seed),
+                        (n, opts.draws, g, h, w),
                     )
                     pred = draws.mean(axis=1)
                 else:
@@ -200,36 +221,29 @@ def run_cell(
                     )
             timings["predict_s"] = t.seconds
             with Timer() as t:
-                record["metrics"], record["per_gene"] = score(split, pred, draws, opts.device)
+                record.metrics, record.per_gene = score(split, pred, draws, opts.device)
             timings["score_s"] = t.seconds
-        record["status"] = "ok"
+        record.status = "ok"
         extras["pred"] = pred
         if draws is not None:  # the per-position spread that the `spread` metric averages
             extras["spread"] = diversity.spread_map(draws, opts.device).astype(np.float32)
     except Exception as err:  # noqa: BLE001 - a failing method is recorded, the grid goes on
         msg = " ".join(str(err).split()) or type(err).__name__
-        record.update(status="failed", error=f"{type(err).__name__}: {msg}"[:1000], metrics={})
-        record["per_gene"] = {}
+        record.status, record.error = "failed", f"{type(err).__name__}: {msg}"[:1000]
+        record.metrics, record.per_gene = {}, PerGene()
         extras["traceback"] = traceback.format_exc()
-    record["timings"] = timings
-    record["peak_memory_mb"] = round(max(memory.cpu_mb, memory.gpu_mb or 0.0), 1)
-    record["memory"] = {"cpu_rss_mb": round(memory.cpu_mb, 1), "gpu_mb": memory.gpu_mb}
-    record["finished"] = time.time()
-    record["finished_ms"] = int(record["finished"] * 1000)
-    return record, extras
+    record.timings = timings
+    record.peak_memory_mb = round(max(memory.cpu_mb, memory.gpu_mb or 0.0), 1)
+    record.memory = {"cpu_rss_mb": round(memory.cpu_mb, 1), "gpu_mb": memory.gpu_mb}
+    return _finish(record), extras
 
 
 def reusable(
     results_dir: Path, split: Split, method: str, seed: int, opts: RunOptions
-) -> dict | None:
-    """An existing ok record for this cell with the same split and parameters, else None."""
+) -> Record | None:
+    """The resume decision, made here only: the cell's existing record when it is ok, for the
+    same split fingerprint and the same parameters; else None (the cell runs again)."""
     rec = read_record(record_path(results_dir, split.label, method, seed))
-    if rec is None or rec.get("status") != "ok":
+    if rec is None or not rec.ok or rec.split.fingerprint != split.fingerprint:
         return None
-    if rec["split"]["fingerprint"] != split.fingerprint:
-        return None
-    m = create(method, preset=opts.preset, seed=seed)  # cheap: nothing is fitted
-    params = {**m.params(), "preset": opts.preset}
-    if m.stochastic:
-        params["samples"] = opts.samples
-    return rec if rec["params"] == params else None
+    return rec if rec.params == expected_params(method, seed, opts) else None

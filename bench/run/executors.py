@@ -20,10 +20,11 @@ from typing import Any
 from bench.data.splits import Split
 from bench.errors import BenchError, first_line
 from bench.run.cell import RunOptions, failed_record, run_cell
+from bench.run.records import Record
 
 REPO = Path(__file__).resolve().parents[2]
 Cell = tuple[str, str, int, Path]  # dataset, method, seed, workdir
-Result = tuple[Cell, dict[str, Any], dict[str, Any]]  # cell, record, extras
+Result = tuple[Cell, Record, dict[str, Any]]  # cell, record, extras
 
 
 def local(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iterator[Result]:

@@ -39,14 +39,14 @@ def to_anndata(
     import pandas as pd
 
     spec = split.spec
-    k = spec["k"]
+    k = spec.k
     obs, xs, truths, spatial, spatial_um, spreads = [], [], [], [], [], []
     for n, (sample, values) in enumerate(zip(split.test, pred, strict=True)):
-        region = spec["regions"][sample.region]
-        section = sections[region["section"]]
+        region = spec.regions[sample.region]
+        section = sections[region.section]
         covered = np.kron(sample.lr_mask, np.ones((k, k), dtype=bool)) | sample.hr_mask
         i, j = np.nonzero(covered)
-        rows, cols = i + region["origin"][0], j + region["origin"][1]
+        rows, cols = i + region.origin[0], j + region.origin[1]
         xy = section.to_pixel @ np.vstack([cols, rows, np.ones(len(i))])
         obs.append(
             pd.DataFrame(
@@ -80,12 +80,12 @@ def to_anndata(
     if spread is not None:
         adata.layers["spread"] = np.concatenate(spreads).astype(np.float32)
     adata.uns["stsr"] = {
-        "dataset": spec["dataset"],
+        "dataset": spec.dataset,
         "method": method,
         "seed": seed,
-        "fingerprint": spec["fingerprint"],
+        "fingerprint": spec.fingerprint,
         "k": k,
-        "scale": spec["normalisation"],
+        "scale": spec.normalisation,
     }
     return adata
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.files import atomic_write
-from bench.run.records import record_path, write_record
+from bench.run.records import Record, record_path, write_record
 
 if TYPE_CHECKING:  # annotations only: the leaderboard reads paths here without loading splits
     from bench.data.splits import Split
@@ -30,7 +30,7 @@ def test_maps_path(results_dir: Path, label: str, fingerprint: str) -> Path:
     return Path(results_dir) / label / f"maps-{fingerprint}.npz"
 
 
-def _artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
+def _artifacts(results_dir: Path, split: Split, record: Record, extras: dict) -> list[Path]:
     """Write a cell's side files beside its record: per-gene CSV; the prediction (``.pred.npz``:
     ``pred`` (N, G, H, W) float32 on the split's scale, ``regions`` (N,), and for stochastic
     methods ``spread`` (N, G, H, W), the population std over the K draws); the gene-map figure
@@ -39,7 +39,7 @@ def _artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> l
 
     from bench.run import plots as figures
 
-    cell = (record["dataset"], record["method"], record["seed"])
+    cell = (record.dataset, record.method, record.seed)
     out: list[Path] = []
 
     def side(suffix: str, write: Any) -> None:
@@ -47,8 +47,9 @@ def _artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> l
         atomic_write(path, write)
         out.append(path)
 
-    if record["per_gene"]:
-        side(".per_gene.csv", lambda p: pd.DataFrame(record["per_gene"]).to_csv(p, index=False))
+    if record.per_gene:
+        table = pd.DataFrame(record.per_gene.columns())
+        side(".per_gene.csv", lambda p: table.to_csv(p, index=False))
     if "pred" in extras:
         arrays = {"pred": extras["pred"], "regions": np.array([t.region for t in split.test])}
         if "spread" in extras:
@@ -57,7 +58,7 @@ def _artifacts(results_dir: Path, split: Split, record: dict, extras: dict) -> l
         s = split.test[0]
         idx = figures.pick_genes(s.hr, s.hr_mask, split.genes, n=3)
         genes = [split.genes[i] for i in idx]
-        where = f"{record['dataset']} {s.region}: {record['method']} (seed {record['seed']})"
+        where = f"{record.dataset} {s.region}: {record.method} (seed {record.seed})"
         side(
             ".genes.png",
             lambda p: figures.gene_panel(
@@ -98,14 +99,14 @@ def save_test_maps(results_dir: Path, split: Split) -> Path:
 SIDE_SUFFIXES = (".per_gene.csv", ".genes.png", ".spread.png", ".pred.npz", ".traceback.txt")
 
 
-def side_files(results_dir: Path, record: dict) -> list[Path]:
+def side_files(results_dir: Path, record: Record) -> list[Path]:
     """The side files of a record that exist (see :func:`_artifacts`)."""
-    cell = (record["dataset"], record["method"], record["seed"])
+    cell = (record.dataset, record.method, record.seed)
     paths = (side_path(results_dir, *cell, suffix) for suffix in SIDE_SUFFIXES)
     return [p for p in paths if p.is_file()]
 
 
-def save(results_dir: Path, split: Split, record: dict, extras: dict) -> list[Path]:
+def save(results_dir: Path, split: Split, record: Record, extras: dict) -> list[Path]:
     """Write the side files, then the record itself (last, so a record implies its files)."""
     files = _artifacts(results_dir, split, record, extras)
     write_record(results_dir, record)

@@ -1,48 +1,179 @@
 """Result records: one JSON file per (dataset, method, seed), written atomically.
 
-Layout: ``<results-dir>/<dataset>/<method>/seed-<seed>.json``. A record holds ``dataset``,
-``method``, ``seed``, ``status`` ("ok" or "failed"), ``error``, ``params``, ``control``,
-``split`` (fingerprint, k, genes, sections), ``metrics`` (scalar means), ``per_gene`` (a long
-table: one row per (section, gene) with every per-map metric), ``timings`` (seconds),
-``peak_memory_mb``, ``device``, ``code_version`` and start/finish times (Unix seconds).
+Layout: ``<results-dir>/<dataset>/<method>/seed-<seed>.json``, one :class:`Record` each, with
+``dataset``, ``method``, ``seed``, ``status`` ("ok" or "failed"), ``error``, ``params``,
+``control``, ``split`` (:class:`SplitRef`: fingerprint, k, genes, test regions), ``metrics``
+(scalar means), ``per_gene`` (:class:`PerGene`: one row per (region, gene) with every per-map
+metric), ``timings`` (seconds), ``peak_memory_mb``, ``memory``, ``device``, ``code_version``,
+``name`` (the run name) and start/finish times (Unix seconds).
+
+Schema 1 on disk. Records written before the shared vocabulary named the per-gene region column
+``section`` and a sampler's draws parameter ``samples``; :meth:`Record.from_json` reads both, so
+old results load, resume and rank as before.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.files import atomic_write_text
 
 SCHEMA = 1
+_LEGACY_PARAMS = {"samples": "draws"}  # written before the shared vocabulary
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """What a record keeps of its split: the fingerprint, pooling k, genes and test regions."""
+
+    fingerprint: str = "unknown"
+    k: int = 0
+    genes: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "k": self.k,
+            "genes": list(self.genes),
+            "test": list(self.test),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> SplitRef:
+        data = data or {}
+        return cls(
+            fingerprint=str(data.get("fingerprint") or "unknown"),
+            k=int(data.get("k") or 0),
+            genes=tuple(data.get("genes") or ()),
+            test=tuple(data.get("test") or ()),
+        )
+
+
+@dataclass
+class PerGene:
+    """The long per-(region, gene) table of one cell: ``region`` and ``gene`` columns and one
+    column of values (None for an excluded pair) per per-map metric in ``scores``."""
+
+    region: list[str] = field(default_factory=list)
+    gene: list[str] = field(default_factory=list)
+    scores: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.region)
+
+    def columns(self) -> dict[str, list]:
+        """Every column, ``region`` and ``gene`` first (the per-gene CSV, the JSON)."""
+        return {"region": self.region, "gene": self.gene, **self.scores} if self else {}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> PerGene:
+        data = dict(data or {})
+        region = data.pop("region", None)
+        legacy = data.pop("section", None)
+        gene = data.pop("gene", [])
+        return cls(
+            region=list(region if region is not None else legacy or []),
+            gene=list(gene),
+            scores={k: list(v) for k, v in data.items()},
+        )
+
+
+@dataclass
+class Record:
+    """One cell's result; the only thing the runner hands to tracking and the leaderboard."""
+
+    dataset: str
+    method: str
+    seed: int
+    split: SplitRef = field(default_factory=SplitRef)
+    params: dict[str, Any] = field(default_factory=dict)
+    status: str = "failed"
+    error: str | None = None
+    control: str | None = None
+    name: str | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    per_gene: PerGene = field(default_factory=PerGene)
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: float = 0.0
+    memory: dict[str, float | None] = field(default_factory=dict)
+    device: str = "n/a"
+    code_version: str = "unknown"
+    started: float = 0.0
+    finished: float = 0.0
+    finished_ms: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def path(self, results_dir: Path) -> Path:
+        return record_path(results_dir, self.dataset, self.method, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object (schema 1), without ``name`` when the cell never got one."""
+        out: dict[str, Any] = {"schema": SCHEMA}
+        for key in self.__dataclass_fields__:
+            value = getattr(self, key)
+            if key == "split":
+                value = value.to_json()
+            elif key == "per_gene":
+                value = value.columns()
+            elif key == "name" and value is None:
+                continue
+            out[key] = value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, data: str | dict[str, Any]) -> Record:
+        """A record from its JSON text or object (old key names read, see the module doc)."""
+        raw = json.loads(data) if isinstance(data, str) else dict(data)
+        raw.pop("schema", None)
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        known["split"] = SplitRef.from_json(raw.get("split"))
+        known["per_gene"] = PerGene.from_json(raw.get("per_gene"))
+        known["params"] = {
+            _LEGACY_PARAMS.get(k, k): v for k, v in (raw.get("params") or {}).items()
+        }
+        for key in ("metrics", "timings", "memory"):
+            known[key] = dict(raw.get(key) or {})
+        for key in ("peak_memory_mb", "started", "finished"):
+            value = raw.get(key)
+            known[key] = float(value) if value is not None else 0.0
+        known["finished_ms"] = int(raw.get("finished_ms") or 0)
+        return cls(**known)
 
 
 def record_path(results_dir: Path, dataset: str, method: str, seed: int) -> Path:
     return results_dir / dataset / method / f"seed-{seed}.json"
 
 
-def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
+def write_record(results_dir: Path, record: Record) -> Path:
     """Write one record atomically; returns its path."""
-    path = record_path(results_dir, record["dataset"], record["method"], record["seed"])
-    atomic_write_text(
-        path, json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=True) + "\n"
-    )
-    return path
+    return atomic_write_text(record.path(results_dir), record.to_json())
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
+def read_record(path: Path) -> Record | None:
     """A record, or None when the file is unreadable or not a record of this schema."""
     try:
-        rec = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return rec if isinstance(rec, dict) and rec.get("schema") == SCHEMA else None
+    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+        return None
+    try:
+        return Record.from_json(raw)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
-def read_records(results_dir: Path) -> list[dict[str, Any]]:
+def read_records(results_dir: Path) -> list[Record]:
     """Every record under ``results_dir``, sorted by (dataset, method, seed)."""
     found = (read_record(p) for p in sorted(results_dir.glob("*/*/seed-*.json")))
-    return sorted(
-        (r for r in found if r is not None), key=lambda r: (r["dataset"], r["method"], r["seed"])
-    )
+    return sorted((r for r in found if r is not None), key=lambda r: (r.dataset, r.method, r.seed))

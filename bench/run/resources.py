@@ -48,7 +48,8 @@ def code_version() -> str:
             return "unknown"
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
+    """This process's resident set size now, in bytes (``/proc/self/statm``; else the peak)."""
     try:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * resource.getpagesize()
@@ -71,10 +72,10 @@ class PeakMemory:
         self._stop = threading.Event()
 
     def _watch(self) -> None:
-        peak = _rss_bytes()
+        peak = rss_bytes()
         while not self._stop.wait(self.interval):
-            peak = max(peak, _rss_bytes())
-        self._peak = max(peak, _rss_bytes())
+            peak = max(peak, rss_bytes())
+        self._peak = max(peak, rss_bytes())
 
     def __enter__(self) -> PeakMemory:
         import torch

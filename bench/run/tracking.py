@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, first_line
+from bench.run.records import Record
 
 EXPERIMENT = "stsr-bench"
 
@@ -86,49 +87,49 @@ class Tracker:
             self.client.set_terminated(self.parent_id, "FAILED" if failed else "FINISHED")
 
     def log_cell(
-        self, record: dict[str, Any], artifacts: list[Path], card: dict[str, str] | None = None
+        self, record: Record, artifacts: list[Path], card: dict[str, str] | None = None
     ) -> str:
         """One child run for a result record; returns its id. ``card`` (the dataset card's
         facts, :func:`card_facts`) is added as ``card.*`` tags and parameters."""
         from mlflow.entities import Metric
 
-        params = {"seed": record["seed"], **record["params"]}
+        params = {"seed": record.seed, **record.params}
         tags = {
-            "status": record["status"],
-            "dataset": record["dataset"],
-            "method": record["method"],
-            "seed": str(record["seed"]),
-            "split_fingerprint": record["split"]["fingerprint"],
-            "code_version": record["code_version"],
-            "device": record["device"],
+            "status": record.status,
+            "dataset": record.dataset,
+            "method": record.method,
+            "seed": str(record.seed),
+            "split_fingerprint": record.split.fingerprint,
+            "code_version": record.code_version,
+            "device": record.device,
         }
-        if record.get("control"):
-            tags["control"] = record["control"]
-        if record.get("error"):
-            tags["error"] = record["error"][:5000]
+        if record.control:
+            tags["control"] = record.control
+        if record.error:
+            tags["error"] = record.error[:5000]
         if self.parent_id:
             tags["mlflow.parentRunId"] = self.parent_id
         tags.update({**_owner(), "record_id": record_id(record)})
         tags.update({f"card.{k}": v for k, v in (card or {}).items()})
-        name = record.get("name") or run_name(record["method"], params)
+        name = record.name or run_name(record.method, params)
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         rid = run.info.run_id
-        split = {k: v for k, v in record["split"].items() if k != "genes"}
-        split["n_genes"] = len(record["split"]["genes"])
+        split = {k: v for k, v in record.split.to_json().items() if k != "genes"}
+        split["n_genes"] = len(record.split.genes)
         self._log(
             rid,
-            params={**params, "dataset": record["dataset"], "split": split, "card": card or {}},
+            params={**params, "dataset": record.dataset, "split": split, "card": card or {}},
         )
-        metrics = dict(record.get("metrics") or {})
-        metrics.update({f"time_{k}": v for k, v in record["timings"].items()})
-        metrics["peak_memory_mb"] = record["peak_memory_mb"]
-        ts = int(record.get("finished_ms", 0))
+        metrics = dict(record.metrics)
+        metrics.update({f"time_{k}": v for k, v in record.timings.items()})
+        metrics["peak_memory_mb"] = record.peak_memory_mb
+        ts = record.finished_ms
         values = [Metric(k, float(v), ts, 0) for k, v in sorted(metrics.items()) if v is not None]
         if values:
             self.client.log_batch(rid, metrics=values)
         for path in artifacts:
             self.client.log_artifact(rid, str(path))
-        self.client.set_terminated(rid, "FINISHED" if record["status"] == "ok" else "FAILED")
+        self.client.set_terminated(rid, "FINISHED" if record.ok else "FAILED")
         return rid
 
     def log_files(self, paths: list[Path], folder: str) -> None:
@@ -136,7 +137,7 @@ class Tracker:
         for path in paths if self.parent_id else []:
             self.client.log_artifact(self.parent_id, str(path), folder)
 
-    def reconcile(self, records: list[tuple[dict[str, Any], list[Path]]]) -> dict[str, int]:
+    def reconcile(self, records: list[tuple[Record, list[Path]]]) -> dict[str, int]:
         """Repair the store after an interrupted invocation, before this one logs anything.
 
         Runs left RUNNING by a process of this host that no longer exists are closed: a parent
@@ -195,11 +196,9 @@ def card_facts(raw: dict[str, Any]) -> dict[str, str]:
     return {k: str(v)[:5000] for k, v in facts.items() if v is not None}
 
 
-def record_id(record: dict[str, Any]) -> str:
+def record_id(record: Record) -> str:
     """A cell's identity in the store: dataset/method/seed and the record's finish time (ms)."""
-    return (
-        f"{record['dataset']}/{record['method']}/{record['seed']}/{record.get('finished_ms', 0)}"
-    )
+    return f"{record.dataset}/{record.method}/{record.seed}/{record.finished_ms}"
 
 
 def _owner() -> dict[str, str]:
