@@ -9,7 +9,7 @@ STSR_DATA_DIR ?= $(if $(wildcard ../shared/data/README.md),$(abspath ../shared/d
 export STSR_DATA_DIR
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test env
+.PHONY: run test test-fast env
 run: $(VENV)/.installed
 	$(PY) -m bench fetch --datasets her2st
 	$(PY) -m bench run --methods all
@@ -17,7 +17,12 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check bench methods tests benchmarks
 	$(PY) -m ruff format --check bench methods tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# the inner loop: no child processes, Ray, MLflow server, training runs or grids (< 60 s, 2 cores)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow and not subprocess and not ray and not mlflow_server"
 
 env: $(VENV)/.installed
 

@@ -1,0 +1,81 @@
+"""The house's rules that import-linter cannot check: no module of the harness reaches into
+another module's private names (a leading underscore), so every name crossing a module border
+is public and documented; the benchmarks use the library's public API."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PROJECT = ("bench", "methods")
+# methods-side benchmarks that time private steps of a method; the methods' owners keep them
+METHODS_SIDE = {"benchmarks/diffst_quality.py", "benchmarks/diffusion_speed.py"}
+
+
+def private_uses(path: Path) -> list[str]:
+    """``module:line name`` for each private name of another project module that ``path``
+    imports (``from x import _y``) or reads off an imported project module (``x._y``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    modules: set[str] = set()  # local names bound to project modules
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in PROJECT:
+                    modules.add(a.asname or a.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and (node.module or "").split(".")[0] not in PROJECT:
+                continue  # a third-party module (relative imports are the project's)
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    where = "." * node.level + (node.module or "")
+                    found.append(f"{node.lineno} from {where} import {a.name}")
+                else:
+                    modules.add(a.asname or a.name)  # perhaps a submodule
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.lineno} {node.value.id}.{node.attr}")
+    return [f"{path.relative_to(REPO)}:{f}" for f in found]
+
+
+def files(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (REPO / f).rglob("*.py"))
+
+
+@pytest.mark.parametrize("folder", ["bench", "tests", "benchmarks"])
+def test_no_private_name_crosses_a_module_border(folder):
+    paths = [p for p in files(folder) if str(p.relative_to(REPO)) not in METHODS_SIDE]
+    offenders = [use for p in paths for use in private_uses(p)]
+    assert not offenders, "private names used across modules:\n" + "\n".join(offenders)
+
+
+def test_the_checker_sees_both_forms(tmp_path):
+    bad = REPO / "tests" / ".layout_probe.py"
+    try:
+        bad.write_text("from bench.scoring.metrics import _x\nfrom bench import grid\ngrid._y\n")
+        assert [u.split(":", 1)[1] for u in private_uses(bad)] == [
+            "1 from bench.scoring.metrics import _x",
+            "3 grid._y",
+        ]
+    finally:
+        bad.unlink(missing_ok=True)
+
+
+@pytest.mark.subprocess
+def test_importing_bench_loads_no_wing():
+    """``import bench`` stays cheap: the entry point is resolved on first use."""
+    import subprocess
+    import sys
+
+    code = "import sys, bench; print(sorted(m for m in sys.modules if m.startswith('bench')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "['bench']", out.stderr
