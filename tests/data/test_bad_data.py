@@ -30,7 +30,7 @@ from bench import cli
 from bench.data.cards import load_card
 from bench.data.splits import SplitSpec, fingerprint, make_split, write_spec
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EMBRYO = "visium_cytassist_mouse_embryo"
 GENERATORS = {
     "st": syn.legacy_st,

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.run.records import read_records
 from bench.run.tracking import Tracker, default_uri, record_id
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 METHODS = "nearest,bilinear,bicubic,mean,tesla,linear_probe,shuffled,truth,istar"
 
 
