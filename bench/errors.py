@@ -17,6 +17,12 @@ def first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def one_line(err: BaseException) -> str:
+    """``"<ExceptionType>: <first line of its message>"``, how a failed cell, a dead worker or a
+    third-party failure is reported in records, MLflow tags and the leaderboard."""
+    return f"{type(err).__name__}: {first_line(err)}"
+
+
 def writable_dir(path: Path, what: str) -> Path:
     """``path`` created if missing and checked writable (resolved); else a :class:`BenchError`
     naming ``what`` (e.g. "results dir") and the fix."""

@@ -45,3 +45,33 @@ def register_method():
     yield lambda *args, **fixed: undo.append(registry.register(*args, **fixed))
     for step in reversed(undo):
         step()
+
+
+# What takes a test out of the inner loop (``make test-fast``), by module: grids and training
+# runs, real data beyond one small section (slow), child processes, Ray, an MLflow server.
+# ``make test`` (CI) runs everything. Kept here, in one place, so modules edited elsewhere
+# need no marker lines.
+MARKS = {
+    "test_cli": ("slow",),
+    "test_resume": ("slow", "subprocess"),
+    "test_executors": ("slow", "ray"),
+    "test_tracking_server": ("slow", "mlflow_server", "subprocess"),
+    "test_map_figures": ("slow",),
+    "test_bad_data": ("slow", "subprocess"),
+    "test_datasets": ("slow",),
+    "test_splits": ("slow",),
+    "test_reader_h5ad": ("slow",),
+    "test_reader_spaceranger": ("slow",),
+    "test_reader_transcripts": ("slow",),
+    "test_contract_all": ("slow",),
+    "test_baselines_diffusion": ("slow",),
+    "test_diffst_method": ("slow",),
+    "test_diffst_network": ("slow",),
+    "test_diffusion_variants": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for name in MARKS.get(item.path.stem, ()):
+            item.add_marker(getattr(pytest.mark, name))

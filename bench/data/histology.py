@@ -85,9 +85,3 @@ def crop_grids(
             )
     return out
 
-
-def crop_grid(
-    section: Section, origin: tuple[int, int], shape: tuple[int, int], px: int
-) -> np.ndarray:
-    """One crop of :func:`crop_grids`: (C, H px, W px) uint8."""
-    return crop_grids(section, [origin], shape, px)[0]

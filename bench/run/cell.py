@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.splits import Split
+from bench.errors import one_line
 from bench.run.records import PerGene, Record, SplitRef, read_record, record_path
 from bench.run.resources import PeakMemory, Timer, device
 from bench.run.tracking import run_name
@@ -228,8 +229,7 @@ def run_cell(
         if draws is not None:  # the per-position spread that the `spread` metric averages
             extras["spread"] = diversity.spread_map(draws, opts.device).astype(np.float32)
     except Exception as err:  # noqa: BLE001 - a failing method is recorded, the grid goes on
-        msg = " ".join(str(err).split()) or type(err).__name__
-        record.status, record.error = "failed", f"{type(err).__name__}: {msg}"[:1000]
+        record.status, record.error = "failed", one_line(err)[:1000]
         record.metrics, record.per_gene = {}, PerGene()
         extras["traceback"] = traceback.format_exc()
     record.timings = timings

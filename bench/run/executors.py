@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.splits import Split
-from bench.errors import BenchError, first_line
+from bench.errors import BenchError, first_line, one_line
 from bench.run.cell import RunOptions, failed_record, run_cell
 from bench.run.records import Record
 
@@ -98,7 +98,6 @@ def ray(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iterat
             record, extras = ray_lib.get(done[0])
         except ray_lib.exceptions.RayError as err:  # the worker died (e.g. killed for memory)
             d, m, s, _ = cell
-            error = f"{type(err).__name__}: {first_line(err)}"
-            record = failed_record(splits[d], m, s, opts, error)
+            record = failed_record(splits[d], m, s, opts, one_line(err))
             extras = {"traceback": str(err)}
         yield cell, record, extras

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from bench.data.readers.lattice import image_size, lattice_parity, pitch
 from bench.data.section import Section, check_counts, check_section, fit_to_pixel
 
@@ -60,11 +60,6 @@ POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")
 IMAGES = ("hires", "lowres")
 FULLRES_SPOT_UM = 65.0  # spot_diameter_fullres spans a theoretical 65 um spot (Space Ranger docs)
 MEX_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
-
-
-def _line(err: BaseException) -> str:
-    """An exception as one line: its type and squeezed message."""
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
 
 
 def _culprit(folder: Path) -> Path:
@@ -97,7 +92,7 @@ def read_counts(path: Path) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
                 adata = sc.read_10x_h5(path, gex_only=False)
         except Exception as err:  # noqa: BLE001 - scanpy/h5py raise many types, even Exception
             where = _culprit(path) if mex else path
-            raise BenchError(f"{where}: unreadable matrix ({_line(err)}); re-fetch it") from None
+            raise BenchError(f"{where}: unreadable matrix ({one_line(err)}); re-fetch it") from None
         keep = np.ones(adata.n_vars, dtype=bool)
         if "feature_types" in adata.var:
             keep = (adata.var["feature_types"] == "Gene Expression").to_numpy()
@@ -121,7 +116,7 @@ def read_positions(spatial: Path) -> tuple[Path, pd.DataFrame]:
     try:
         table = pd.read_csv(path, header=None, dtype=str)
     except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise BenchError(f"{path}: unreadable positions ({_line(err)}); re-fetch it") from None
+        raise BenchError(f"{path}: unreadable positions ({one_line(err)}); re-fetch it") from None
     if table.shape[1] != len(POSITION_COLUMNS):
         raise BenchError(
             f"{path}: {table.shape[1]} columns, not {len(POSITION_COLUMNS)}; re-fetch it"
@@ -133,7 +128,7 @@ def read_positions(spatial: Path) -> tuple[Path, pd.DataFrame]:
     try:
         table = table.astype(np.float64)
     except ValueError as err:
-        raise BenchError(f"{path}: non-numeric position ({_line(err)}); re-fetch it") from None
+        raise BenchError(f"{path}: non-numeric position ({one_line(err)}); re-fetch it") from None
     grid = table[["in_tissue", "array_row", "array_col"]].to_numpy()
     if not np.isfinite(table.to_numpy()).all() or (grid != np.round(grid)).any():
         raise BenchError(f"{path}: in_tissue/array_row/array_col must be integers; re-fetch it")
@@ -148,7 +143,7 @@ def read_scalefactors(path: Path, keys: tuple[str, ...]) -> dict[str, float]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise BenchError(f"{path}: unreadable scale factors ({_line(err)}); re-fetch it") from None
+        raise BenchError(f"{path}: unreadable scale factors ({one_line(err)}); re-fetch it") from None
     values = {}
     for key in keys:
         value = data.get(key) if isinstance(data, dict) else None
