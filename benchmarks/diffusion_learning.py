@@ -11,13 +11,14 @@ so the knee and the cost of every variant are visible side by side.
 
 Usage: ``python benchmarks/diffusion_learning.py [--datasets her2st xenium_bone_marrow]
 [--methods unet sr3 diffst] [--variants eps eps+res x0+res v+res] [--iterations 2000]
-[--every 250] [--draws 8] [--csv out.csv]``.
+[--every 250] [--draws 8] [--csv out.csv] [--set learning_rate=1e-3 ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import time
 
@@ -68,7 +69,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--data-dir")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for every model, e.g. learning_rate=1e-3 (values parsed as JSON)",
+    )
     args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     if args.threads:
         torch.set_num_threads(args.threads)
     unknown = sorted(set(args.variants) - set(VARIANTS))
@@ -110,6 +125,7 @@ def main() -> None:
                     iterations=args.iterations,
                     **({} if method_name == "unet" else {"prediction": prediction}),
                     residual=residual,
+                    **overrides,
                 )
                 clock = {"t": time.perf_counter(), "step": 0, "eval": 0.0}
 

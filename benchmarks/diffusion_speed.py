@@ -1,12 +1,14 @@
 """CPU training speed of the U-Net methods: fp32 eager against threads, channels-last,
 ``torch.compile`` and bfloat16 autocast, measured side by side in one run.
 
-For each method (``diffst``, ``sr3``, ``unet`` at the ``quick`` preset on her2st, the default
-split) and each option, the same training steps (same batches, timesteps and noise) are timed after
-a warm-up, and the last step's loss is printed beside fp32 eager's so a precision option's drift
-shows. Prints seconds per step, the ratio to fp32 eager (> 1: faster) and peak RSS.
+For each network (``diffst``'s ``DiffSTNet``, ``sr3``'s ``SR3Net``, both at the ``quick`` preset's
+width for her2st's shapes: 50 genes, 24 x 24 HR, 12 x 12 LR, 3-channel image, batch 4) and each
+option, the same training steps (the same batches, timesteps and noise; speed does not depend on
+the values, so the batches are drawn at random) of the hybrid diffusion loss with AdamW are timed
+after a warm-up. Printed: seconds per step, the ratio to fp32 eager (> 1: faster), the last loss
+beside eager's (a precision option's drift shows) and peak RSS. Public constructors only.
 
-Usage: ``python benchmarks/diffusion_speed.py [--methods diffst sr3 unet] [--steps 30]
+Usage: ``python benchmarks/diffusion_speed.py [--networks diffst sr3] [--steps 30]
 [--options eager threads1 channels_last compile bf16]``.
 """
 
@@ -20,45 +22,77 @@ import time
 import torch
 
 OPTIONS = ("eager", "threads1", "channels_last", "compile", "bf16")
+GENES, HR, LR, BATCH, TILES, TILE_PX = 50, 24, 12, 4, 144, 8
 
 
-def run(method_name: str, option: str, steps: int, warmup: int, split) -> tuple[float, float]:
-    """Seconds per training step and the last loss for one method under one option."""
-    from methods import registry
+def network(name: str) -> tuple[torch.nn.Module, int]:
+    """The quick-preset network of ``name`` for her2st's shapes, and its width."""
+    from methods.diffusion.config import auto_channels, make_config
+    from methods.registry import method_class
+
+    cfg = make_config("quick", on_gpu=False)
+    width = auto_channels(method_class(name)[0].input_width(GENES))
+    torch.manual_seed(0)
+    if name == "sr3":
+        from methods.sr3 import SR3Net
+
+        return SR3Net(genes=GENES, channels=width, groups=cfg.groups), width
+    from methods.diffst.network import DiffSTNet
+
+    net = DiffSTNet(
+        genes=GENES,
+        image_channels=3,
+        channels=width,
+        groups=cfg.groups,
+        lr_hw=(LR, LR),
+        hr_hw=(HR, HR),
+        tile_px=TILE_PX,
+    )
+    net.set_gene_totals(torch.rand(GENES) + 0.5)
+    return net, width
+
+
+def run(name: str, option: str, steps: int, warmup: int) -> tuple[float, float]:
+    """Seconds per training step and the last loss of ``name`` under ``option``."""
+    from methods.diffusion.schedule import GaussianDiffusion
 
     threads = torch.get_num_threads()
     if option == "threads1":
         torch.set_num_threads(1)
     try:
-        m = registry.create(method_name, preset="quick", seed=0)
-        m._build(split.train)
-        data = m._encode(m._augmented(split.train))
-        if option == "channels_last":
-            m.net = m.net.to(memory_format=torch.channels_last)
-            data = {
-                k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v
-                for k, v in data.items()
-            }
-        if option == "compile":
-            m.net = torch.compile(m.net)
+        net, _ = network(name)
+        fmt = torch.channels_last if option == "channels_last" else torch.contiguous_format
+        net = net.to(memory_format=fmt)
+        model = torch.compile(net) if option == "compile" else net
+        optimizer = torch.optim.AdamW(net.parameters(), lr=5e-4, weight_decay=1e-5)
+        diffusion = GaussianDiffusion.linear(prediction="v")
+        g = torch.Generator().manual_seed(0)
+        x0 = (torch.rand(BATCH, GENES, HR, HR, generator=g) * 2 - 1).to(memory_format=fmt)
+        lr = (torch.rand(BATCH, GENES, LR, LR, generator=g) * 2 - 1).to(memory_format=fmt)
+        image = torch.rand(BATCH, 3, HR, HR, generator=g).to(memory_format=fmt)
+        tiles = torch.rand(BATCH, TILES, 3, TILE_PX, TILE_PX, generator=g)
+
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if name == "sr3":
+                return model(x, t, lr).float()
+            return model(x, t, lr, image, tiles)[0].float()
+
         autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16)
             if option == "bf16"
             else contextlib.nullcontext()
         )
-        generator = torch.Generator().manual_seed(0)
-        n = data["x0"].shape[0]
         loss = torch.zeros(())
         for step in range(warmup + steps):
             if step == warmup:
                 start = time.perf_counter()
-            idx = torch.randint(0, n, (m.config.batch_size,), generator=generator)
-            batch = {k: v[idx] for k, v in data.items()}
+            t = torch.randint(0, 1000, (BATCH,), generator=g)
+            noise = torch.randn(x0.shape, generator=g)
             with autocast:
-                loss = m._loss(batch, generator, 1.0)
-            m.optimizer.zero_grad(set_to_none=True)
+                loss = diffusion.training_losses(model_fn, x0, t, noise)["loss"].mean()
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            m.optimizer.step()
+            optimizer.step()
         return (time.perf_counter() - start) / steps, float(loss)
     finally:
         torch.set_num_threads(threads)
@@ -70,28 +104,29 @@ def main() -> None:
     from bench import cache, cards
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["diffst", "sr3", "unet"])
+    parser.add_argument("--networks", nargs="+", default=["diffst", "sr3"])
     parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=OPTIONS)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--data-dir")
     args = parser.parse_args()
-    card = cards.load_card("her2st")
-    split = cache.load(card, cards.data_dir(args.data_dir), card.split["default_pooling"])
     print(f"device {device_name()}, torch {torch.__version__}, {args.steps} timed steps")
-    print(f"{'method':7} {'option':14} {'s/step':>7} {'vs eager':>8} {'loss':>8} {'peak MiB':>8}")
-    for name in args.methods:
+    print(
+        f"{'network':7} {'width':>5} {'option':14} {'s/step':>7} {'vs eager':>8} {'loss':>8} "
+        f"{'peak MiB':>8}"
+    )
+    for name in args.networks:
         reference = None
+        width = network(name)[1]
         for option in args.options:
             try:
-                seconds, loss = run(name, option, args.steps, args.warmup, split)
-            except Exception as exc:  # e.g. torch.compile without a C++ compiler
-                print(f"{name:7} {option:14} failed: {str(exc).splitlines()[0][:80]}")
+                seconds, loss = run(name, option, args.steps, args.warmup)
+            except Exception as exc:  # e.g. torch.compile without a working C++ toolchain
+                print(f"{name:7} {width:5d} {option:14} failed: {str(exc).splitlines()[0][:70]}")
                 continue
             reference = reference or seconds
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
-                f"{name:7} {option:14} {seconds:7.3f} {reference / seconds:7.2f}x "
+                f"{name:7} {width:5d} {option:14} {seconds:7.3f} {reference / seconds:7.2f}x "
                 f"{loss:8.4f} {peak:8.0f}",
                 flush=True,
             )
