@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -65,6 +66,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--draws", type=int, default=8)
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["ddpm"],
+        choices=["ddpm", "ddim"],
+        help="score each sampler's draws at every checkpoint (same model)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--data-dir")
@@ -110,7 +118,7 @@ def main() -> None:
         )
         print(
             f"  {'method':7} {'variant':8} {'iter':>5} {'s/step':>6} {'PCC':>6} {'RMSE':>6} "
-            f"{'CRPS':>6} {'sp-sk':>6} {'width':>5}",
+            f"{'CRPS':>6} {'sp-sk':>6} {'width':>5} sampler",
             flush=True,
         )
         for method_name in args.methods:
@@ -140,28 +148,33 @@ def main() -> None:
                 ) -> None:
                     train_s = time.perf_counter() - clock["t"] - clock["eval"]
                     t0 = time.perf_counter()
-                    if method.stochastic:
-                        draws = method.sample(inputs, args.draws, seed=args.seed)
-                    else:
-                        draws = method.predict(inputs)[:, None]
-                    s = scores(draws, *truth)
+                    base = method.config
+                    for sampler in args.samplers if method.stochastic else ["-"]:
+                        if method.stochastic:
+                            method.config = dataclasses.replace(base, sampler=sampler)
+                            draws = method.sample(inputs, args.draws, seed=args.seed)
+                        else:
+                            draws = method.predict(inputs)[:, None]
+                        s = scores(draws, *truth)
+                        row = dict(
+                            dataset=name,
+                            method=method.name,
+                            variant=variant,
+                            iter=step,
+                            sampler=sampler,
+                            s_per_step=train_s / step,
+                            width=method.config.channels,
+                            **s,
+                        )
+                        rows.append(row)
+                        print(
+                            f"  {method.name:7} {variant:8} {step:5d} {row['s_per_step']:6.3f} "
+                            f"{s['pcc']:6.3f} {s['rmse']:6.3f} {s.get('crps', math.nan):6.3f} "
+                            f"{s.get('spread_skill', math.nan):6.2f} {row['width']:5d} {sampler}",
+                            flush=True,
+                        )
+                    method.config = base
                     clock["eval"] += time.perf_counter() - t0
-                    row = dict(
-                        dataset=name,
-                        method=method.name,
-                        variant=variant,
-                        iter=step,
-                        s_per_step=train_s / step,
-                        width=method.config.channels,
-                        **s,
-                    )
-                    rows.append(row)
-                    print(
-                        f"  {method.name:7} {variant:8} {step:5d} {row['s_per_step']:6.3f} "
-                        f"{s['pcc']:6.3f} {s['rmse']:6.3f} {s.get('crps', math.nan):6.3f} "
-                        f"{s.get('spread_skill', math.nan):6.2f} {row['width']:5d}",
-                        flush=True,
-                    )
 
                 method.monitor, method.monitor_every = monitor, args.every
                 method.fit(fit_regions)
