@@ -16,20 +16,10 @@ if TYPE_CHECKING:
 
 __all__ = ["GridResult", "RunConfig", "run_grid"]
 
-# the flat modules of the first layout, still imported by the methods-side benchmarks
-_MOVED = {
-    "cache": "bench.data.cache",
-    "cards": "bench.data.cards",
-    "diversity": "bench.scoring.diversity",
-    "metrics": "bench.scoring.metrics",
-}
-
 
 def __getattr__(name: str) -> Any:
     import importlib
 
     if name in __all__:
         return getattr(importlib.import_module("bench.grid"), name)
-    if name in _MOVED:
-        return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'bench' has no attribute {name!r}")

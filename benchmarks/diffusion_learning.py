@@ -38,7 +38,7 @@ def validation_carve(train: list) -> tuple[list, list]:
 
 def scores(draws: np.ndarray, hr: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Validation PCC / RMSE of the draws' mean and, with K > 1, CRPS and spread-skill."""
-    from bench import diversity, metrics
+    from bench.scoring import diversity, metrics
 
     point = draws.mean(axis=1)
     out = {
@@ -53,9 +53,8 @@ def scores(draws: np.ndarray, hr: np.ndarray, mask: np.ndarray) -> dict[str, flo
 
 
 def main() -> None:
-    from bench.resources import device_name
-
-    from bench import cache, cards
+    from bench.data import cache, cards
+    from bench.run.resources import device_name
     from methods import registry
     from methods.contract import stack
 

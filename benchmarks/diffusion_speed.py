@@ -99,9 +99,7 @@ def run(name: str, option: str, steps: int, warmup: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from bench.resources import device_name
-
-    from bench import cache, cards
+    from bench.run.resources import device_name
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", nargs="+", default=["diffst", "sr3"])

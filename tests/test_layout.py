@@ -11,8 +11,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = ("bench", "methods")
-# methods-side benchmarks that time private steps of a method; the methods' owners keep them
-METHODS_SIDE = {"benchmarks/diffst_quality.py", "benchmarks/diffusion_speed.py"}
 
 
 def private_uses(path: Path) -> list[str]:
@@ -51,9 +49,9 @@ def files(*folders: str) -> list[Path]:
     return sorted(p for f in folders for p in (REPO / f).rglob("*.py"))
 
 
-@pytest.mark.parametrize("folder", ["bench", "tests", "benchmarks"])
+@pytest.mark.parametrize("folder", ["bench", "methods", "tests", "benchmarks"])
 def test_no_private_name_crosses_a_module_border(folder):
-    paths = [p for p in files(folder) if str(p.relative_to(REPO)) not in METHODS_SIDE]
+    paths = files(folder)
     offenders = [use for p in paths for use in private_uses(p)]
     assert not offenders, "private names used across modules:\n" + "\n".join(offenders)
 
