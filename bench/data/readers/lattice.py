@@ -1,0 +1,44 @@
+"""Lattice helpers every reader shares: the image's size from its header, the card's pitch, and
+the parity of a checkerboard lattice (Visium's hexagonal and ST's 2k arrays)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BenchError
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = None  # full-resolution slides exceed PIL's bomb guard by design
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise BenchError(f"{path}: not a readable image ({err}); re-fetch the dataset") from None
+
+
+def pitch(lattice: Mapping[str, Any]) -> tuple[float, float]:
+    """The card's ``pitch_um`` as (row step, column step) in micrometres."""
+    value = lattice["pitch_um"]
+    row, col = (value, value) if isinstance(value, int | float) else value
+    return float(row), float(col)
+
+
+def lattice_parity(where: Path, kind: str, row: np.ndarray, col: np.ndarray) -> int:
+    """Parity of a checkerboard lattice's positions (0 for square); mixed parities fail."""
+    if kind != "checkerboard":
+        return 0
+    parities = np.unique((row + col) % 2)
+    if len(parities) != 1:
+        raise BenchError(
+            f"{where}: spots on both parities of row + col, so the lattice is not a checkerboard; "
+            'set [lattice].kind = "square" in the card'
+        )
+    return int(parities[0])
