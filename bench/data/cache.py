@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.files import atomic_write
 from bench.data.cards import Card, require_files
 from bench.data.splits import Split, SplitSpec, build, load_spec
+from bench.files import atomic_write
 from methods.contract import Sample
 
 CACHE_ENV = "STSR_CACHE_DIR"

@@ -8,8 +8,6 @@ matches, so an interrupted or corrupt download never leaves a half-written input
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path

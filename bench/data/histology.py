@@ -84,4 +84,3 @@ def crop_grids(
                 arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
             )
     return out
-

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import BenchError
 from bench.data.section import Section
+from bench.errors import BenchError
 
 
 def sites(section: Section, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

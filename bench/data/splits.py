@@ -1,9 +1,9 @@
 """Fixed downsampled splits: committed split files and the samples they define.
 
 A split file ``datasets/<name>/split-k<k>.json`` fixes everything a score depends on: the regions
-(windows of the HR grid, :mod:`bench.data.regions`) and their train/test role, the pooling factor k,
-the genes (chosen on training regions only), the normalisation, the image resolution and the
-sha256 of every input file. Its fingerprint is the first 16 hex digits of the sha256 of the
+(windows of the HR grid, :mod:`bench.data.regions`) and their train/test role, the pooling
+factor k, the genes (chosen on training regions only), the normalisation, the image resolution
+and the sha256 of every input file. Its fingerprint is the first 16 hex digits of the sha256 of the
 canonical JSON of those fields (no dates, paths or machine facts, so two builds on different days
 or machines agree); results carry it and the leaderboard never mixes fingerprints.
 
@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from bench.data.cards import Card, require_files
-from bench.errors import BenchError
-from bench.files import atomic_write_text
 from bench.data.histology import crop_grids
 from bench.data.readers import reader
 from bench.data.regions import define_regions, in_window, sites
 from bench.data.section import Section
+from bench.errors import BenchError
+from bench.files import atomic_write_text
 from methods.contract import Sample
 
 NORMALISATIONS = ("log1p_cp10k", "log1p_area")

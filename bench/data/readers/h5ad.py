@@ -8,8 +8,8 @@ Conventions (those of scanpy and squidpy):
   {"tissue_<name>_scalef": stored px per full-res px, "spot_diameter_fullres": ...}}``;
 - lattice data carry ``obs["array_row"]``, ``obs["array_col"]`` (Visium's doubled-column grid) and
   optionally ``obs["in_tissue"]``; data without them are points and are binned into square bins
-  of ``[read].bin_um`` micrometres (:func:`bench.data.readers.binning.bin_points`), a bin being in tissue when
-  it holds at least ``[read].tissue_min_counts`` (default 1) counts.
+  of ``[read].bin_um`` micrometres (:func:`bench.data.readers.binning.bin_points`), a bin being
+  in tissue when it holds at least ``[read].tissue_min_counts`` (default 1) counts.
 
 The pixel size is ``[read].um_per_px`` when given (it also converts um coordinates), else
 ``65 / spot_diameter_fullres``: Space Ranger documents that key as the pixel diameter of a
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from bench.data.readers.binning import bin_points, bin_to_pixel
-from bench.errors import BenchError
 from bench.data.readers.lattice import image_size, lattice_parity, pitch
 from bench.data.section import Section, check_counts, check_section, fit_to_pixel
+from bench.errors import BenchError
 
 UNS_IMAGES = ("hires", "lowres")
 FULLRES_SPOT_UM = 65.0  # spot_diameter_fullres spans a theoretical 65 um spot (Space Ranger docs)

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError
 from bench.data.readers.lattice import image_size, lattice_parity, pitch
 from bench.data.section import Section, check_counts, check_section, fit_to_pixel
+from bench.errors import BenchError
 
 SPOT_COLUMNS = ("x", "y", "pixel_x", "pixel_y", "selected")
 

@@ -23,9 +23,9 @@ Pixel size: ``um_per_px = 65 / spot_diameter_fullres``; Space Ranger documents t
 pixel diameter of a *theoretical 65 um* spot (not the 55 um physical spot).
 
 Checked: readable files (errors name the file), unique barcodes in matrix and positions, every
-matrix barcode positioned, raw integer counts (:func:`bench.data.section.check_counts`), one lattice
-parity, and the coordinate contract (:func:`bench.data.section.check_section`: in-tissue spots inside
-the image, plausible pixel size agreeing with the scale factors and the card's
+matrix barcode positioned, raw integer counts (:func:`bench.data.section.check_counts`), one
+lattice parity, and the coordinate contract (:func:`bench.data.section.check_section`: in-tissue
+spots inside the image, plausible pixel size agreeing with the scale factors and the card's
 ``image_um_per_px``). Spots are the matrix's (a filtered matrix holds the in-tissue ones, a raw
 one all 4,992), each with ``in_tissue`` from the positions file.
 """
@@ -44,9 +44,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from bench.errors import BenchError, one_line
 from bench.data.readers.lattice import image_size, lattice_parity, pitch
 from bench.data.section import Section, check_counts, check_section, fit_to_pixel
+from bench.errors import BenchError, one_line
 
 POSITION_COLUMNS = (
     "barcode",
@@ -92,7 +92,9 @@ def read_counts(path: Path) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
                 adata = sc.read_10x_h5(path, gex_only=False)
         except Exception as err:  # noqa: BLE001 - scanpy/h5py raise many types, even Exception
             where = _culprit(path) if mex else path
-            raise BenchError(f"{where}: unreadable matrix ({one_line(err)}); re-fetch it") from None
+            raise BenchError(
+                f"{where}: unreadable matrix ({one_line(err)}); re-fetch it"
+            ) from None
         keep = np.ones(adata.n_vars, dtype=bool)
         if "feature_types" in adata.var:
             keep = (adata.var["feature_types"] == "Gene Expression").to_numpy()
@@ -143,7 +145,9 @@ def read_scalefactors(path: Path, keys: tuple[str, ...]) -> dict[str, float]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise BenchError(f"{path}: unreadable scale factors ({one_line(err)}); re-fetch it") from None
+        raise BenchError(
+            f"{path}: unreadable scale factors ({one_line(err)}); re-fetch it"
+        ) from None
     values = {}
     for key in keys:
         value = data.get(key) if isinstance(data, dict) else None

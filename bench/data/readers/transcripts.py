@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from bench.data.readers.binning import bin_points, bin_to_pixel
-from bench.errors import BenchError, first_line
 from bench.data.readers.lattice import image_size
 from bench.data.section import UM_PER_PX_RANGE, Section, check_counts, check_section
+from bench.errors import BenchError, first_line
 
 XENIUM_COLUMNS = {"gene": "feature_name", "x": "x_location", "y": "y_location", "qv": "qv"}
 CONTROL_PREFIXES = (
