@@ -93,7 +93,7 @@ def run(name: str, option: str, steps: int, warmup: int) -> tuple[float, float]:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        return (time.perf_counter() - start) / steps, float(loss)
+        return (time.perf_counter() - start) / steps, float(loss.detach())
     finally:
         torch.set_num_threads(threads)
 
