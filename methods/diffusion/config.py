@@ -32,7 +32,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from methods.diffusion.schedule import Prediction
+from methods.diffusion.schedule import PREDICTIONS, Prediction
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,10 @@ def make_config(preset: str, on_gpu: bool, **overrides: Any) -> DiffusionConfig:
         raise TypeError(
             f"unknown diffst parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
         )
-    if overrides.get("prediction", "eps") not in ("eps", "x0", "v"):
-        raise ValueError(f"prediction must be eps, x0 or v, not {overrides['prediction']!r}")
+    if overrides.get("prediction", "eps") not in PREDICTIONS:
+        raise ValueError(
+            f"prediction must be one of {PREDICTIONS}, not {overrides['prediction']!r}"
+        )
     values = {**PRESETS[preset], **overrides}
     if "channel_mult" in values:
         values["channel_mult"] = tuple(values["channel_mult"])

@@ -349,8 +349,7 @@ class DiffusionTrainer(UNetTrainer, StochasticMethod):
                 return self._denoise(self.ema, x, tt, part, 1.0)[0]
 
             # x0 is clipped where base + x0 leaves the data range [-1, 1]
-            base = part["base"] if cfg.residual else torch.zeros(())
-            clip = (-1.0 - base, 1.0 - base) if cfg.residual else True
+            clip = (-1.0 - part["base"], 1.0 - part["base"]) if cfg.residual else True
             y = self.diffusion.sample(
                 model_fn,
                 shape,

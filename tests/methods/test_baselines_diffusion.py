@@ -6,22 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_diffst_method import TINY  # the same tiny sizes as diffst's own tests
 
 from methods.contract import Sample, StochasticMethod
 from methods.diffst.method import DiffST
 from methods.sr3 import PlainConditionalDiffusion, SR3Net
 from methods.unet_regressor import UNetRegressor
 
-TINY = {
-    "channels": 16,
-    "groups": 4,
-    "tile_grid": 2,
-    "tile_px": 4,
-    "iterations": 4,
-    "batch_size": 2,
-    "steps": 3,
-    "checkpoint_every": 2,
-}
 SWITCHES = ("graph", "cell_attention", "disentangle", "modulation")
 
 

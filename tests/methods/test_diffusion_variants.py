@@ -15,7 +15,7 @@ from methods import registry
 from methods.diffusion.schedule import GaussianDiffusion
 from methods.interpolation import Interpolation
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 U_NETS = ("diffst", "sr3", "unet")
 
 
