@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from bench.errors import BenchError
@@ -46,6 +46,34 @@ class Card:
 
     def split_path(self, k: int) -> Path:
         return self.folder / f"split-k{k}.json"
+
+
+def confined(dataset_dir: Path, relpath: str, key: str) -> Path:
+    """``dataset_dir / relpath`` once ``relpath`` is a plain relative path inside the folder.
+
+    Card paths (``[files]`` keys, ``[sections]`` entries) name files under the dataset's folder
+    ``<data-dir>/<name>``; an absolute path, a drive, a ``..`` part or an empty path would read or
+    write outside it (and escape the checksums), so each is refused with a one-line
+    :class:`BenchError` naming ``key`` (e.g. ``[files]."../x.csv"`` or ``[sections.A1].counts``).
+    The check is lexical: a symlink placed inside the folder by its owner is followed.
+    """
+    text = relpath if isinstance(relpath, str) else ""
+    posix, windows = PurePosixPath(text), PureWindowsPath(text)
+    bad = (
+        not text.strip()
+        or posix.is_absolute()
+        or windows.is_absolute()
+        or bool(windows.drive)
+        or text.startswith(("~", "\\"))
+        or ".." in posix.parts
+        or ".." in windows.parts
+    )
+    if bad:
+        raise BenchError(
+            f"card key {key} = {relpath!r}: paths must be relative to the dataset folder "
+            f"{dataset_dir} without '..' (e.g. \"counts/A1.tsv.gz\"); fix the card"
+        )
+    return Path(dataset_dir) / posix
 
 
 def card_dirs() -> list[Path]:
