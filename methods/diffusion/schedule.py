@@ -15,9 +15,11 @@ Parameterisations (``prediction``), with ``a = sqrt(acp_t)`` and ``s = sqrt(1 - 
 
 Whatever the parameterisation, the first G channels are trained with the Charbonnier loss to
 their own target, and the sampler turns them into x0 (clipped) and eps. **Decision**: the learned
-variance interpolant is clamped to [-1, 1] (iDDPM eq. 15 does not clamp it): outside that range
-the log variance extrapolates beyond ``[log beta~_t, log beta_t]``; an unclamped x0-predicting
-model drove it to 23 and sampled NaN (issue 13's audit).
+variance interpolant is clamped to [-1, 1] when sampling (iDDPM eq. 15 does not clamp it): outside
+that range the log variance extrapolates beyond ``[log beta~_t, log beta_t]``; an unclamped
+x0-predicting model drove it to 23 and sampled NaN (issue 13's audit). The training loss leaves it
+unclamped, as iDDPM does: a clamp there has zero gradient outside the range, and 42-70% of
+positions stuck at the maximum variance for good (measured on her2st, quick, 1,000 iterations).
 
 Schedule arrays are float64 NumPy, shape ``(T,)``; they are cast to the input tensor's dtype and
 device when used. ``t`` arguments are indices into *this* schedule (``LongTensor (B,)``); the
@@ -197,8 +199,11 @@ class GaussianDiffusion:
         s = _extract(self.sqrt_one_minus_alphas_cumprod, t, x0)
         return a * noise - s * x0
 
-    def _p_from_output(self, out: Tensor, x_t: Tensor, t: Tensor, clip: Clip) -> dict[str, Tensor]:
-        """Mean and variance of ``p(x_{t-1} | x_t)`` from the model output ``(B, 2G, H, W)``."""
+    def _p_from_output(
+        self, out: Tensor, x_t: Tensor, t: Tensor, clip: Clip, bound: bool = True
+    ) -> dict[str, Tensor]:
+        """Mean and variance of ``p(x_{t-1} | x_t)`` from the model output ``(B, 2G, H, W)``;
+        ``bound`` clamps the variance interpolant (sampling; the training loss passes False)."""
         if out.shape[1] != 2 * x_t.shape[1] or out.shape[2:] != x_t.shape[2:]:
             raise ValueError(
                 f"model output must be (B, 2G, ...) = {(x_t.shape[0], 2 * x_t.shape[1])} + "
@@ -206,8 +211,10 @@ class GaussianDiffusion:
             )
         pred, var = out.chunk(2, dim=1)
         # iDDPM eq. 15 (learned range): interpolate log variance between beta~_t and beta_t;
-        # the interpolant is clamped to [0, 1] (module docstring).
-        frac = ((var + 1.0) / 2.0).clamp(0.0, 1.0)
+        # the interpolant is clamped to [0, 1] when sampling (module docstring).
+        frac = (var + 1.0) / 2.0
+        if bound:
+            frac = frac.clamp(0.0, 1.0)
         min_log = _extract(self.posterior_log_variance_clipped, t, x_t)
         max_log = _extract(np.log(self.betas), t, x_t)
         log_variance = frac * max_log + (1.0 - frac) * min_log
@@ -270,7 +277,7 @@ class GaussianDiffusion:
         charbonnier = _mean_flat(torch.sqrt((target - pred) ** 2 + 1e-6))
         # Stop-gradient on the mean: the vb term only trains the variance.
         frozen = torch.cat([pred.detach(), var], dim=1)
-        p = self._p_from_output(frozen, x_t, t, clip=False)
+        p = self._p_from_output(frozen, x_t, t, clip=False, bound=False)
         true_mean = self.q_posterior_mean(x0, x_t, t)
         true_log_var = _extract(self.posterior_log_variance_clipped, t, x_t)
         kl = _mean_flat(_normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"]))

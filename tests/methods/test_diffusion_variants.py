@@ -109,6 +109,13 @@ def test_variance_interpolant_is_clamped():
     wild = d._p_from_output(torch.cat([x, torch.full_like(x, 23.0)], 1), x, t, True)
     edge = d._p_from_output(torch.cat([x, torch.full_like(x, 1.0)], 1), x, t, True)
     torch.testing.assert_close(wild["log_variance"], edge["log_variance"])
+    # the training loss leaves it free, so its gradient never vanishes outside the range
+    free = d._p_from_output(torch.cat([x, torch.full_like(x, 23.0)], 1), x, t, True, bound=False)
+    assert (free["log_variance"] > edge["log_variance"]).all()
+    v = torch.full_like(x, 3.0, requires_grad=True)
+    out = d.training_losses(lambda x_t, tt: torch.cat([torch.zeros_like(x_t), v], 1), x, t)
+    out["vb"].sum().backward()
+    assert (v.grad.abs() > 0).all()
 
 
 # ------------------------------------------------------------------------- the residual form
