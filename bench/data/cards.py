@@ -7,6 +7,7 @@ the gene-selection rule. Split files sit beside it (``split-k<k>.json``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from bench.data.section import LATTICES, UM_PER_PX_RANGE
 from bench.errors import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +23,9 @@ CARDS_DIR = REPO_ROOT / "datasets"
 CARDS_ENV = "STSR_DATASETS_DIR"  # an extra folder of user cards (<dir>/<name>/card.toml)
 DATA_DIR_ENV = "STSR_DATA_DIR"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+NORMALISATIONS = ("log1p_cp10k", "log1p_area")
+REGION_RULES = ("sections", "tiles")
 
 
 @dataclass(frozen=True)
@@ -88,22 +93,24 @@ def dataset_names() -> list[str]:
 
 
 def load_card(name: str) -> Card:
-    """Read ``<cards>/<name>/card.toml``; unknown names fail listing the known ones."""
+    """Read ``<cards>/<name>/card.toml`` and check it whole (:func:`check_card`) before any data
+    file is read; unknown names fail listing the known ones and where cards are looked for."""
     valid = bool(_NAME.match(name))  # a name becomes a path: no separators, no ".."
     found = [d / name / "card.toml" for d in card_dirs() if valid and (d / name).is_dir()]
     found = [p for p in found if p.is_file()]
     if not found:
+        where = ", ".join(str(d) for d in card_dirs())
         raise BenchError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names()) or 'none'}"
+            f"unknown dataset {name!r} (no <name>/card.toml under {where}); known datasets: "
+            f"{', '.join(dataset_names()) or 'none'}; for your own cards set ${CARDS_ENV} to "
+            "the folder holding <name>/card.toml"
         )
     path = found[0]
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise BenchError(f"{path}: not valid TOML ({err}); fix the card") from None
-    for key in ("files", "sections", "split", "genes", "source"):
-        if key not in raw:
-            raise BenchError(f"{path}: missing table [{key}]; every card needs it")
+    check_card(path, name, raw)
     return Card(name=name, raw=raw, folder=path.parent)
 
 
@@ -129,11 +136,226 @@ def data_dir(flag: str | os.PathLike[str] | None = None) -> Path:
 def require_files(card: Card, root: Path) -> Path:
     """``root/<name>`` once every input file exists; else a one-line error with the fix."""
     folder = root / card.name
-    missing = [p for p in card.files if not (folder / p).is_file()]
+    missing = [p for p in card.files if not confined(folder, p, f"[files].{p!r}").is_file()]
     if missing:
+        mirrors = card.raw["source"].get("mirrors") if isinstance(card.raw["source"], dict) else 0
+        how = (
+            f"run 'python -m bench fetch --datasets {card.name} --data-dir {root}' or point "
+            f"--data-dir / ${DATA_DIR_ENV} at the data"
+            if mirrors
+            else f"the card names no mirror, so copy the files into {folder} (paths as in "
+            f"[files]) or point --data-dir / ${DATA_DIR_ENV} at the folder holding {card.name}/"
+        )
         raise BenchError(
             f"dataset {card.name!r}: {len(missing)} input file(s) missing under {folder} "
-            f"(first: {missing[0]}); run 'python -m bench fetch --datasets {card.name} "
-            f"--data-dir {root}' or point --data-dir / ${DATA_DIR_ENV} at the data"
+            f"(first: {missing[0]}); {how}"
         )
     return folder
+
+
+# ---------------------------------------------------------------- the whole-card check
+
+
+def _fail(where: Path, key: str, value: Any, expected: str) -> BenchError:
+    return BenchError(f"{where}: {key} = {value!r} {expected}; fix the card")
+
+
+def _table(where: Path, raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if not isinstance(value, dict):
+        if key not in raw:
+            raise BenchError(f"{where}: missing table [{key}]; every card needs it")
+        raise _fail(where, f"[{key}]", value, "must be a table")
+    return value
+
+
+def _confined_in(where: Path, folder: Path, rel: str, key: str) -> None:
+    try:
+        confined(folder, rel, key)
+    except BenchError as err:
+        raise BenchError(f"{where}: {err}") from None
+
+
+def check_number(
+    where: Path,
+    key: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = True,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a float once it is a finite number (an int when ``integer``) in the range
+    ``low..high`` (each end open or closed); else a one-line error naming ``key``."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (isinstance(value, int) or not integer)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        if high == math.inf:
+            rng = f"> {low:g}" if low_open else f">= {low:g}"
+        else:
+            rng = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise _fail(where, key, value, f"must be {kind} {rng}")
+    return float(value)
+
+
+def _names(where: Path, key: str, value: Any, known: dict[str, Any]) -> list[str]:
+    """A non-empty list of names, each a key of ``known`` (the card's [sections])."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _fail(where, key, value, "must be a non-empty list of section names")
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise _fail(where, key, value, f"names {unknown[0]!r}, which is not in [sections]")
+    return list(value)
+
+
+def check_card(where: Path, name: str, raw: dict[str, Any]) -> None:
+    """Check a card whole, before any data file is read; the first problem raises a one-line
+    :class:`BenchError` naming the card file and the key.
+
+    - ``name`` (when given) is the card's folder name; ``reader`` names a known reader;
+    - ``[files]``: relative paths inside the dataset folder (:func:`confined`) -> sha256 (64 lower
+      hex digits); every file a ``[sections]`` entry names is listed there, so no input escapes
+      the checksums and the split's fingerprint;
+    - ``[sections]``: one table per section with the keys its reader needs;
+    - ``[lattice]``, ``[split]``, ``[genes]``: kinds known, numbers typed and in range, sections
+      named by the split present in ``[sections]``, every pooling factor dividing the canvas;
+    - ``[read]``: the reader's own check, when it has one (``check_card`` in its module).
+    """
+    from bench.data.readers import reader
+
+    if raw.get("name", name) != name:
+        raise _fail(
+            where, "name", raw["name"], f'differs from the card\'s folder; set name = "{name}"'
+        )
+    for key in ("source", "files", "sections", "split", "genes"):
+        _table(where, raw, key)
+    module = reader(raw.get("reader"), name)
+    folder = Path("<data-dir>") / name
+
+    files = raw["files"]
+    for rel, digest in files.items():
+        _confined_in(where, folder, rel, f"[files].{rel!r}")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise _fail(
+                where,
+                f"[files].{rel!r}",
+                digest,
+                "must be the file's sha256 (64 hex digits; 'sha256sum FILE' prints it)",
+            )
+    sections = raw["sections"]
+    if not sections:
+        raise BenchError(f"{where}: [sections] is empty; name at least one section")
+    listed = {str(Path(rel)) for rel in files}
+    required = tuple(getattr(module, "ENTRY_KEYS", ()))
+    for sid, entry in sections.items():
+        key = f"[sections.{sid}]"
+        if not isinstance(entry, dict):
+            raise _fail(where, key, entry, "must be a table of the section's files")
+        for need in required:
+            if not isinstance(entry.get(need), str):
+                raise BenchError(
+                    f'{where}: {key} has no {need} = "<path>"; the {raw["reader"]} reader '
+                    f"needs {', '.join(required)}"
+                )
+        if "image_scale" in entry:
+            check_number(where, f"{key}.image_scale", entry["image_scale"])
+        inputs = module.inputs(entry) if hasattr(module, "inputs") else {}
+        for field, alternatives in inputs.items():
+            for rel in alternatives:
+                _confined_in(where, folder, rel, f"{key}.{field}")
+            if not any(str(Path(rel)) in listed for rel in alternatives):
+                raise BenchError(
+                    f"{where}: {key}.{field} reads {alternatives[0]!r}, which [files] does not "
+                    f'list; add "{alternatives[0]}" = "<sha256>" to [files] (\'sha256sum FILE\' '
+                    "prints it) so the file is verified and fingerprinted"
+                )
+
+    lattice = raw.get("lattice", {})
+    if not isinstance(lattice, dict):
+        raise _fail(where, "[lattice]", lattice, "must be a table")
+    if lattice.get("kind", "square") not in LATTICES:
+        raise _fail(where, "[lattice].kind", lattice["kind"], f"is unknown; use one of {LATTICES}")
+    if "pitch_um" in lattice:
+        value = lattice["pitch_um"]
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            check_number(
+                where, "[lattice].pitch_um" + (f"[{i}]" if isinstance(value, list) else ""), v
+            )
+        if isinstance(value, list) and len(value) != 2:
+            raise _fail(where, "[lattice].pitch_um", value, "must be a number or [row, column]")
+    for key in ("spot_diameter_um",):
+        if key in lattice:
+            check_number(where, f"[lattice].{key}", lattice[key])
+    if "image_um_per_px" in lattice:
+        low, high = UM_PER_PX_RANGE
+        check_number(
+            where, "[lattice].image_um_per_px", lattice["image_um_per_px"], low=low, high=high
+        )
+
+    split = raw["split"]
+    rule = split.get("regions", "sections")
+    if rule not in REGION_RULES:
+        raise _fail(where, "[split].regions", rule, f"is unknown; use one of {REGION_RULES}")
+    if rule == "sections":
+        train = _names(where, "[split].train", split.get("train"), sections)
+        test = _names(where, "[split].test", split.get("test"), sections)
+        both = set(train) & set(test)
+        if both:
+            raise _fail(
+                where, "[split].test", test, f"shares {sorted(both)[0]!r} with [split].train"
+            )
+    else:
+        _names(where, "[split].sections", split.get("sections"), sections)
+        check_number(where, "[split].min_tissue", split.get("min_tissue"), high=1.0)
+        check_number(
+            where, "[split].test_fraction", split.get("test_fraction"), high=1.0, high_open=True
+        )
+    pooling = split.get("pooling")
+    if not isinstance(pooling, list) or not pooling:
+        raise _fail(where, "[split].pooling", pooling, "must be a non-empty list of integers >= 2")
+    for i, k in enumerate(pooling):
+        check_number(where, f"[split].pooling[{i}]", k, integer=True, low=2, low_open=False)
+    default = split.get("default_pooling")
+    check_number(where, "[split].default_pooling", default, integer=True, low=2, low_open=False)
+    if default not in pooling:
+        raise _fail(
+            where, "[split].default_pooling", default, f"must be one of [split].pooling {pooling}"
+        )
+    canvas = split.get("canvas")
+    if not isinstance(canvas, list) or len(canvas) != 2:
+        raise _fail(where, "[split].canvas", canvas, "must be [rows, columns] of HR positions")
+    for i, c in enumerate(canvas):
+        check_number(where, f"[split].canvas[{i}]", c, integer=True)
+    for k in pooling:
+        if canvas[0] % k or canvas[1] % k:
+            raise _fail(where, "[split].canvas", canvas, f"is not divisible by pooling k = {k}")
+    check_number(where, "[split].image_px", split.get("image_px"), integer=True)
+    if split.get("normalisation") not in NORMALISATIONS:
+        raise _fail(
+            where,
+            "[split].normalisation",
+            split.get("normalisation"),
+            f"must be one of {NORMALISATIONS}",
+        )
+
+    genes = raw["genes"]
+    check_number(where, "[genes].n", genes.get("n"), integer=True)
+    prefixes = genes.get("exclude_prefixes", [])
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) and p for p in prefixes):
+        raise _fail(
+            where, "[genes].exclude_prefixes", prefixes, "must be a list of non-empty strings"
+        )
+    if not isinstance(genes.get("rule", ""), str):
+        raise _fail(where, "[genes].rule", genes["rule"], "must be a sentence describing the rule")
+
+    if not isinstance(raw.get("read", {}), dict):
+        raise _fail(where, "[read]", raw["read"], "must be a table")
+    if hasattr(module, "check_card"):
+        module.check_card(where, raw)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.cards import Card, require_files
+from bench.data.cards import NORMALISATIONS, Card, require_files
 from bench.data.histology import crop_grids
 from bench.data.readers import reader
 from bench.data.regions import define_regions, in_window, sites
@@ -41,7 +41,6 @@ from bench.errors import BenchError
 from bench.files import atomic_write_text
 from methods.contract import Sample
 
-NORMALISATIONS = ("log1p_cp10k", "log1p_area")
 _FINGERPRINTED = (
     "dataset",
     "k",
@@ -305,7 +304,7 @@ def make_split(card: Card, root: Path, k: int) -> SplitSpec:
             cfg["normalisation"],
             tuple(gene_cfg.get("exclude_prefixes", ("MT-", "RPL", "RPS"))),
         ),
-        "gene_rule": gene_cfg["rule"],
+        "gene_rule": gene_cfg.get("rule", ""),
         "region_rule": cfg.get("region_rule", ""),
         "normalisation": cfg["normalisation"],
         "inputs": card.files,

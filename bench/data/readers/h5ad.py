@@ -34,6 +34,17 @@ from bench.data.section import Section, check_counts, check_section, fit_to_pixe
 from bench.errors import BenchError
 
 UNS_IMAGES = ("hires", "lowres")
+ENTRY_KEYS = ("h5ad", "image")  # image: "hires" / "lowres" (in the file) or an image file
+
+
+def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The files a section entry names (entry key -> its path), for the card check."""
+    out = {"h5ad": (entry["h5ad"],)}
+    if entry["image"] not in UNS_IMAGES:
+        out["image"] = (entry["image"],)
+    return out
+
+
 FULLRES_SPOT_UM = 65.0  # spot_diameter_fullres spans a theoretical 65 um spot (Space Ranger docs)
 
 

@@ -32,6 +32,12 @@ from bench.data.section import Section, check_counts, check_section, fit_to_pixe
 from bench.errors import BenchError
 
 SPOT_COLUMNS = ("x", "y", "pixel_x", "pixel_y", "selected")
+ENTRY_KEYS = ("counts", "spots", "image")  # a section's files, each listed in the card's [files]
+
+
+def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The files a section entry names (entry key -> its path), for the card check."""
+    return {key: (entry[key],) for key in ENTRY_KEYS}
 
 
 def read_section(

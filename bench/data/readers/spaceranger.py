@@ -60,6 +60,22 @@ POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")
 IMAGES = ("hires", "lowres")
 FULLRES_SPOT_UM = 65.0  # spot_diameter_fullres spans a theoretical 65 um spot (Space Ranger docs)
 MEX_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
+ENTRY_KEYS = ("matrix", "spatial")  # "image" is a name ("hires" / "lowres"), not a path
+
+
+def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The files a section entry reads (entry key -> alternatives, one of which [files] must
+    list): the matrix (``.h5`` or the three MEX files), the positions, scale factors and PNG."""
+    matrix, spatial = Path(entry["matrix"]), Path(entry["spatial"])
+    kind = entry.get("image", "hires")
+    out = {"matrix": (entry["matrix"],)} if matrix.suffix == ".h5" else {}
+    for name in [] if matrix.suffix == ".h5" else MEX_FILES:
+        out[f"matrix ({name})"] = ((matrix / name).as_posix(),)
+    out["spatial (positions)"] = tuple((spatial / n).as_posix() for n in POSITION_FILES)
+    out["spatial (scale factors)"] = ((spatial / "scalefactors_json.json").as_posix(),)
+    if kind in IMAGES:
+        out["image"] = ((spatial / f"tissue_{kind}_image.png").as_posix(),)
+    return out
 
 
 def _culprit(folder: Path) -> Path:
@@ -110,9 +126,12 @@ def read_counts(path: Path) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
     return counts, genes, adata.obs_names.to_numpy(dtype=str)
 
 
-def read_positions(spatial: Path) -> tuple[Path, pd.DataFrame]:
-    """(file, table indexed by barcode) from ``tissue_positions[_list].csv``, header optional."""
-    path = next((spatial / n for n in POSITION_FILES if (spatial / n).is_file()), None)
+def read_positions(
+    spatial: Path, prefer: tuple[str, ...] = POSITION_FILES
+) -> tuple[Path, pd.DataFrame]:
+    """(file, table indexed by barcode) from ``tissue_positions[_list].csv``, header optional;
+    the first of ``prefer`` that exists is read (the card's listed file first)."""
+    path = next((spatial / n for n in prefer if (spatial / n).is_file()), None)
     if path is None:
         raise BenchError(f"{spatial}: no {' or '.join(POSITION_FILES)}; re-fetch spatial/")
     try:
@@ -191,7 +210,9 @@ def read_section(
         spatial / "scalefactors_json.json", (f"tissue_{kind}_scalef", "spot_diameter_fullres")
     )
     counts, genes, barcodes = read_counts(folder / entry["matrix"])
-    positions_path, positions = read_positions(spatial)
+    listed = {Path(rel) for rel in card.get("files", {})}
+    prefer = sorted(POSITION_FILES, key=lambda n: Path(entry["spatial"]) / n not in listed)
+    positions_path, positions = read_positions(spatial, tuple(prefer))
     absent = ~np.isin(barcodes, positions.index.to_numpy(dtype=str))
     if absent.any():
         raise BenchError(

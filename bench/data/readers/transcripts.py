@@ -50,7 +50,18 @@ XENIUM_COLUMNS = {"gene": "feature_name", "x": "x_location", "y": "y_location", 
 CONTROL_PREFIXES = (
     "NegControl", "BLANK", "Unassigned", "DeprecatedCodeword", "Intergenic", "antisense",
 )  # fmt: skip
+ENTRY_KEYS = ("transcripts", "image")  # a section's files, each listed in the card's [files]
 READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, UnicodeError, pd.errors.ParserError)
+
+
+def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The files a section entry names (entry key -> its path), for the card check."""
+    return {key: (entry[key],) for key in ENTRY_KEYS}
+
+
+def check_card(where: Path, card: Mapping[str, Any]) -> None:
+    """The card's ``[read]`` table checked whole (:func:`options`) before any file is read."""
+    options(where, card.get("read", {}))
 
 
 def options(where: Path, read: Mapping[str, Any]) -> dict[str, Any]:
