@@ -5,44 +5,190 @@ so a cell's record is identical whichever ran it (timings and the recorded devic
 driver writes: it saves each returned record and logs it to MLflow, so the results directory and
 the store see one writer per invocation, as with the local executor.
 
-Ray: ``address=None`` starts a local Ray on demand (the CPUs of this machine, no dashboard);
-otherwise it connects to ``address`` (e.g. ``ray://head:10001`` or ``auto``) and ships this
+Deadline (``--timeout``): a cell with a deadline runs in a child process of its own
+(:func:`run_bounded`), which is killed (with its process group) once the deadline has passed, so
+no code of the method, however it catches exceptions, can outlive it; and a cell that returns
+after its deadline is recorded as failed whatever it returns. Without ``--timeout`` cells run in
+the executor's process.
+
+Ray: ``address=None`` starts a local Ray on demand (the CPUs of this machine, no dashboard), bound
+to 127.0.0.1; otherwise it connects to ``address`` (e.g. ``ray://head:10001`` or ``auto``), after
+checking within :data:`RAY_CONNECT_S` seconds that something listens there, and ships this
 repository as the tasks' working directory. Each task asks for one CPU, and one GPU when the
 cluster has GPUs. ray is imported only here, and only when chosen.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.data.splits import Split
-from bench.errors import BenchError, first_line, one_line
+from bench.errors import BenchError, first_line, one_line, redact
 from bench.run.cell import RunOptions, failed_record, run_cell
-from bench.run.records import Record
+from bench.run.records import PerGene, Record
 
 REPO = Path(__file__).resolve().parents[2]
 Cell = tuple[str, str, int, Path]  # dataset, method, seed, workdir
 Result = tuple[Cell, Record, dict[str, Any]]  # cell, record, extras
 
+GRACE_S = 2.0  # after the deadline, the time a cell has to report its own timeout
+START_S = 300.0  # the most a cell's process may take to start (import torch, unpickle the split)
+RAY_CONNECT_S = 10.0  # the most start_ray waits for a cluster address to answer
+
 
 def local(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iterator[Result]:
-    """Run the cells one after another in this process, yielding each as it finishes."""
+    """Run the cells one after another (each in a child process under a deadline), yielding
+    each as it finishes."""
     for cell in cells:
         dataset, method, seed, workdir = cell
-        record, extras = run_cell(splits[dataset], method, seed, opts, workdir)
+        record, extras = run_bounded(splits[dataset], method, seed, opts, workdir)
         yield cell, record, extras
 
 
 def _ray_cell(split: Split, method: str, seed: int, opts: RunOptions, workdir: str) -> tuple:
-    return run_cell(split, method, seed, opts, Path(workdir))
+    return run_bounded(split, method, seed, opts, Path(workdir))
+
+
+# ---------------------------------------------------------------- the deadline
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies (a killed driver leaves
+    no cell running); elsewhere nothing."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _child(conn: Any, split: Split, method: str, seed: int, opts: RunOptions, workdir, entry):
+    """A cell's process: its own process group (killed as one), the method registered as in the
+    parent (a plugin or a test's stub), then :func:`run_cell`; the result goes back on ``conn``."""
+    from methods.registry import register
+
+    os.setpgrp()
+    _die_with_parent()
+    module, cls, fixed = entry
+    register(method, module, cls, **fixed)
+    conn.send(("started", time.time()))
+    conn.send(("done", *run_cell(split, method, seed, opts, workdir)))
+    conn.close()
+
+
+def _timed_out(split: Split, method: str, seed: int, opts: RunOptions, why: str) -> Result:
+    record = failed_record(split, method, seed, opts, f"CellTimeout: {why}")
+    return record, {"traceback": f"CellTimeout: {why}\n"}
+
+
+def _context() -> Any:
+    """A fresh-process start method: ``forkserver`` (torch imported once in the server; no
+    inherited CUDA context, threads or open MLflow connections, which ``fork`` would copy)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "bench.run.cell"])
+    return ctx
+
+
+def run_bounded(
+    split: Split, method: str, seed: int, opts: RunOptions, workdir: Path | None = None
+) -> tuple[Record, dict]:
+    """:func:`run_cell` under ``opts.timeout`` that the method cannot swallow.
+
+    Without a timeout the cell runs here. With one, it runs in a child process; the child's own
+    alarm (:func:`bench.run.cell.deadline`) lets a cooperative method stop with a traceback, and
+    :data:`GRACE_S` seconds after the deadline the child and its process group are killed. A record
+    that comes back ok but took longer than the timeout is turned into a failed one; a child that
+    dies (killed for memory, a crash) gives a failed record naming its exit code.
+    """
+    if not opts.timeout:
+        return run_cell(split, method, seed, opts, workdir)
+    from methods.registry import entry
+
+    ctx = _context()
+    receive, send = ctx.Pipe(duplex=False)
+    args = (send, split, method, seed, opts, workdir, entry(method))
+    proc = ctx.Process(target=_child, args=args, name=f"cell {method} seed {seed}", daemon=True)
+    proc.start()
+    send.close()
+    limit = f"--timeout {opts.timeout:g} s"
+    try:
+        try:
+            if not receive.poll(START_S):
+                why = f"the cell's process did not start in {START_S:g} s"
+                return _timed_out(split, method, seed, opts, why)
+            receive.recv()
+            if not receive.poll(opts.timeout + GRACE_S):
+                why = f"the cell ran past {limit}; its process was killed"
+                return _timed_out(split, method, seed, opts, why)
+            _, record, extras = receive.recv()
+        except (EOFError, OSError):
+            proc.join(5)
+            why = f"the cell's process died (exit code {proc.exitcode}), e.g. killed for memory"
+            return failed_record(split, method, seed, opts, why), {"traceback": why + "\n"}
+        took = record.finished - record.started  # the cell's own clock, not the transfer
+        if record.ok and took > opts.timeout:
+            record.status = "failed"
+            record.error = f"CellTimeout: the cell ran past {limit} ({took:.1f} s) and is failed"
+            record.metrics, record.per_gene = {}, PerGene()
+            extras = {"traceback": record.error + "\n"}
+        return record, extras
+    finally:
+        _kill(proc)
+        receive.close()
+
+
+def _kill(proc: Any) -> None:
+    """Kill a cell's process and everything it started (its process group), then reap it."""
+    if proc.pid and proc.exitcode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+        os.killpg(proc.pid, signal.SIGKILL)  # grandchildren left in the group
+
+
+# ---------------------------------------------------------------- Ray
+
+
+def _check_reachable(address: str) -> None:
+    """Give up with one line when ``address`` (``host:port`` or ``ray://host:port``) does not
+    answer within :data:`RAY_CONNECT_S` seconds (Ray itself retries for minutes)."""
+    if address == "auto":
+        return  # the local node's file names the cluster; Ray fails fast when there is none
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise BenchError(
+            f"--ray-address {redact(address)!r} is not host:port, ray://host:port or auto"
+        )
+    try:
+        with socket.create_connection((host, port), timeout=RAY_CONNECT_S):
+            pass
+    except OSError as err:
+        raise BenchError(
+            f"cannot reach Ray at {redact(address)} within {RAY_CONNECT_S:g} s "
+            f"({err.strerror or type(err).__name__}); check --ray-address and that Ray runs there"
+        ) from None
 
 
 def start_ray(address: str | None = None) -> bool:
     """Start a local Ray (``address`` None) or connect to a cluster; True when started here.
 
-    Called before anything is written, so an unreachable cluster is bad input (exit 2).
+    Called before anything is written, so an unreachable cluster is bad input (exit 2). The local
+    Ray has no dashboard and requires Ray's token authentication (``RAY_AUTH_MODE=token``).
     """
     try:
         import ray as ray_lib
@@ -53,10 +199,14 @@ def start_ray(address: str | None = None) -> bool:
         ) from None
     if ray_lib.is_initialized():
         return False
+    if address is not None:
+        _check_reachable(address)
     try:
         if address is None:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
             ray_lib.init(
                 include_dashboard=False,
+                dashboard_host="127.0.0.1",
                 log_to_driver=False,
                 object_store_memory=256 * 2**20,
                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
@@ -70,9 +220,8 @@ def start_ray(address: str | None = None) -> bool:
             )
     except Exception as err:  # noqa: BLE001 - any failure to start or connect is bad input
         raise BenchError(
-            f"cannot start or reach Ray at {address or 'a local instance'} "
-            f"({first_line(err)[:200]}); "
-            "check --ray-address"
+            f"cannot start or reach Ray at {redact(address or 'a local instance')} "
+            f"({redact(first_line(err))[:200]}); check --ray-address"
         ) from None
     return True
 

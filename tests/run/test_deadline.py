@@ -1,0 +1,60 @@
+"""The deadline (``--timeout``) cannot be swallowed: a cell runs in a process of its own that is
+killed once its deadline has passed, and a cell that returns after its deadline is failed."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+from bench.run.cell import RunOptions
+from bench.run.executors import GRACE_S, run_bounded
+
+
+@pytest.fixture
+def stubs(register_method):
+    for name, cls in [
+        ("swallowing", "Swallowing"),
+        ("late", "Late"),
+        ("slow", "Slow"),
+        ("greedy", "Greedy"),
+    ]:
+        register_method(name, "stub_methods", cls)
+
+
+def test_a_method_that_catches_every_exception_is_killed_at_the_deadline(stubs, her2st):
+    opts = RunOptions(preset="quick", timeout=1.0)
+    start = time.monotonic()
+    record, extras = run_bounded(her2st, "swallowing", 0, opts)
+    took = time.monotonic() - start
+    assert record.status == "failed" and "CellTimeout" in record.error
+    assert "killed" in record.error and "--timeout 1 s" in record.error
+    assert record.metrics == {} and "pred" not in extras and extras["traceback"]
+    # one deadline plus the grace, plus a process start (torch imported once, then forked)
+    assert took < 1.0 + GRACE_S + 30, took
+    assert not multiprocessing.active_children()  # nothing of the cell left running
+
+
+def test_a_cell_returning_after_its_deadline_is_failed_whatever_it_returns(stubs, her2st):
+    record, extras = run_bounded(her2st, "late", 0, RunOptions(preset="quick", timeout=1.0))
+    assert record.status == "failed", record.error
+    assert "ran past --timeout 1 s" in record.error and record.metrics == {}
+    assert "pred" not in extras
+
+
+def test_within_the_deadline_the_cell_is_the_same_as_in_process(stubs, her2st):
+    bounded, extras = run_bounded(her2st, "bicubic", 0, RunOptions(preset="quick", timeout=60))
+    inline, _ = run_bounded(her2st, "bicubic", 0, RunOptions(preset="quick"))
+    assert bounded.status == inline.status == "ok"
+    assert bounded.metrics == inline.metrics and bounded.per_gene == inline.per_gene
+    assert extras["pred"].shape[0] == len(her2st.test)
+
+
+def test_cooperative_timeout_and_memory_errors_keep_their_reasons(stubs, her2st):
+    opts = RunOptions(preset="quick", timeout=2.0)
+    slow, extras = run_bounded(her2st, "slow", 0, opts)
+    assert "CellTimeout: the cell ran past --timeout 2 s" in slow.error
+    assert "Traceback" in extras["traceback"]  # stopped by its own alarm, with a traceback
+    greedy, _ = run_bounded(her2st, "greedy", 0, opts)
+    assert "MemoryError" in greedy.error
