@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.errors import BenchError, writable_dir
+from bench.errors import BenchError, redact, writable_dir
+from bench.files import check_writable
 from bench.grid import DEFAULT_DATASET, DEFAULT_LEADERBOARD
 
 
@@ -22,7 +23,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block) and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise BenchError(f"{message} (see 'python -m bench {self.prog.split()[-1]} --help')")
+        words = self.prog.split()  # "bench" or "bench run"
+        where = " ".join(["python -m bench", *words[1:]])
+        raise BenchError(f"{message} (see '{where} --help')")
 
 
 def _seed(text: str) -> int:
@@ -195,10 +198,12 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results = Path(args.results_dir)
     if not results.is_dir():
         raise BenchError(f"results dir {results} does not exist; run 'python -m bench run' first")
-    writable_dir(Path(args.leaderboard).parent, "leaderboard folder")
-    path, _ = leaderboard.write(
-        results, Path(args.leaderboard), "python -m bench " + shlex.join(argv)
-    )
+    board = Path(args.leaderboard)
+    if board.is_dir():
+        raise BenchError(f"leaderboard {board} is a folder; pass a file, e.g. {board}/LB.md")
+    check_writable(board, "leaderboard file", kind="file")
+    writable_dir(board.parent, "leaderboard folder")
+    path, _ = leaderboard.write(results, board, redact("python -m bench " + shlex.join(argv)))
     print(f"leaderboard: {path}")
     return 0
 
@@ -271,5 +276,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_export(args)
         return cmd_split(args)
     except BenchError as err:
-        print(f"bench: error: {err}", file=sys.stderr)
+        print(f"bench: error: {redact(str(err))}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -35,3 +36,19 @@ def writable_dir(path: Path, what: str) -> Path:
             f"{what} {path} is not writable ({err.strerror}); pass a writable folder"
         ) from None
     return path.resolve()
+
+
+_SECRET_KEYS = r"(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|sig|signature)"
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):[^/\s]*@")
+_QUERY = re.compile(rf"(?P<key>[?&;]{_SECRET_KEYS}=)[^&;\s'\"]*", re.IGNORECASE)
+_OPTION = re.compile(rf"(?P<key>--?[\w-]*{_SECRET_KEYS}[\w-]*[= ])\S+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials replaced by ``***``: the password of ``scheme://user:pass@host``
+    URIs, secret query parameters (``?token=...``) and ``--...password ...`` options. Applied to
+    everything shown (errors, the store printed) or stored (MLflow parameters, the leaderboard's
+    command)."""
+    text = _USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
+    text = _QUERY.sub(r"\g<key>***", text)
+    return _OPTION.sub(r"\g<key>***", text)

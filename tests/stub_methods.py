@@ -99,3 +99,50 @@ class Resumed(Method):
 
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
         return Interpolation(mode="bicubic").predict(samples)
+
+
+class Swallowing(Method):
+    """Catches every exception, the deadline's alarm included, and trains on for ever."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        import time
+
+        while True:
+            try:
+                time.sleep(0.01)
+            except BaseException:  # noqa: BLE001, S110 - the point of this stub
+                pass
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:  # pragma: no cover
+        raise AssertionError("never reached")
+
+
+class Late(Method):
+    """Catches the deadline's alarm once, then returns a good (bicubic) prediction."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        import time
+
+        try:
+            time.sleep(30)
+        except BaseException:  # noqa: BLE001, S110 - the point of this stub
+            pass
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        return Interpolation(mode="bicubic").predict(samples)
+
+
+class Counting(Method):
+    """Bicubic that appends ``<seed> <pid>`` to ``$STSR_COUNT_FILE`` at every fit (how many
+    times a cell was computed) and takes a second about it (so concurrent runs overlap)."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        import os
+        import time
+
+        with open(os.environ["STSR_COUNT_FILE"], "a") as fh:
+            fh.write(f"{self.seed} {os.getpid()}\n")
+        time.sleep(1.0)
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        return Interpolation(mode="bicubic").predict(samples)
