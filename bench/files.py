@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["FileLock", "atomic_write", "atomic_write_text"]
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
@@ -49,3 +49,82 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`."""
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+class FileLock:
+    """An exclusive lock held through a lock file (``flock``): released when this process exits
+    however it exits, SIGKILL included, so a stale file left by a killed holder never blocks.
+
+    The file holds the holder's host and pid (for messages). :meth:`release` removes it; an
+    acquirer that finds its locked file was removed meanwhile tries again on the new one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = False) -> bool:
+        """Take the lock; with ``blocking`` False return False at once when another holds it."""
+        import fcntl
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+                self._fd = fd
+                return True
+            os.close(fd)  # released and removed while we waited: lock the current file
+
+    def holder(self) -> str:
+        """``"host pid"`` of the holder as written in the file ('' when unknown)."""
+        try:
+            return self.path.read_text().strip()
+        except OSError:
+            return ""
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_writable(path: Path, what: str, kind: str = "dir") -> Path:
+    """Check, creating nothing, that ``path`` can be written as a ``kind`` (``"dir"`` or
+    ``"file"``): an existing one must be of that kind and writable; a missing one needs its
+    nearest existing ancestor to be a writable folder. Returns ``path`` made absolute; else a
+    :class:`bench.errors.BenchError` naming ``what`` and the fix."""
+    from bench.errors import BenchError
+
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    fix = f"pass another {what}"
+    if path.exists():
+        if kind == "dir" and not path.is_dir():
+            raise BenchError(f"{what} {path} is not writable (a file, not a folder); {fix}")
+        if kind == "file" and path.is_dir():
+            raise BenchError(f"{what} {path} is not writable (a folder, not a file); {fix}")
+        mode = os.W_OK | (os.X_OK if kind == "dir" else 0)
+        if not os.access(path, mode):
+            raise BenchError(f"{what} {path} is not writable; {fix}")
+        if kind == "dir":
+            return path
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BenchError(f"{what} {path} is not writable ({parent} is a file); {fix}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BenchError(f"{what} {path} is not writable ({parent} is read-only); {fix}")
+    return path

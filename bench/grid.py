@@ -10,12 +10,14 @@ store checked, before anything is written; a bad input is a :class:`bench.errors
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.errors import BenchError, writable_dir
+from bench.errors import BenchError, redact, writable_dir
+from bench.files import FileLock, check_writable
 
 DEFAULT_DATASET = "her2st"
 DEFAULT_LEADERBOARD = Path("leaderboard") / "LEADERBOARD.md"
@@ -70,13 +72,34 @@ def _names(value: str | Sequence[str]) -> str:
     return value if isinstance(value, str) else ",".join(value)
 
 
+def check_outputs(config: RunConfig) -> tuple[Path, Path]:
+    """Check every output path (results folder, leaderboard file, an explicit SQLite store)
+    before anything is created; returns the results folder and the leaderboard path."""
+    from bench.run.tracking import check_uri
+
+    results = check_writable(Path(config.results_dir), "results dir")
+    board = Path(config.leaderboard)
+    if board.is_dir() or str(config.leaderboard).endswith(("/", os.sep)):
+        raise BenchError(f"leaderboard {board} is a folder; pass a file, e.g. {board}/LB.md")
+    check_writable(board, "leaderboard file", kind="file")
+    if config.tracking_uri:
+        check_uri(config.tracking_uri)
+    return results, board
+
+
 def run_grid(config: RunConfig) -> GridResult:
-    """Run the grid of ``config`` and rewrite its leaderboard; see the module docstring."""
+    """Run the grid of ``config`` and rewrite its leaderboard; see the module docstring.
+
+    Each cell is computed under a lock file beside its record (``seed-<seed>.lock``, released
+    on exit however the process ends): a cell that another invocation is computing is waited
+    for and its record reused, so two invocations of the same cells compute each once.
+    """
     from tqdm import tqdm
 
     from bench.board import page
     from bench.data import cache, cards
     from bench.run import cell, executors, outputs
+    from bench.run.ceiling import write_ceiling
     from bench.run.records import record_path
     from bench.run.resources import code_version, device_name
     from bench.run.tracking import Tracker, card_facts, default_uri, run_name
@@ -87,7 +110,8 @@ def run_grid(config: RunConfig) -> GridResult:
     except UnknownMethodError as err:
         raise BenchError(str(err)) from None
     datasets = cards.resolve_datasets(_names(config.datasets))
-    seeds = list(config.seeds)
+    seeds = list(dict.fromkeys(config.seeds))  # --seeds 0 0 is one cell, not two
+    results, board_path = check_outputs(config)
     root = cards.data_dir(config.data_dir)
     built, facts = {}, {}
     for name in datasets:  # read and verify all data before writing anything
@@ -95,11 +119,9 @@ def run_grid(config: RunConfig) -> GridResult:
         built[name] = cache.load(card, root, config.k or card.split["default_pooling"])
         facts[name] = card_facts(card.raw)
     ray_here = config.executor == "ray" and executors.start_ray(config.ray_address)
-    results = Path(config.results_dir).resolve()
-    # an explicit server is checked before any folder is made; the default store is in results
+    # an explicit store is checked (a server reached) before any folder is made
     tracker = Tracker(config.tracking_uri, results) if config.tracking_uri else None
     writable_dir(results, "results dir")
-    board_path = Path(config.leaderboard)
     writable_dir(board_path.parent, "leaderboard folder")
     tracker = tracker or Tracker(default_uri(results), results)
     for split in built.values():  # what the leaderboard's gene-map figures show
@@ -110,7 +132,10 @@ def run_grid(config: RunConfig) -> GridResult:
         timeout=config.timeout,
         code_version=code_version(),
     )
-    print(f"device: {device_name()}; MLflow store: {tracker.uri}", flush=True)
+    for split in built.values():  # the noise ceiling of each split's test truth (a control row)
+        write_ceiling(results, split, opts)
+    command = redact(config.command)
+    print(f"device: {device_name()}; MLflow store: {redact(tracker.uri)}", flush=True)
     tracker.start(
         run_name("invocation", {"preset": config.preset}),
         params={
@@ -118,67 +143,102 @@ def run_grid(config: RunConfig) -> GridResult:
             "datasets": ",".join(datasets),
             "seeds": " ".join(map(str, seeds)),
             "preset": config.preset,
-            "command": config.command,
+            "command": command,
         },
         tags={"code_version": opts.code_version, "device": opts.device},
     )
     cells = [(d, m, s) for d in datasets for m in methods for s in seeds]
+
+    def lock_of(c: tuple[str, str, int]) -> FileLock:
+        return FileLock(record_path(results, built[c[0]].label, c[1], c[2]).with_suffix(".lock"))
+
+    locks = {c: lock_of(c) for c in cells}
+    busy = [c for c in cells if not locks[c].acquire()]  # being computed by another invocation
+    held = [c for c in cells if c not in busy]
     # cells done by an earlier (perhaps killed) invocation: skipped, and given to the store repair
-    done = {(d, m, s): cell.reusable(results, built[d], m, s, opts) for d, m, s in cells}
+    done = {c: cell.reusable(results, built[c[0]], c[1], c[2], opts) for c in held}
     finished = [(rec, outputs.side_files(results, rec)) for rec in done.values() if rec]
-    repaired = tracker.reconcile(finished)
+    repaired = tracker.reconcile(finished, held=[rec for rec in done.values() if rec])
     if any(repaired.values()):
         print(
             f"MLflow store repaired after an interrupted run: {repaired['killed']} run(s) closed "
-            f"as KILLED, {repaired['deleted']} half-logged run(s) removed, {repaired['logged']} "
-            "finished cell(s) logged",
+            f"as KILLED, {repaired['deleted']} half-logged or orphan run(s) removed, "
+            f"{repaired['logged']} finished cell(s) logged",
             flush=True,
         )
-    pending = [
-        (d, m, s, record_path(results, built[d].label, m, s).with_suffix(".work"))
-        for d, m, s in cells
-        if done[(d, m, s)] is None
-    ]
-    run = executors.ray if config.executor == "ray" else executors.local
-    stream = run(pending, built, opts)
+    for c, rec in done.items():
+        if rec:
+            locks[c].release()
     result = GridResult(
         records=[rec for rec in done.values() if rec],
-        reused=len(cells) - len(pending),
+        reused=sum(1 for rec in done.values() if rec),
         results_dir=results,
         leaderboard=board_path,
         tracking_uri=tracker.uri,
     )
     bar = tqdm(
         total=len(cells),
-        initial=len(cells) - len(pending),
+        initial=len(result.records),
         unit="cell",
         disable=not config.progress,
         file=sys.stderr,
     )
-    for (dataset, method, seed, _), record, extras in stream:
-        split = built[dataset]
-        bar.set_description(f"{split.label}/{method} seed {seed}")
-        files = outputs.save(results, split, record, extras)
-        tracker.log_cell(record, files, facts[dataset])
-        result.records.append(record)
+    run = executors.ray if config.executor == "ray" else executors.local
+
+    def compute(todo: list[tuple[str, str, int]]) -> None:
+        pending = [
+            (d, m, s, record_path(results, built[d].label, m, s).with_suffix(".work"))
+            for d, m, s in todo
+        ]
+        try:
+            for (dataset, method, seed, _), record, extras in run(pending, built, opts):
+                split = built[dataset]
+                bar.set_description(f"{split.label}/{method} seed {seed}")
+                files = outputs.save(results, split, record, extras)
+                tracker.log_cell(record, files, facts[dataset])
+                tracker.drop_superseded(record)
+                locks[(dataset, method, seed)].release()
+                result.records.append(record)
+                bar.update()
+                if not record.ok:
+                    result.failed += 1
+                    tqdm.write(
+                        f"{split.label}/{method} seed {seed} failed: {record.error}",
+                        file=sys.stderr,
+                    )
+        finally:
+            for c in todo:
+                locks[c].release()
+
+    compute([c for c in held if done[c] is None])
+    late = []
+    for c in busy:  # wait for the other invocation's cells, then reuse (or compute) them
+        tqdm.write(
+            f"{built[c[0]].label}/{c[1]} seed {c[2]}: waiting for the invocation computing it "
+            f"({locks[c].holder() or 'unknown'})",
+            file=sys.stderr,
+        )
+        locks[c].acquire(blocking=True)
+        rec = cell.reusable(results, built[c[0]], c[1], c[2], opts)
+        if rec is None:
+            late.append(c)
+            continue
+        locks[c].release()
+        result.records.append(rec)
+        result.reused += 1
         bar.update()
-        if not record.ok:
-            result.failed += 1
-            tqdm.write(
-                f"{split.label}/{method} seed {seed} failed: {record.error}", file=sys.stderr
-            )
+    compute(late)
     bar.close()
     if ray_here:
         executors.stop_ray()
     tracker.finish(failed=bool(result.failed))
-    path, drawn = page.write(results, board_path, config.command)
+    path, drawn = page.write(results, board_path, command)
     tracker.log_files(drawn, "figures")
     result.leaderboard = path
     result.records.sort(key=lambda r: (r.dataset, r.method, r.seed))
     print(f"{len(cells)} cell(s), {result.failed} failed; records in {results}")
     print(f"leaderboard: {path}")
-    print(
-        f"MLflow store: {tracker.uri}  (browse: mlflow ui --backend-store-uri {tracker.uri} "
-        "--host 127.0.0.1)"
-    )
+    shown = redact(tracker.uri)
+    browse = f"mlflow ui --backend-store-uri {shown} --host 127.0.0.1"
+    print(f"MLflow store: {shown}  (browse: {browse})")
     return result

@@ -54,6 +54,8 @@ def register_method():
 MARKS = {
     "test_cli": ("slow",),
     "test_resume": ("slow", "subprocess"),
+    "test_locks": ("slow", "subprocess"),
+    "test_deadline": ("slow", "subprocess"),
     "test_executors": ("slow", "ray"),
     "test_tracking_server": ("slow", "mlflow_server", "subprocess"),
     "test_map_figures": ("slow",),

@@ -179,7 +179,7 @@ def _check_reachable(address: str) -> None:
             pass
     except OSError as err:
         raise BenchError(
-            f"cannot reach Ray at {redact(address)} within {RAY_CONNECT_S:g} s "
+            f"cannot start or reach Ray at {redact(address)} within {RAY_CONNECT_S:g} s "
             f"({err.strerror or type(err).__name__}); check --ray-address and that Ray runs there"
         ) from None
 

@@ -14,10 +14,35 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, first_line
+from bench.errors import BenchError, first_line, redact
+from bench.files import check_writable
 from bench.run.records import Record
 
 EXPERIMENT = "stsr-bench"
+# MLflow stores this harness accepts (a typo'd scheme fails at once instead of half-way)
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_uri(uri: str) -> Path | None:
+    """Check a tracking URI before anything is written: a known scheme, and for an SQLite store a
+    path that is (or can be created as) a writable file in a writable folder. Returns that path
+    (None for other stores); else a :class:`BenchError` (credentials redacted).
+    """
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    if scheme not in SCHEMES:
+        raise BenchError(
+            f"--tracking-uri {redact(uri)!r}: unknown scheme {scheme or '(none)'!r}; use one of "
+            f"{', '.join(s + '://' for s in SCHEMES)} (e.g. sqlite:///results/mlflow.db)"
+        )
+    if scheme != "sqlite":
+        return None
+    if not uri.startswith("sqlite:///") or len(uri) == len("sqlite:///"):
+        raise BenchError(
+            f"--tracking-uri {redact(uri)!r} names no SQLite file; use sqlite:///PATH/mlflow.db"
+        )
+    path = check_writable(Path(uri[len("sqlite:///") :]), "SQLite store", kind="file")
+    check_writable(path.parent, "SQLite store folder")  # the journal is written beside it
+    return path
 
 
 def default_uri(results_dir: Path) -> str:
@@ -51,8 +76,15 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         self.uri = uri
-        if uri.startswith("sqlite:///"):
-            _create_sqlite_store(Path(uri[len("sqlite:///") :]))
+        store = check_uri(uri)
+        if store is not None:
+            try:
+                _create_sqlite_store(store)
+            except Exception as err:  # noqa: BLE001 - a store that cannot be made is bad input
+                raise BenchError(
+                    f"SQLite store {store} cannot be created ({first_line(err)[:200]}); "
+                    "pass another --tracking-uri or --results-dir"
+                ) from None
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         local = uri.startswith("sqlite:")
         artifacts = (results_dir / "mlartifacts").resolve().as_uri() if local else None
@@ -69,8 +101,8 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
         except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
             raise BenchError(
-                f"tracking URI {uri!r} cannot be used ({first_line(err)[:200]}); start the "
-                "server or pass another --tracking-uri"
+                f"tracking URI {redact(uri)!r} cannot be used ({redact(first_line(err))[:200]}); "
+                "start the server or pass another --tracking-uri"
             ) from None
         self.parent_id: str | None = None
 
@@ -132,19 +164,59 @@ class Tracker:
         self.client.set_terminated(rid, "FINISHED" if record.ok else "FAILED")
         return rid
 
+    def drop_superseded(self, record: Record) -> int:
+        """Delete the cell's other child runs (their records were overwritten by ``record``, or
+        a concurrent invocation without a lock logged the same cell), leaving the one run of
+        ``record``; runs still RUNNING in a live process are left alone. Call it holding the
+        cell's lock. Returns how many were deleted."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.dataset = '{record.dataset}' and tags.method = '{record.method}' "
+                f"and tags.seed = '{record.seed}'"
+            ),
+            max_results=1000,
+        )
+        return self._drop(runs, {_cell_key(record): record_id(record)})
+
+    def _drop(self, runs: list, current: dict[tuple[str, str, str], str]) -> int:
+        """Delete child runs of the cells in ``current`` whose record id is not the cell's
+        current one, and all but one run of the current one."""
+        kept: set[str] = set()
+        dropped = 0
+        for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+            tags = run.data.tags
+            key = (tags.get("dataset", ""), tags.get("method", ""), tags.get("seed", ""))
+            if "record_id" not in tags or key not in current:
+                continue
+            if run.info.status == "RUNNING" and not _dead(tags):
+                continue
+            rid = tags["record_id"]
+            if rid == current[key] and rid not in kept and run.info.status != "RUNNING":
+                kept.add(rid)
+                continue
+            self.client.delete_run(run.info.run_id)
+            dropped += 1
+        return dropped
+
     def log_files(self, paths: list[Path], folder: str) -> None:
         """Attach files (e.g. the leaderboard's figures) to the invocation's parent run."""
         for path in paths if self.parent_id else []:
             self.client.log_artifact(self.parent_id, str(path), folder)
 
-    def reconcile(self, records: list[tuple[Record, list[Path]]]) -> dict[str, int]:
+    def reconcile(
+        self, records: list[tuple[Record, list[Path]]], held: list[Record] | None = None
+    ) -> dict[str, int]:
         """Repair the store after an interrupted invocation, before this one logs anything.
 
         Runs left RUNNING by a process of this host that no longer exists are closed: a parent
         run as KILLED; a half-logged child run is deleted (its record is the truth and is logged
         again). Then every given (record, side files) without a finished child run is logged, so
         each record has exactly one child run. Runs of live processes (a concurrent invocation)
-        are left alone. Returns counts of killed, deleted and logged runs.
+        are left alone. Child runs of the cells of ``held`` (finished records whose cell lock this
+        invocation holds) other than the one of the record on disk are orphans (a record
+        overwritten, a cell run twice at once) and are deleted. Returns counts of killed,
+        deleted and logged runs.
         """
         from mlflow.entities import ViewType
 
@@ -164,6 +236,20 @@ class Tracker:
                 done["killed"] += 1
             elif "record_id" in tags and run.info.status != "RUNNING":
                 logged.add(tags["record_id"])
+        current = {_cell_key(r): record_id(r) for r in held or []}
+        if current:
+            alive = self.client.search_runs(
+                [self.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=50000
+            )
+            done["deleted"] += self._drop(alive, current)
+            survivors = self.client.search_runs(
+                [self.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=50000
+            )
+            logged = {
+                r.data.tags["record_id"]
+                for r in survivors
+                if "record_id" in r.data.tags and r.info.status != "RUNNING"
+            }
         for record, files in records:
             if record_id(record) not in logged:
                 self.log_cell(record, files)
@@ -199,6 +285,10 @@ def card_facts(raw: dict[str, Any]) -> dict[str, str]:
 def record_id(record: Record) -> str:
     """A cell's identity in the store: dataset/method/seed and the record's finish time (ms)."""
     return f"{record.dataset}/{record.method}/{record.seed}/{record.finished_ms}"
+
+
+def _cell_key(record: Record) -> tuple[str, str, str]:
+    return (record.dataset, record.method, str(record.seed))
 
 
 def _owner() -> dict[str, str]:
