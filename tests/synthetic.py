@@ -311,3 +311,220 @@ def copy_real(real_root: Path, real_name: str, cards: Path, data: Path, name: st
         shutil.copyfile(real_root / real_name / rel, target)  # copy bytes, not read-only modes
     ds.write_card()
     return ds
+
+
+# ---------------------------------------------------------------- imaging platforms, real layouts
+
+
+def _tissue_image(
+    rng: np.random.Generator, size: tuple[int, int], tissue: tuple[float, float, float, float]
+) -> np.ndarray:
+    """(h, w) float in [0, 1]: a bright textured rectangle of tissue (x0, y0, x1, y1 as shares of
+    the width and height) on a dark, slightly noisy background (a DAPI-like picture)."""
+    w, h = size
+    small = rng.uniform(0.5, 1.0, size=(h // 16 + 2, w // 16 + 2))
+    texture = np.asarray(
+        Image.fromarray(small.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR)
+    )
+    yy, xx = np.mgrid[0:h, 0:w]
+    x0, y0, x1, y1 = tissue
+    inside = (xx >= x0 * w) & (xx < x1 * w) & (yy >= y0 * h) & (yy < y1 * h)
+    return np.where(inside, texture, 0.05 + 0.02 * rng.random((h, w)))
+
+
+def _points_in(
+    rng: np.random.Generator, n: int, width: float, height: float, tissue: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uniform points inside the tissue rectangle of a ``width`` x ``height`` frame."""
+    x0, y0, x1, y1 = tissue
+    return rng.uniform(x0 * width, x1 * width, n), rng.uniform(y0 * height, y1 * height, n)
+
+
+def _genes_with(rng: np.random.Generator, n: int, controls: list[str]) -> np.ndarray:
+    """``n`` gene names: the synthetic genes (geometric weights) and ~2% of ``controls``."""
+    weights = np.geomspace(30.0, 0.5, N_GENES)
+    p = np.r_[weights, np.full(len(controls), weights.sum() * 0.02 / len(controls))]
+    return rng.choice(gene_names() + controls, size=n, p=p / p.sum())
+
+
+def _tiles_card(name: str, platform: str, read: dict, sections: dict, files: dict) -> dict:
+    return {
+        "name": name,
+        "title": f"synthetic {platform} transcript table for tests",
+        "platform": platform,
+        "reader": "transcripts",
+        "citation": "synthetic",
+        "licence": "synthetic",
+        "source": {"repository": "none", "commit": "none", "mirrors": []},
+        "read": read,
+        "lattice": {"kind": "square", "pitch_um": read["bin_um"]},
+        "split": {
+            "regions": "tiles",
+            "sections": list(sections),
+            "canvas": [8, 8],
+            "min_tissue": 0.25,
+            "test_fraction": 0.25,
+            "pooling": [2],
+            "default_pooling": 2,
+            "image_px": 4,
+            "normalisation": "log1p_area",
+        },
+        "genes": {"n": 5, "exclude_prefixes": [], "rule": "top 5 by mean log1p(counts per bin)"},
+        "sections": sections,
+        "files": files,
+    }
+
+
+MERSCOPE_UM = (320.0, 160.0)  # region size in micrometres
+MERSCOPE_PX_PER_UM = 9.259259  # micron_to_mosaic_pixel scale of a real MERSCOPE run (0.108 um/px)
+MERSCOPE_OFFSET_UM = (-1534.25, 2087.5)  # stage coordinates of the mosaic's top-left corner
+MERSCOPE_TISSUE = (0.05, 0.1, 0.95, 0.9)
+
+
+def merscope(cards: Path, data: Path, name: str = "synth_merscope", seed: int = 3) -> Dataset:
+    """A MERSCOPE region as Vizgen writes it: ``detected_transcripts.csv`` (an unnamed index
+    column, barcode_id, global_x / global_y in micrometres of the stage, global_z, fov-local x / y
+    in pixels, fov, gene, transcript_id, cell_id; ``Blank-*`` probes) and
+    ``images/micron_to_mosaic_pixel_transform.csv`` (3 x 3, space separated) mapping micrometres
+    to mosaic pixels with an offset. The DAPI mosaic is stored at 1/8 size (``image_scale``) as a
+    16-bit TIFF to keep the test small; the card sets only format, bin size and the files."""
+    rng = np.random.default_rng(seed)
+    ds = Dataset(name, cards, data)
+    (ds.folder / "images").mkdir(parents=True, exist_ok=True)
+    n = 40_000
+    ux, uy = _points_in(rng, n, *MERSCOPE_UM, MERSCOPE_TISSUE)
+    gx, gy = ux + MERSCOPE_OFFSET_UM[0], uy + MERSCOPE_OFFSET_UM[1]
+    fov = (ux // 100).astype(int) + 10 * (uy // 100).astype(int)
+    genes = _genes_with(rng, n, [f"Blank-{i}" for i in range(1, 6)])
+    frame = pd.DataFrame(
+        {
+            "barcode_id": rng.integers(0, 500, n),
+            "global_x": gx,
+            "global_y": gy,
+            "global_z": rng.integers(0, 7, n).astype(float),
+            "x": (ux % 100) * MERSCOPE_PX_PER_UM,
+            "y": (uy % 100) * MERSCOPE_PX_PER_UM,
+            "fov": fov,
+            "gene": genes,
+            "transcript_id": [f"ENST{i:011d}" for i in rng.integers(0, 10**9, n)],
+            "cell_id": rng.integers(10**17, 10**18, n),
+        }
+    )
+    frame.to_csv(ds.folder / "detected_transcripts.csv")  # the unnamed index column, as Vizgen's
+    s = MERSCOPE_PX_PER_UM
+    transform = np.array(
+        [[s, 0.0, -MERSCOPE_OFFSET_UM[0] * s], [0.0, s, -MERSCOPE_OFFSET_UM[1] * s], [0, 0, 1]]
+    )
+    np.savetxt(ds.folder / "images" / "micron_to_mosaic_pixel_transform.csv", transform, "%.6f")
+    size = (round(MERSCOPE_UM[0] * s / 8), round(MERSCOPE_UM[1] * s / 8))
+    dapi = (_tissue_image(rng, size, MERSCOPE_TISSUE) * 40000).astype(np.uint16)
+    Image.fromarray(dapi).save(ds.folder / "images" / "mosaic_DAPI_z3.tif")
+    entry = {
+        "transcripts": "detected_transcripts.csv",
+        "image": "images/mosaic_DAPI_z3.tif",
+        "image_scale": 0.125,
+        "transform": "images/micron_to_mosaic_pixel_transform.csv",
+    }
+    files = dict.fromkeys([entry["transcripts"], entry["image"], entry["transform"]], "")
+    read = {"format": "merscope", "bin_um": 10}
+    ds.card = _tiles_card(name, "merscope", read, {"region0": entry}, files)
+    ds.rehash()
+    return ds
+
+
+COSMX_UM_PER_PX = 0.12028
+COSMX_FOV_PX = (2048, 1536)  # a small field of view (real ones are 5472 x 3648 px)
+COSMX_TISSUE = (0.0, 0.0, 1.0, 1.0)
+
+
+def cosmx(cards: Path, data: Path, name: str = "synth_cosmx", seed: int = 4) -> Dataset:
+    """Two CosMx fields of view as AtoMx exports them: one ``*_tx_file.csv.gz`` (fov, cell_ID,
+    x_global_px, y_global_px, x_local_px, y_local_px, z, target, CellComp; ``NegPrb*`` and
+    ``FalseCode*`` probes) and one ``CellComposite/CellComposite_F00<n>.jpg`` per FOV; the card
+    makes each FOV a section (``fov = n``) and states the pixel size."""
+    rng = np.random.default_rng(seed)
+    ds = Dataset(name, cards, data)
+    (ds.folder / "CellComposite").mkdir(parents=True, exist_ok=True)
+    w, h = COSMX_FOV_PX
+    frames, sections, files = [], {}, {}
+    for fov, corner in ((1, (10_000.0, 20_000.0)), (2, (10_000.0 + w, 20_000.0))):
+        n = 25_000
+        lx, ly = _points_in(rng, n, w, h, COSMX_TISSUE)
+        controls = [f"NegPrb{i}" for i in range(1, 11)] + [f"FalseCode{i:04d}" for i in range(5)]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "fov": fov,
+                    "cell_ID": rng.integers(0, 3000, n),
+                    "x_global_px": lx + corner[0],
+                    "y_global_px": ly + corner[1],
+                    "x_local_px": lx,
+                    "y_local_px": ly,
+                    "z": rng.integers(0, 9, n),
+                    "target": _genes_with(rng, n, controls),
+                    "CellComp": rng.choice(["Nuclear", "Cytoplasm", "Membrane", "None"], n),
+                }
+            )
+        )
+        image = f"CellComposite/CellComposite_F{fov:03d}.jpg"
+        grey = _tissue_image(rng, COSMX_FOV_PX, COSMX_TISSUE)
+        rgb = np.stack([grey * 200, grey * 120, 255 - grey * 150], axis=-1).astype(np.uint8)
+        Image.fromarray(rgb).save(ds.folder / image, quality=85)
+        sections[f"fov{fov}"] = {
+            "transcripts": "Run1000_S1_tx_file.csv.gz",
+            "fov": fov,
+            "image": image,
+        }
+        files[image] = ""
+    with gzip.open(ds.folder / "Run1000_S1_tx_file.csv.gz", "wt") as fh:
+        pd.concat(frames).to_csv(fh, index=False)
+    files["Run1000_S1_tx_file.csv.gz"] = ""
+    read = {"format": "cosmx", "um_per_px": COSMX_UM_PER_PX, "bin_um": 20}
+    ds.card = _tiles_card(name, "cosmx", read, sections, files)
+    ds.rehash()
+    return ds
+
+
+TABLE_ORIGIN_UM = (1200.0, 350.0)
+
+
+def generic_table(cards: Path, data: Path, name: str = "synth_table", seed: int = 5) -> Dataset:
+    """Any lab's own table: a tab-separated ``.tsv.gz`` with columns ``geneID``, ``x_um``,
+    ``y_um`` in micrometres that start at ``TABLE_ORIGIN_UM`` (not at the image's corner), lower
+    case ``negctrl_*`` probes, and an H&E-like RGB PNG at 0.5 um/px; the card maps the columns,
+    the unit, the origin and the control pattern."""
+    rng = np.random.default_rng(seed)
+    ds = Dataset(name, cards, data)
+    ds.folder.mkdir(parents=True, exist_ok=True)
+    width, height, um_per_px = 240.0, 160.0, 0.5
+    tissue = (0.05, 0.05, 0.95, 0.95)
+    n = 30_000
+    ux, uy = _points_in(rng, n, width, height, tissue)
+    frame = pd.DataFrame(
+        {
+            "geneID": _genes_with(rng, n, ["negctrl_1", "negctrl_2"]),
+            "x_um": ux + TABLE_ORIGIN_UM[0],
+            "y_um": uy + TABLE_ORIGIN_UM[1],
+        }
+    )
+    with gzip.open(ds.folder / "spots.tsv.gz", "wt") as fh:
+        frame.to_csv(fh, sep="\t", index=False)
+    size = (round(width / um_per_px), round(height / um_per_px))
+    grey = _tissue_image(rng, size, tissue)
+    rgb = (255 - np.stack([grey * 80, grey * 160, grey * 60], axis=-1)).astype(np.uint8)
+    Image.fromarray(rgb).save(ds.folder / "he.png")
+    read = {
+        "format": "table",
+        "columns": {"gene": "geneID", "x": "x_um", "y": "y_um"},
+        "unit": "um",
+        "um_per_px": um_per_px,
+        "origin": list(TABLE_ORIGIN_UM),
+        "controls": ["NEGCTRL_*"],
+        "bin_um": 10,
+    }
+    entry = {"transcripts": "spots.tsv.gz", "image": "he.png"}
+    ds.card = _tiles_card(
+        name, "table", read, {"section": entry}, dict.fromkeys(entry.values(), "")
+    )
+    ds.rehash()
+    return ds

@@ -8,10 +8,14 @@ Two rules, chosen by the card's ``[split].regions``:
   box of a section's in-tissue positions is cut into disjoint ``canvas``-sized tiles starting at
   its top-left corner (no overlap; edge tiles extend past the tissue and are masked there); a tile
   is kept when at least ``min_tissue`` of its lattice positions are in tissue. Assignment is
-  spatially blocked, never by spot: tiles are grouped into bands across the section's longer axis
-  and the last bands holding ``test_fraction`` of the kept tiles (rounded up, at least one band)
-  are test, the rest train. A test tile therefore never interleaves with training tiles, and
-  spatial autocorrelation reaches the test set only across one band edge.
+  spatially blocked, never by spot: ``ceil(test_fraction * tiles)`` tiles are test, shared
+  between the sections in proportion to their tiles (:func:`count_test_tiles`). In a section, tiles
+  are grouped into bands across its longer axis; the last whole bands whose tile count is
+  closest to the section's share are test when they miss it by at most ``BAND_TOLERANCE`` of the
+  section's tiles, else the last tiles in band order (the first test band cut across the short
+  axis), so the test share follows ``test_fraction`` even with two wide bands
+  (:func:`choose_test_tiles`). A test tile therefore never interleaves with training tiles, and
+  spatial autocorrelation reaches the test set only across one band edge (and the cut).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import numpy as np
 
 from bench.data.section import Section
 from bench.errors import BenchError
+
+BAND_TOLERANCE = 0.1  # whole test bands when they miss the wanted tiles by <= 10% of the tiles
 
 
 def sites(section: Section, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
@@ -80,33 +86,76 @@ def _regions_from_sections(sections: dict[str, Section], cfg: dict[str, Any]) ->
     return {"regions": regions, "train": list(cfg["train"]), "test": list(cfg["test"])}
 
 
+def count_test_tiles(sizes: list[int], fraction: float) -> list[int]:
+    """How many tiles of each section are test: ``ceil(fraction * total)`` in all, shared out in
+    proportion to the sections' tile counts (largest remainder, ties to the earlier section),
+    at least one training tile left in every section."""
+    want = math.ceil(fraction * sum(sizes))
+    quota = [fraction * n for n in sizes]
+    out = [min(math.floor(q), n - 1) for q, n in zip(quota, sizes, strict=True)]
+    order = sorted(range(len(sizes)), key=lambda i: (-(quota[i] - math.floor(quota[i])), i))
+    for i in order * 2:  # a second pass when a section was full
+        if sum(out) >= want:
+            break
+        if out[i] < sizes[i] - 1:
+            out[i] += 1
+    return out
+
+
+def choose_test_tiles(
+    origins: list[tuple[int, int]], long_axis: int, want: int
+) -> set[tuple[int, int]]:
+    """The ``want`` test tiles of one section, spatially blocked (module docstring): the last
+    whole bands across the long axis whose tile count is closest to ``want`` (ties to more),
+    when that count is within ``BAND_TOLERANCE`` of the section's tiles of ``want``; else the
+    last ``want`` tiles in band order, cutting the first test band across the short axis."""
+    if want <= 0:
+        return set()
+    short_axis = 1 - long_axis
+    ordered = sorted(origins, key=lambda o: (o[long_axis], o[short_axis]))
+    bands = sorted({o[long_axis] for o in origins})
+    best: list[tuple[int, int]] | None = None
+    for m in range(1, len(bands)):  # at least one band always trains
+        chosen = [o for o in ordered if o[long_axis] >= bands[-m]]
+        if best is None or abs(len(chosen) - want) <= abs(len(best) - want):
+            best = chosen
+        if len(chosen) >= want:
+            break
+    if best is not None and abs(len(best) - want) <= BAND_TOLERANCE * len(origins):
+        return set(best)
+    return set(ordered[-want:])
+
+
 def _regions_from_tiles(sections: dict[str, Section], cfg: dict[str, Any]) -> dict[str, Any]:
     canvas = tuple(cfg["canvas"])
-    regions: dict[str, Any] = {}
-    train: list[str] = []
-    test: list[str] = []
+    kept: dict[str, list[tuple[int, int]]] = {}
     for sid in cfg["sections"]:
         sec = sections[sid]
         origins = tiles(sec, canvas, float(cfg["min_tissue"]))
         if len(origins) < 2:
             raise BenchError(
-                f"section {sid}: {len(origins)} tile(s) of {canvas[0]}x{canvas[1]} pass "
-                f"min_tissue = {cfg['min_tissue']}; need at least 2 (smaller canvas or min_tissue)"
+                f"section {sid}: {len(origins)} tile(s) of {canvas[0]}x{canvas[1]} HR positions "
+                f"pass [split].min_tissue = {cfg['min_tissue']} (the section spans "
+                f"{np.ptp(sec.row[sec.in_tissue]) + 1}x{np.ptp(sec.col[sec.in_tissue]) + 1} "
+                "positions in tissue); need at least 2: lower [split].canvas or min_tissue, or, "
+                "if the section should be larger, check the scale ([read].unit, [read].um_per_px,"
+                " [read].bin_um, [lattice].pitch_um)"
             )
+        kept[sid] = origins
+    wants = count_test_tiles([len(o) for o in kept.values()], float(cfg["test_fraction"]))
+    regions: dict[str, Any] = {}
+    train: list[str] = []
+    test: list[str] = []
+    for (sid, origins), want in zip(kept.items(), wants, strict=True):
+        sec = sections[sid]
         rows, cols = sec.row[sec.in_tissue], sec.col[sec.in_tissue]
         pitch_r, pitch_c = sec.pitch_um
         long_axis = 0 if (np.ptp(rows) + 1) * pitch_r >= (np.ptp(cols) + 1) * pitch_c else 1
-        bands = sorted({o[long_axis] for o in origins})
-        want = math.ceil(float(cfg["test_fraction"]) * len(origins))
-        test_bands: set[int] = set()
-        for band in reversed(bands[1:]):  # at least one band always trains
-            if sum(o[long_axis] in test_bands for o in origins) >= want:
-                break
-            test_bands.add(band)
+        held = choose_test_tiles(origins, long_axis, want)
         for o in origins:
             rid = f"{sid}_r{o[0]}c{o[1]}"
             regions[rid] = {"section": sid, "origin": list(o)}
-            (test if o[long_axis] in test_bands else train).append(rid)
+            (test if o in held else train).append(rid)
     return {"regions": regions, "train": train, "test": test}
 
 

@@ -48,6 +48,8 @@ class Section:
     um_per_px : pixel size of the coordinate space in micrometres, when the source states it.
     lattice : "square" or "checkerboard".
     parity : for checkerboard lattices, ``(row + col) % 2`` of the existing positions.
+    notes : what the reader dropped or inferred, one sentence each (e.g. "dropped 1,204 control
+        probe transcripts (Blank-*: 1,204)"); shown to the user and kept in the split file.
     """
 
     id: str
@@ -63,6 +65,7 @@ class Section:
     um_per_px: float | None
     lattice: str = "square"
     parity: int = 0
+    notes: tuple[str, ...] = ()
 
     @property
     def totals(self) -> np.ndarray:
@@ -141,7 +144,8 @@ def check_section(where: Path, section: Section, stated_um_per_px: float | None 
         raise BenchError(
             f"{where}: spot at grid (row {section.row[i]}, col {section.col[i]}) maps to pixel "
             f"({xy[0, i]:.0f}, {xy[1, i]:.0f}), outside the {w}x{h} image; the image and "
-            "coordinates are misregistered (wrong image, scale factor or pixel size)"
+            "coordinates are misregistered: check the image file, its scale factor "
+            "(image_scale, scalefactors) and the card's [read].um_per_px / [read].unit"
         )
     steps = np.hypot(section.to_pixel[0, :2], section.to_pixel[1, :2])  # px per (col, row) step
     implied = float(np.mean(np.array(section.pitch_um)[::-1] / np.maximum(steps, 1e-12)))
@@ -149,12 +153,18 @@ def check_section(where: Path, section: Section, stated_um_per_px: float | None 
     if not low <= implied <= high:
         raise BenchError(
             f"{where}: implied pixel size {implied:.3g} um/px is implausible (expected "
-            f"{low}-{high}); check the scale factors and the lattice pitch"
+            f"{low}-{high}); check [lattice].pitch_um (one grid step in um), [read].um_per_px "
+            "and the scale factors"
         )
-    for name, value in (("reader", section.um_per_px), ("card", stated_um_per_px)):
+    sources = (
+        ("the reader", section.um_per_px),
+        ("the card's [lattice].image_um_per_px", stated_um_per_px),
+    )
+    for name, value in sources:
         if value is not None and not 0.75 <= implied / value <= 1.0 / 0.75:
             raise BenchError(
-                f"{where}: spot spacing implies {implied:.3g} um/px but the {name} states "
-                f"{value:.3g} um/px; the image does not match the coordinates (wrong image or "
-                "scale factor)"
+                f"{where}: spot spacing ([lattice].pitch_um {section.pitch_um[1]:g} um per grid "
+                f"step) implies {implied:.3g} um/px but {name} states {value:.3g} um/px; fix "
+                "[lattice].pitch_um or [lattice].image_um_per_px (or [read].um_per_px), or the "
+                "image does not match the coordinates"
             )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,8 @@ class SplitSpec:
     normalisation: str
     inputs: dict[str, str]
     fingerprint: str
+    # what the readers dropped or inferred (e.g. control probes), for the user; not fingerprinted
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def label(self) -> str:
@@ -101,6 +103,8 @@ class SplitSpec:
         out: dict[str, Any] = {}
         for key in self.__dataclass_fields__:
             value = getattr(self, key)
+            if key == "notes" and not value:
+                continue  # split files without notes keep their bytes
             if key == "regions":
                 value = {
                     r: {"section": v.section, "origin": list(v.origin)} for r, v in value.items()
@@ -134,7 +138,18 @@ class SplitSpec:
             normalisation=str(data["normalisation"]),
             inputs=dict(data["inputs"]),
             fingerprint=str(data["fingerprint"]),
+            notes=tuple(str(n) for n in data.get("notes", ())),
         )
+
+
+@dataclass(frozen=True, eq=False)
+class RegionCounts:
+    """The raw HR counts behind one test region's ``hr``, for the noise ceiling
+    (:mod:`bench.scoring.ceiling`): ``counts`` (G, H, W) int64 of the split's genes, ``totals``
+    (H, W) int64 all-gene totals, both 0 outside ``hr_mask``."""
+
+    counts: np.ndarray
+    totals: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,12 +157,19 @@ class Split:
     """A materialised split: its spec, training and test samples, and the SSIM data range.
 
     ``data_range`` is (G,) float64, gene g's maximum over the training HR maps (metrics.md, SSIM).
+    ``test_counts`` holds one :class:`RegionCounts` per test sample (the ceiling's input; no
+    method sees it).
     """
 
     spec: SplitSpec
     train: list[Sample]
     test: list[Sample]
     data_range: np.ndarray
+    test_counts: list[RegionCounts] = field(default_factory=list)
+
+    def normalise(self, counts: np.ndarray, totals: np.ndarray, mask: np.ndarray, area: float):
+        """:func:`normalise` with this split's normalisation ((G, H, W) float32)."""
+        return normalise(counts, totals, mask, self.spec.normalisation, area)
 
     @property
     def fingerprint(self) -> str:
@@ -310,6 +332,7 @@ def make_split(card: Card, root: Path, k: int) -> SplitSpec:
         "inputs": card.files,
     }
     spec["fingerprint"] = fingerprint(spec)
+    spec["notes"] = [f"{sid}: {note}" for sid, sec in sections.items() for note in sec.notes]
     return SplitSpec.from_json(spec)
 
 
@@ -387,7 +410,12 @@ def materialise(spec: SplitSpec, sections: dict[str, Section]) -> Split:
         raise BenchError(
             f"gene {gene} is never expressed in the training HR maps; regenerate the split"
         )
-    return Split(spec=spec, train=train, test=test, data_range=data_range)
+    test_counts = []
+    for rid in spec.test:
+        ref = spec.regions[rid]
+        counts, totals, mask = _grid(sections[ref.section], ref.origin, spec.canvas, spec.genes)
+        test_counts.append(RegionCounts((counts * mask).astype(np.int64), totals.astype(np.int64)))
+    return Split(spec, train, test, data_range, test_counts)
 
 
 def build(card: Card, root: Path, k: int, verify_inputs: bool = True) -> Split:
