@@ -80,6 +80,33 @@ def _scaled(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> lis
     return out
 
 
+def _share_of_ceiling(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> list[str]:
+    """PCC as a share of the noise ceiling's, above the negative control; nothing without both."""
+    pair = ranking.ceiling_pair(controls)
+    if not ranked or pair is None:
+        return []
+    neg, ceil = pair
+    out = [
+        "",
+        "### Share of the noise ceiling",
+        "",
+        f"(PCC - `{neg['method']}`) / (`ceiling` - `{neg['method']}`): 0 = the negative control, "
+        f"1 = what a perfect predictor of expected expression would reach against this noisy "
+        f"truth (`ceiling` PCC {_num(ceil['pcc'][0])}; split-half binomial thinning of the test "
+        "counts with Spearman-Brown, bench/scoring/ceiling.py). SSIM and RMSE have no ceiling "
+        "(not available: see that module). A share above 1 is possible: the LR input is pooled "
+        "from the very counts the truth holds, so part of the truth's noise reaches every method "
+        "through it (most at small k), and the ceiling does not credit that.",
+        "",
+        "| method | PCC | share of ceiling |",
+        "|---|---:|---:|",
+    ]
+    for r in ranked:
+        share = ranking.scaled(r, neg, ceil, "pcc")
+        out.append(f"| {_cell(r['method'])} | {_num(r['pcc'][0])} | {_num(share)} |")
+    return out
+
+
 def _summary(sections: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
     """The aggregated rank across datasets and metrics (see
     :func:`bench.board.ranking.aggregated_rank`),
@@ -168,8 +195,10 @@ def _section(
     out += ["", "### Controls", "", "Not ranked: they frame the scores above.", ""]
     out += _score_table(controls, "control") if controls else ["none"]
     out += _scaled(ranked, controls)
+    out += _share_of_ceiling(ranked, controls)
     if any(r["stochastic"] for r in ranked + controls):
         out += _diversity(ranked + controls)
+    costed = [r for r in ranked + controls if r["control"] != "ceiling"]  # computed, not run
     out += [
         "",
         "### Cost",
@@ -181,10 +210,10 @@ def _section(
         "| method | fit (s) | predict (s) | peak memory (MiB) | device |",
         "|---|---:|---:|---:|---|",
     ]
-    for r in ranked + controls:
+    for r in costed:
         cells = [_num(r["fit_s"], 1), _num(r["predict_s"], 1), _num(r["memory"], 0)]
         out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + f" | {_cell(r['device'])} |")
-    if any(r["paper_pcc"] is not None for r in ranked + controls):
+    if any(r["paper_pcc"] is not None for r in costed):
         out += ["", "### Paper-compatible metrics (`paper` set)", ""]
         out += [
             "The diffusion paper's released scoring (bench/paper_metrics.py): |PCC| on raw maps, "
@@ -196,7 +225,7 @@ def _section(
             "| method | abs PCC | SSIM | RMSE |",
             "|---|---:|---:|---:|",
         ]
-        for r in ranked + controls:
+        for r in costed:
             cells = [_num(r[k]) for k in ("paper_pcc", "paper_ssim", "paper_rmse")]
             out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + " |")
     failed = [r for r in group if not r.ok]

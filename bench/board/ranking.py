@@ -33,15 +33,28 @@ def vs_best(ranked: Sequence[Row]) -> list[float]:
     return [math.nan, *holm(raw).tolist()]
 
 
-def control_pair(controls: Sequence[Row]) -> tuple[Row, Row] | None:
-    """(negative, positive) controls for scaling: the ``mean`` negative control when present,
-    else the first negative one, and the first positive one; None when either is missing."""
+def negative_control(controls: Sequence[Row]) -> Row | None:
+    """The ``mean`` negative control when present, else the first negative one, else None."""
     negatives = [r for r in controls if r["control"] == "negative"]
-    neg = next(
+    return next(
         (r for r in negatives if r["method"] == "mean"), negatives[0] if negatives else None
     )
+
+
+def control_pair(controls: Sequence[Row]) -> tuple[Row, Row] | None:
+    """(negative, positive) controls for scaling: :func:`negative_control` and the first positive
+    one; None when either is missing."""
+    neg = negative_control(controls)
     pos = next((r for r in controls if r["control"] == "positive"), None)
     return None if neg is None or pos is None else (neg, pos)
+
+
+def ceiling_pair(controls: Sequence[Row]) -> tuple[Row, Row] | None:
+    """(negative, ceiling) rows for the share-of-ceiling view: :func:`negative_control` and the
+    ``ceiling`` row (:mod:`bench.run.ceiling`); None when either is missing."""
+    neg = negative_control(controls)
+    ceiling = next((r for r in controls if r["control"] == "ceiling"), None)
+    return None if neg is None or ceiling is None else (neg, ceiling)
 
 
 def scaled(row: Row, neg: Row, pos: Row, metric: str) -> float:

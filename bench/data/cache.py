@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.cards import Card, require_files
-from bench.data.splits import Split, SplitSpec, build, load_spec
+from bench.data.splits import RegionCounts, Split, SplitSpec, build, load_spec
 from bench.files import atomic_write
 from methods.contract import Sample
 
@@ -65,6 +65,8 @@ def _save(path: Path, split: Split, stamp: dict[str, list[int]]) -> None:
     for role, samples in (("train", split.train), ("test", split.test)):
         for i, s in enumerate(samples):
             arrays.update({f"{role}/{i}/{name}": getattr(s, name) for name in _ARRAYS})
+    for i, c in enumerate(split.test_counts):
+        arrays.update({f"test/{i}/counts": c.counts, f"test/{i}/totals": c.totals})
     meta = {"spec": split.spec.to_json(), "stamp": stamp, "code": code_hash()}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     atomic_write(path, lambda p: np.savez(p, **arrays))
@@ -90,7 +92,11 @@ def _load(path: Path, stamp: dict[str, list[int]]) -> Split | None:
                     for i, rid in enumerate(getattr(spec, role))
                 ]
 
-            return Split(spec, samples("train"), samples("test"), z["data_range"])
+            counts = [
+                RegionCounts(z[f"test/{i}/counts"], z[f"test/{i}/totals"])
+                for i in range(len(spec.test))
+            ]
+            return Split(spec, samples("train"), samples("test"), z["data_range"], counts)
     except (OSError, ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError):
         return None  # a damaged or foreign cache file is rebuilt, never trusted
 
