@@ -100,7 +100,6 @@ def run_grid(config: RunConfig) -> GridResult:
     from bench.data import cache, cards
     from bench.run import cell, executors, outputs
     from bench.run.ceiling import write_ceiling
-    from bench.run.ceiling import write_ceiling
     from bench.run.records import record_path
     from bench.run.resources import code_version, device_name
     from bench.run.tracking import Tracker, card_facts, default_uri, run_name
@@ -133,8 +132,6 @@ def run_grid(config: RunConfig) -> GridResult:
         timeout=config.timeout,
         code_version=code_version(),
     )
-    for split in built.values():  # the noise ceiling of each split's test truth (a control row)
-        write_ceiling(results, split, opts)
     for split in built.values():  # the noise ceiling of each split's test truth (a control row)
         write_ceiling(results, split, opts)
     command = redact(config.command)
