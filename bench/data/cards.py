@@ -352,6 +352,16 @@ def check_card(where: Path, name: str, raw: dict[str, Any]) -> None:
         raise _fail(
             where, "[genes].exclude_prefixes", prefixes, "must be a list of non-empty strings"
         )
+    if "table" in genes:
+        rel = genes["table"]
+        if not isinstance(rel, str):
+            raise _fail(where, "[genes].table", rel, "must be the path of a gene id/symbol table")
+        _confined_in(where, folder, rel, "[genes].table")
+        if str(Path(rel)) not in listed:
+            raise BenchError(
+                f"{where}: [genes].table reads {rel!r}, which [files] does not list; add "
+                f'"{rel}" = "<sha256>" to [files]'
+            )
     if not isinstance(genes.get("rule", ""), str):
         raise _fail(where, "[genes].rule", genes["rule"], "must be a sentence describing the rule")
 

@@ -48,6 +48,8 @@ class Section:
     um_per_px : pixel size of the coordinate space in micrometres, when the source states it.
     lattice : "square" or "checkerboard".
     parity : for checkerboard lattices, ``(row + col) % 2`` of the existing positions.
+    symbols : (n_genes,) str gene symbols when ``genes`` are identifiers (e.g. Ensembl ids) and
+        the data also name them (an AnnData ``var`` column), else None; gene rules use them.
     notes : what the reader dropped or inferred, one sentence each (e.g. "dropped 1,204 control
         probe transcripts (Blank-*: 1,204)"); shown to the user and kept in the split file.
     """
@@ -66,6 +68,7 @@ class Section:
     lattice: str = "square"
     parity: int = 0
     notes: tuple[str, ...] = ()
+    symbols: np.ndarray | None = None
 
     @property
     def totals(self) -> np.ndarray:

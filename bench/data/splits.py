@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bench.data.cards import NORMALISATIONS, Card, require_files
 from bench.data.histology import crop_grids
 from bench.data.readers import reader
 from bench.data.regions import define_regions, in_window, sites
 from bench.data.section import Section
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.files import atomic_write_text
 from methods.contract import Sample
 
@@ -246,26 +247,58 @@ def _grid(section: Section, origin: tuple[int, int], shape: tuple[int, int], gen
     return counts, totals, totals > 0
 
 
+GENE_EXCLUDE = ("MT-", "RPL", "RPS")  # mitochondrial, ribosomal-protein: human and mouse alike
+
+
+def gene_table(card: Card, root: Path) -> dict[str, str]:
+    """``[genes].table``: a file listed in ``[files]`` whose first two columns are a gene's id
+    and its symbol (e.g. Space Ranger's ``features.tsv.gz``: id, name, type; tab- or
+    comma-separated, gzip allowed, a header row is harmless); {} when the card names none."""
+    rel = card.raw["genes"].get("table")
+    if rel is None:
+        return {}
+    path = root / card.name / rel
+    sep = "," if path.name.lower().removesuffix(".gz").endswith(".csv") else "\t"
+    try:
+        table = pd.read_csv(path, sep=sep, header=None, dtype=str, usecols=[0, 1])
+    except (OSError, EOFError, ValueError, UnicodeError, pd.errors.ParserError) as err:
+        raise BenchError(
+            f"{path}: unreadable gene table ([genes].table; {first_line(err)}); it needs two "
+            "columns, id and symbol"
+        ) from None
+    return dict(zip(table[0].str.strip(), table[1].str.strip(), strict=True))
+
+
 def select_genes(
     train: list[tuple[Section, tuple[int, int]]],
     all_sections: list[Section],
     canvas: tuple[int, int],
     n: int,
     normalisation: str,
-    exclude: tuple[str, ...] = ("MT-", "RPL", "RPS"),
+    exclude: tuple[str, ...] = GENE_EXCLUDE,
+    symbols: dict[str, str] | None = None,
 ) -> list[str]:
     """The card's gene rule, on training regions only (the released diffusion code's rule).
 
     Candidates are the genes measured in every section of the split (names only: a panel is a
-    property of the assay, not of test values), minus those starting with an ``exclude`` prefix
-    (case-insensitive; mitochondrial and ribosomal-protein genes by default). They are ranked by
-    their mean value on the split's scale (``normalisation``) over all in-tissue HR positions of
-    the training regions (``train`` = (section, window origin) pairs) pooled; the top ``n`` are
-    kept, in rank order (ties broken by name).
+    property of the assay, not of test values), minus those whose symbol starts with an
+    ``exclude`` prefix, case-insensitively: the default ``MT-``, ``RPL``, ``RPS`` drops
+    mitochondrial and ribosomal-protein genes of human (``MT-CO1``, ``RPL13``) and mouse
+    (``mt-Co1``, ``Rpl13``) symbols. A gene's symbol is its name, or for identifiers such as
+    Ensembl ids the symbol ``symbols`` (the card's ``[genes].table``) or the data (a section's
+    ``symbols``) give it. They are ranked by their mean value on the split's scale
+    (``normalisation``) over all in-tissue HR positions of the training regions (``train`` =
+    (section, window origin) pairs) pooled; the top ``n`` are kept, in rank order (ties broken by
+    name).
     """
     common = set(all_sections[0].genes).intersection(*(s.genes for s in all_sections[1:]))
+    names = dict(symbols or {})
+    for section in all_sections:
+        if section.symbols is not None:
+            for gene, symbol in zip(section.genes, section.symbols, strict=True):
+                names.setdefault(str(gene), str(symbol))
     prefixes = tuple(p.lower() for p in exclude)
-    genes = sorted(g for g in common if not g.lower().startswith(prefixes))
+    genes = sorted(g for g in common if not names.get(g, g).lower().startswith(prefixes))
     if len(genes) < n:
         raise BenchError(
             f"only {len(genes)} genes are measured in every section and pass the filter, fewer "
@@ -280,9 +313,9 @@ def select_genes(
         x = np.log1p(x / tot * 1e4) if normalisation == "log1p_cp10k" else np.log1p(x)
         total += x.sum(axis=0)
         positions += len(x)
-    names = np.asarray(genes)
-    order = np.lexsort((names, -total / max(positions, 1)))
-    return [str(g) for g in names[order[:n]]]
+    names_arr = np.asarray(genes)
+    order = np.lexsort((names_arr, -total / max(positions, 1)))
+    return [str(g) for g in names_arr[order[:n]]]
 
 
 def make_split(card: Card, root: Path, k: int) -> SplitSpec:
@@ -324,7 +357,8 @@ def make_split(card: Card, root: Path, k: int) -> SplitSpec:
             canvas,
             gene_cfg["n"],
             cfg["normalisation"],
-            tuple(gene_cfg.get("exclude_prefixes", ("MT-", "RPL", "RPS"))),
+            tuple(gene_cfg.get("exclude_prefixes", GENE_EXCLUDE)),
+            gene_table(card, root),
         ),
         "gene_rule": gene_cfg.get("rule", ""),
         "region_rule": cfg.get("region_rule", ""),

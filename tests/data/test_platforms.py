@@ -226,3 +226,74 @@ def test_cosmx_split_test_share_is_a_quarter(env: Path) -> None:
     layout = define_regions(read(ds), card.split)
     n = len(layout["train"]) + len(layout["test"])
     assert len(layout["test"]) == -(-n // 4), layout
+
+
+# ---------------------------------------------------------------- gene rules beyond human symbols
+
+
+def gene_section(genes: list[str], symbols: list[str] | None = None) -> Section:
+    from scipy import sparse
+
+    n = len(genes)
+    counts = sparse.csr_matrix(np.tile(np.arange(n, 0, -1), (4, 1)))  # first gene highest
+    return Section(
+        id="s", counts=counts, genes=np.array(genes), row=np.array([0, 0, 1, 1]),
+        col=np.array([0, 1, 0, 1]), in_tissue=np.ones(4, bool), to_pixel=np.eye(2, 3),
+        image=np.zeros((4, 4), np.uint8), image_size=(4, 4), pitch_um=(1.0, 1.0), um_per_px=1.0,
+        symbols=None if symbols is None else np.array(symbols),
+    )  # fmt: skip
+
+
+def test_mouse_mitochondrial_and_ribosomal_symbols_are_excluded() -> None:
+    from bench.data.splits import select_genes
+
+    section = gene_section(["mt-Co1", "Rpl13", "Rps6", "Actb", "Gapdh", "MT-ND1", "Mtor"])
+    kept = select_genes([(section, (0, 0))], [section], (2, 2), 3, "log1p_cp10k")
+    assert kept == ["Actb", "Gapdh", "Mtor"]
+
+
+def test_ensembl_ids_use_the_symbols_of_the_data_or_the_card_table(env: Path) -> None:
+    from bench.data.splits import select_genes
+
+    ids = ["ENSMUSG00000064351", "ENSMUSG00000000740", "ENSMUSG00000029580", "ENSMUSG00000057666"]
+    symbols = ["mt-Co1", "Rpl13", "Actb", "Gapdh"]
+    bare = gene_section(ids)
+    assert select_genes([(bare, (0, 0))], [bare], (2, 2), 2, "log1p_cp10k") == ids[:2]
+    named = gene_section(ids, symbols)
+    assert select_genes([(named, (0, 0))], [named], (2, 2), 2, "log1p_cp10k") == ids[2:]
+    table = dict(zip(ids, symbols, strict=True))
+    got = select_genes([(bare, (0, 0))], [bare], (2, 2), 2, "log1p_cp10k", symbols=table)
+    assert got == ids[2:]
+
+
+def test_gene_table_from_the_card_reads_features_tsv(env: Path) -> None:
+    from bench.data.splits import gene_table
+
+    ds = syn.generic_table(env / "cards", env / "data")
+    with gzip.open(ds.folder / "features.tsv.gz", "wt") as fh:
+        fh.write("ENSMUSG00000064351\tmt-Co1\tGene Expression\n")
+        fh.write("ENSMUSG00000029580\tActb\tGene Expression\n")
+    ds.card["genes"]["table"] = "features.tsv.gz"
+    ds.card["files"]["features.tsv.gz"] = ""
+    ds.rehash()
+    table = gene_table(load_card(ds.name), ds.data)
+    assert table == {"ENSMUSG00000064351": "mt-Co1", "ENSMUSG00000029580": "Actb"}
+    del ds.card["files"]["features.tsv.gz"]
+    ds.write_card()
+    with pytest.raises(BenchError, match=r"\[genes\]\.table .*\[files\]"):
+        load_card(ds.name)
+
+
+def test_xenium_pixel_size_is_read_from_experiment_xenium(env: Path) -> None:
+    ds = syn.generic_table(env / "cards", env / "data")
+    (ds.folder / "experiment.xenium").write_text('{"pixel_size": 0.5, "run_name": "x"}')
+    ds.card["sections"]["section"]["experiment"] = "experiment.xenium"
+    ds.card["files"]["experiment.xenium"] = ""
+    del ds.card["read"]["um_per_px"]
+    ds.rehash()
+    (section,) = read(ds).values()
+    assert section.um_per_px == 0.5
+    (ds.folder / "experiment.xenium").write_text('{"pixel_size": 0.2125}')
+    ds.card["read"]["um_per_px"] = 0.5
+    ds.rehash()
+    assert "pixel_size 0.2125" in message(ds)

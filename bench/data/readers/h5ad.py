@@ -34,6 +34,14 @@ from bench.data.section import Section, check_counts, check_section, fit_to_pixe
 from bench.errors import BenchError
 
 UNS_IMAGES = ("hires", "lowres")
+SYMBOL_COLUMNS = (
+    "gene_symbols",
+    "gene_symbol",
+    "gene_name",
+    "gene_names",
+    "feature_name",
+    "symbol",
+)
 ENTRY_KEYS = ("h5ad", "image")  # image: "hires" / "lowres" (in the file) or an image file
 
 
@@ -128,6 +136,11 @@ def read_section(
     if values is None:
         raise BenchError(f"{path}: X is empty; name the counts layer in [read].layer")
     genes = adata.var_names.to_numpy(dtype=str)
+    symbols = None
+    for column in SYMBOL_COLUMNS:  # ids as var_names, symbols beside them (scanpy's layout)
+        if column in adata.var and column != adata.var.index.name:
+            symbols = adata.var[column].astype(str).to_numpy()
+            break
     counts = check_counts(path, values, genes)
 
     key, unit = read.get("spatial_key", "spatial"), read.get("spatial_unit", "px")
@@ -205,6 +218,7 @@ def read_section(
         um_per_px=None if um_per_px is None else float(um_per_px),
         lattice=kind,
         parity=lattice_parity(path, kind, row, col),
+        symbols=symbols,
     )
     check_section(path, section, lattice.get("image_um_per_px"))
     return section
