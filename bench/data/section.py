@@ -100,14 +100,46 @@ def fit_to_pixel(col: np.ndarray, row: np.ndarray, pixels: np.ndarray) -> np.nda
     return coef.T
 
 
-def check_counts(where: Path, counts: sparse.spmatrix, genes: np.ndarray) -> sparse.csr_matrix:
-    """Counts as CSR int64 after checking they are non-negative integers and genes are unique."""
+MAX_COUNT = 2**31 - 1  # per spot and gene; sums over any section then fit int64 with room
+
+
+def check_counts(
+    where: Path,
+    counts: sparse.spmatrix | np.ndarray,
+    genes: np.ndarray,
+    spots: np.ndarray | None = None,
+) -> sparse.csr_matrix:
+    """Counts as CSR int64 after checking they are finite, non-negative integers that fit
+    (at most :data:`MAX_COUNT`; larger values would wrap when cast) and genes are unique.
+
+    A bad value is named with its spot (``spots``, the row labels, when given) and gene.
+    """
     counts = sparse.csr_matrix(counts)
     data = counts.data
+
+    def at(bad: np.ndarray) -> str:
+        coo = counts.tocoo()
+        i = int(np.flatnonzero(bad)[0])
+        row, col = int(coo.row[i]), int(coo.col[i])
+        spot = str(spots[row]) if spots is not None and row < len(spots) else f"row {row}"
+        return f"spot {spot}, gene {genes[col] if col < len(genes) else col}: {coo.data[i]:g}"
+
+    if data.size:
+        counts.sum_duplicates()
+        data = counts.data
     if data.size and not np.isfinite(data).all():
-        raise BenchError(f"{where}: counts contain NaN or infinity; raw counts are finite")
+        raise BenchError(
+            f"{where}: NaN or infinite count ({at(~np.isfinite(data))}); raw counts are finite"
+        )
     if data.size and (data < 0).any():
-        raise BenchError(f"{where}: negative counts; the reader needs raw (non-negative) counts")
+        raise BenchError(
+            f"{where}: negative counts ({at(data < 0)}); raw counts are non-negative integers"
+        )
+    if data.size and (data > MAX_COUNT).any():
+        raise BenchError(
+            f"{where}: count too large ({at(data > MAX_COUNT)}); raw counts must be at most "
+            f"{MAX_COUNT} (a corrupt or overflowed file?)"
+        )
     if data.size and (data != np.round(data)).any():
         raise BenchError(
             f"{where}: non-integer counts (e.g. {data[data != np.round(data)][0]:g}); "

@@ -33,10 +33,13 @@ def server(tmp_path):
     httpd.shutdown()
 
 
-def _card(files: dict[str, bytes], mirrors: list[str]) -> Card:
+HTTP = ("http",)  # the loopback server; the CLI fetches https only
+
+
+def _card(files: dict[str, bytes], mirrors: list[str], **source) -> Card:
     raw = {
         "files": {p: hashlib.sha256(b).hexdigest() for p, b in files.items()},
-        "source": {"commit": "abc", "mirrors": mirrors},
+        "source": {"commit": "abc", "mirrors": mirrors, **source},
     }
     return Card(name="toy", raw=raw, folder=Path("."))
 
@@ -54,13 +57,15 @@ def test_fetch_tries_mirrors_in_order_and_keeps_only_verified_files(server, tmp_
     _put(www / "good" / "abc", files)
     card = _card(files, [base + "/bad/{commit}/{path}", base + "/good/{commit}/{path}"])
     data = tmp_path / "data-dir"
-    assert fetch(card, data, log=lambda _: None) == 2
+    assert fetch(card, data, log=lambda _: None, schemes=HTTP) == 2
     for rel, blob in files.items():
         assert (data / "toy" / rel).read_bytes() == blob
     verify(card, data)
     assert not [p for p in (data / "toy").rglob(".*")]  # no temporary files left behind
     requests = len(seen)
-    assert fetch(card, data, log=lambda _: None) == 0 and len(seen) == requests  # idempotent
+    assert (
+        fetch(card, data, log=lambda _: None, schemes=HTTP) == 0 and len(seen) == requests
+    )  # idempotent
 
 
 def test_fetch_fails_clearly_when_no_mirror_has_the_right_bytes(server, tmp_path):
@@ -69,6 +74,41 @@ def test_fetch_fails_clearly_when_no_mirror_has_the_right_bytes(server, tmp_path
     _put(www / "bad" / "abc", {"a.tsv": b"tampered content"})
     card = _card(files, [base + "/bad/{commit}/{path}", base + "/missing/{commit}/{path}"])
     with pytest.raises(BenchError, match=r"could not fetch toy/a.tsv .*sha256.*404"):
-        fetch(card, tmp_path / "d", log=lambda _: None)
+        fetch(card, tmp_path / "d", log=lambda _: None, schemes=HTTP)
     assert not (tmp_path / "d" / "toy" / "a.tsv").exists()
     assert not list((tmp_path / "d" / "toy").glob(".*"))
+
+
+def test_only_https_mirrors_are_fetched_by_default(server, tmp_path):
+    base, www, seen = server
+    files = {"a.tsv": b"content"}
+    _put(www / "abc", files)
+    for mirror in (base + "/{commit}/{path}", "file:///etc/{path}", "ftp://h/{path}"):
+        with pytest.raises(BenchError, match="only https mirrors"):
+            fetch(_card(files, [mirror]), tmp_path / "d", log=lambda _: None)
+    assert not seen and not (tmp_path / "d").exists()
+
+
+def test_a_download_stops_at_the_cards_size_cap(server, tmp_path):
+    base, www, _ = server
+    files = {"big.bin": bytes(5000)}
+    _put(www / "abc", files)
+    card = _card(files, [base + "/{commit}/{path}"], max_file_bytes=1000)
+    with pytest.raises(BenchError, match="larger than the card's cap of 1000 bytes"):
+        fetch(card, tmp_path / "d", log=lambda _: None, schemes=HTTP)
+    assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize(
+    "rel", ["../../escaped.txt", "/tmp/escaped.txt", "a/../../escaped.txt", "~/escaped.txt"]
+)
+def test_fetch_writes_nothing_outside_the_dataset_folder(server, tmp_path, rel):
+    base, www, seen = server
+    (www / "abc").mkdir(parents=True, exist_ok=True)
+    (www / "escaped.txt").write_bytes(b"payload")
+    card = _card({rel: b"payload"}, [base + "/abc/{path}"])
+    with pytest.raises(BenchError, match="paths must be relative to the dataset folder"):
+        fetch(card, tmp_path / "data" / "sub", log=lambda _: None, schemes=HTTP)
+    assert not seen and list(tmp_path.rglob("escaped.txt")) == [www / "escaped.txt"]
+    with pytest.raises(BenchError, match="paths must be relative"):
+        verify(card, tmp_path / "data" / "sub")

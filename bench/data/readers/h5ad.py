@@ -141,7 +141,7 @@ def read_section(
         if column in adata.var and column != adata.var.index.name:
             symbols = adata.var[column].astype(str).to_numpy()
             break
-    counts = check_counts(path, values, genes)
+    counts = check_counts(path, values, genes, adata.obs_names.to_numpy(dtype=str))
 
     key, unit = read.get("spatial_key", "spatial"), read.get("spatial_unit", "px")
     if unit not in ("px", "um"):

@@ -85,7 +85,9 @@ def read_section(
         values = table.loc[shared].to_numpy(dtype=np.float64)
     except ValueError as err:
         raise BenchError(f"{counts_path}: non-numeric counts ({err}); raw counts only") from None
-    counts = check_counts(counts_path, values, table.columns.to_numpy(dtype=str))
+    counts = check_counts(
+        counts_path, values, table.columns.to_numpy(dtype=str), shared.to_numpy(dtype=str)
+    )
     spots = spots.loc[shared]
     lattice = card["lattice"]
     row = spots["y"].to_numpy(dtype=np.int64)

@@ -122,7 +122,9 @@ def read_counts(path: Path) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
         dup = adata.obs_names[adata.obs_names.duplicated()][0]
         where = path / "barcodes.tsv.gz" if mex else path
         raise BenchError(f"{where}: barcode {dup} appears more than once; each barcode once")
-    counts = check_counts(source, sparse.csr_matrix(adata.X)[:, keep], genes)
+    counts = check_counts(
+        source, sparse.csr_matrix(adata.X)[:, keep], genes, adata.obs_names.to_numpy(dtype=str)
+    )
     return counts, genes, adata.obs_names.to_numpy(dtype=str)
 
 
