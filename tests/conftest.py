@@ -65,6 +65,7 @@ MARKS = {
     "test_reader_h5ad": ("slow",),
     "test_reader_spaceranger": ("slow",),
     "test_reader_transcripts": ("slow",),
+    "test_user_cards": ("slow",),
     "test_contract_all": ("slow",),
     "test_baselines_diffusion": ("slow",),
     "test_diffst_method": ("slow",),

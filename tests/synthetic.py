@@ -528,3 +528,56 @@ def generic_table(cards: Path, data: Path, name: str = "synth_table", seed: int 
     )
     ds.rehash()
     return ds
+
+
+ST2K_ROWS, ST2K_COLS = 8, 16  # rows x doubled columns; spots where (x + y) is even
+ST2K_PX = (5.0, 8.66)  # pixels per column step (50 um) and per row step (86.6 um) at 10 um/px
+
+
+def legacy_st_2k(cards: Path, data: Path, name: str = "synth_st2k", seed: int = 6) -> Dataset:
+    """A legacy ST 2k-array dataset: 3 sections on a checkerboard lattice (spots only where the
+    array's ``x + y`` is even; x = doubled column, 100 um centre to centre), otherwise the
+    legacy-ST layout of :func:`legacy_st` (counts table indexed ``<x>x<y>``, spot table with
+    ``pixel_x``/``pixel_y``, an RGB JPEG)."""
+    rng = np.random.default_rng(seed)
+    ds = Dataset(name, cards, data)
+    y, x = np.mgrid[1 : ST2K_ROWS + 1, 1 : ST2K_COLS + 1]
+    keep = (x + y) % 2 == 0
+    x, y = x[keep], y[keep]
+    size = (round((ST2K_COLS + 2) * ST2K_PX[0]), round((ST2K_ROWS + 2) * ST2K_PX[1]))
+    sections, files = {}, {}
+    for sid in SECTIONS:
+        entry = {
+            "counts": f"counts/{sid}.tsv.gz",
+            "spots": f"spots/{sid}_selection.tsv",
+            "image": f"images/{sid}.jpg",
+        }
+        for rel in entry.values():
+            (ds.folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        index = [f"{a}x{b}" for a, b in zip(x, y, strict=True)]
+        table = pd.DataFrame(_counts(rng, len(x)), index=index, columns=gene_names())
+        with gzip.open(ds.folder / entry["counts"], "wt") as fh:
+            table.to_csv(fh, sep="\t")
+        spots = pd.DataFrame(
+            {
+                "x": x,
+                "y": y,
+                "pixel_x": x * ST2K_PX[0] + 0.5,
+                "pixel_y": y * ST2K_PX[1] + 0.5,
+                "selected": np.ones(len(x), dtype=int),
+            }
+        )
+        spots.to_csv(ds.folder / entry["spots"], sep="\t", index=False)
+        _image(rng, size=size).save(ds.folder / entry["image"], quality=90)
+        sections[sid] = entry
+        files.update(dict.fromkeys(entry.values(), ""))
+    ds.card = _lattice_card(name, "legacy_st", sections, files)
+    ds.card["lattice"] = {
+        "kind": "checkerboard",
+        "spot_diameter_um": 100,
+        "pitch_um": [86.6, 50.0],
+        "image_um_per_px": 10.0,
+    }
+    ds.card["split"]["canvas"] = [ST2K_ROWS, ST2K_COLS]
+    ds.rehash()
+    return ds

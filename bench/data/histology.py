@@ -84,3 +84,18 @@ def crop_grids(
                 arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
             )
     return out
+
+
+def thumbnail(section: Section, max_px: int = 2000) -> tuple[np.ndarray, float]:
+    """The section's image as an (H, W, 3) uint8 RGB array whose long side is at most ``max_px``,
+    and its scale factor (thumbnail pixels per coordinate-space pixel, scanpy's
+    ``tissue_hires_scalef``). One-channel images are stretched as in :func:`crop_grids`."""
+    from PIL import Image
+
+    w, h = section.image_size
+    factor = min(1.0, max_px / max(w, h))
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    step = float(np.hypot(*section.to_pixel[:, 0]))  # open at a draft keeping ~this many px
+    with _open(section, max(1, int(np.ceil(step * factor)))) as im:
+        rgb = im.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8), size[0] / w

@@ -1,15 +1,24 @@
-"""Export a cell's HR prediction as AnnData (``.h5ad``), to open in scanpy or squidpy.
+"""Export a cell's HR prediction as AnnData (``.h5ad``), to open in scanpy or squidpy as is.
 
-One observation per HR position of a test region that is measured (``hr_mask``) or lies under
-an LR spot (the positions a method super-resolves); variables are the split's genes.
+One observation per HR position of a test region that is a real lattice position (on a
+checkerboard lattice, only the positions of the section's parity: the others do not exist) and is
+measured (``hr_mask``) or lies under an LR spot (the positions a method super-resolves);
+variables are the split's genes.
 
 - ``X``: (positions, genes) float32 prediction on the split's scale (``uns["stsr"]["scale"]``);
-- ``layers["truth"]``: the measured HR value, NaN where the position was not measured;
+- ``layers["truth"]``: the measured HR value, 0 where the position was not measured (see
+  ``obs["measured"]``; no NaN, so ``sc.pp.pca(adata, layer="truth")`` and friends work);
 - ``layers["spread"]`` (stochastic methods): the population std over the K draws per position;
-- ``obs``: ``region``, ``section``, ``hr_row``/``hr_col`` (position in the region's window),
-  ``grid_row``/``grid_col`` (the section's grid), ``measured`` (bool);
-- ``obsm["spatial"]``: (x, y) in the section's full-resolution image pixels (scanpy's
-  convention; x = image column), ``obsm["spatial_um"]``: the same in micrometres from the grid;
+- ``obs``: ``region``, ``library_id`` (= ``section``), ``hr_row``/``hr_col`` (position in the
+  region's window), ``grid_row``/``grid_col`` (the section's grid), ``measured`` (bool);
+- ``obsm["spatial"]``: (x, y) of the position's centre in the section's full-resolution image
+  pixels (scanpy's convention; x = image column); ``obsm["spatial_um"]``: the same centre in
+  micrometres (``spatial`` times the pixel size), so both name one point;
+- ``uns["spatial"][library_id]``: ``images["hires"]`` (the section's image, long side at most
+  2,000 px, RGB uint8) and ``scalefactors`` (``tissue_hires_scalef``, ``spot_diameter_fullres`` =
+  the distance between neighbouring positions in full-resolution pixels), so
+  ``sc.pl.spatial(adata[adata.obs.library_id == lib], library_id=lib, color=gene)`` draws the
+  positions on the image without ``spot_size`` (select one library when a split tests several);
 - ``uns["stsr"]``: dataset, method, seed, split fingerprint, k, normalisation.
 """
 
@@ -19,10 +28,34 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.data.histology import thumbnail
+from bench.data.regions import sites
 from bench.data.section import Section
 from bench.data.splits import Split
 from bench.errors import BenchError
 from bench.files import atomic_write
+
+HIRES_MAX_PX = 2000
+
+
+def neighbour_px(section: Section) -> float:
+    """Distance between neighbouring lattice positions in full-resolution pixels (a square
+    lattice's smaller step; on a checkerboard the nearest of the diagonal and doubled steps)."""
+    a, b = section.to_pixel[:, 0], section.to_pixel[:, 1]  # one column step, one row step
+    if section.lattice == "checkerboard":
+        steps = (2 * a, a + b, a - b, 2 * b)
+    else:
+        steps = (a, b)
+    return float(min(np.hypot(*s) for s in steps))
+
+
+def um_per_px(section: Section) -> float:
+    """The section's pixel size: the reader's, else implied by the lattice pitch and the grid
+    to pixel affine (as :func:`bench.data.section.check_section` computes it)."""
+    if section.um_per_px is not None:
+        return float(section.um_per_px)
+    steps = np.hypot(section.to_pixel[0, :2], section.to_pixel[1, :2])
+    return float(np.mean(np.array(section.pitch_um)[::-1] / np.maximum(steps, 1e-12)))
 
 
 def to_anndata(
@@ -44,30 +77,35 @@ def to_anndata(
     for n, (sample, values) in enumerate(zip(split.test, pred, strict=True)):
         region = spec.regions[sample.region]
         section = sections[region.section]
+        shape = sample.hr_mask.shape
         covered = np.kron(sample.lr_mask, np.ones((k, k), dtype=bool)) | sample.hr_mask
+        covered &= sites(section, region.origin, shape)  # real lattice positions only
         i, j = np.nonzero(covered)
         rows, cols = i + region.origin[0], j + region.origin[1]
-        xy = section.to_pixel @ np.vstack([cols, rows, np.ones(len(i))])
+        xy = (section.to_pixel @ np.vstack([cols, rows, np.ones(len(i))])).T
+        measured = sample.hr_mask[i, j]
         obs.append(
             pd.DataFrame(
                 {
                     "region": sample.region,
                     "section": section.id,
+                    "library_id": section.id,
                     "hr_row": i,
                     "hr_col": j,
                     "grid_row": rows,
                     "grid_col": cols,
-                    "measured": sample.hr_mask[i, j],
+                    "measured": measured,
                 }
             )
         )
         xs.append(values[:, i, j].T)
         if spread is not None:
             spreads.append(spread[n][:, i, j].T)
-        truths.append(np.where(sample.hr_mask[i, j][:, None], sample.hr[:, i, j].T, np.nan))
-        spatial.append(xy.T)
-        spatial_um.append(np.c_[cols * section.pitch_um[1], rows * section.pitch_um[0]])
+        truths.append(np.where(measured[:, None], sample.hr[:, i, j].T, 0.0))
+        spatial.append(xy)
+        spatial_um.append(xy * um_per_px(section))
     frame = pd.concat(obs, ignore_index=True)
+    frame["library_id"] = frame["library_id"].astype("category")
     keys = zip(frame.region, frame.hr_row, frame.hr_col, strict=True)
     frame.index = [f"{r}:{a}_{b}" for r, a, b in keys]
     adata = ad.AnnData(
@@ -79,6 +117,18 @@ def to_anndata(
     )
     if spread is not None:
         adata.layers["spread"] = np.concatenate(spreads).astype(np.float32)
+    adata.uns["spatial"] = {}
+    for sid in frame["library_id"].cat.categories:
+        section = sections[sid]
+        image, scalef = thumbnail(section, HIRES_MAX_PX)
+        adata.uns["spatial"][sid] = {
+            "images": {"hires": image},
+            "scalefactors": {
+                "tissue_hires_scalef": scalef,
+                "spot_diameter_fullres": neighbour_px(section),
+            },
+            "metadata": {"um_per_px": um_per_px(section)},
+        }
     adata.uns["stsr"] = {
         "dataset": spec.dataset,
         "method": method,
@@ -104,5 +154,5 @@ def read_prediction(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray | 
 
 
 def write_h5ad(adata, out: Path) -> Path:  # adata: anndata.AnnData
-    """Write atomically (temporary file in the same folder, then rename)."""
+    """Write atomically with the records' permissions (:func:`bench.files.atomic_write`)."""
     return atomic_write(out, adata.write_h5ad)
