@@ -18,6 +18,8 @@ from bench import cli
 from bench.data.cards import confined, load_card
 from bench.errors import BenchError
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def set_key(table: str, key: str, value) -> Callable[[dict], None]:
     def edit(card: dict) -> None:
@@ -224,3 +226,32 @@ def test_confined_refuses_paths_leaving_the_dataset_folder(rel: str, tmp_path: P
 def test_confined_keeps_plain_relative_paths(tmp_path: Path) -> None:
     assert confined(tmp_path, "a/b/c.csv.gz", "k") == tmp_path / "a" / "b" / "c.csv.gz"
     assert confined(tmp_path, "./a.png", "k") == tmp_path / "a.png"
+
+
+EXAMPLES = sorted((REPO / "datasets" / "examples").glob("*/card.toml"))
+
+
+def test_example_cards_cover_every_reader_and_are_not_datasets() -> None:
+    import tomllib
+
+    from bench.data.cards import dataset_names
+    from bench.data.readers import names
+
+    readers = {tomllib.loads(p.read_text())["reader"] for p in EXAMPLES}
+    assert readers == set(names())
+    formats = {tomllib.loads(p.read_text()).get("read", {}).get("format") for p in EXAMPLES}
+    assert {"xenium", "merscope", "cosmx", "table"} <= formats
+    assert "examples" not in dataset_names() and len(EXAMPLES) >= 7
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
+def test_example_cards_pass_the_check_once_checksums_are_filled(path: Path) -> None:
+    import tomllib
+
+    from bench.data.cards import check_card
+
+    raw = tomllib.loads(path.read_text())
+    with pytest.raises(BenchError, match=r"sha256sum"):  # the placeholders are refused
+        check_card(path, path.parent.name, raw)
+    raw["files"] = dict.fromkeys(raw["files"], "0" * 64)
+    check_card(path, path.parent.name, raw)
