@@ -14,6 +14,8 @@ Rows (scores, intervals, significance, cost) are computed in :mod:`bench.board.r
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -163,6 +165,29 @@ def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
     return lines
 
 
+_TILE_ID = re.compile(r"_r-?\d+c-?\d+$")  # bench.data.regions names tiles <section>_r<row>c<col>
+
+
+def _regions_are(test: tuple[str, ...] | list[str]) -> str:
+    """What the split's regions are, in one sentence: tiles of sections or whole sections."""
+    if test and all(_TILE_ID.search(r) for r in test):
+        return "Regions are tiles (disjoint windows of a section; train and test in bands)."
+    return "Regions are whole sections."
+
+
+def _reproduce(command: str, records: list[Record]) -> str:
+    """``command``, prefixed with ``STSR_DATASETS_DIR=...`` when a record's dataset has no card
+    in the repository (a user card: the command does not run without that folder)."""
+    from bench.data.cards import CARDS_DIR, CARDS_ENV
+
+    extra = os.environ.get(CARDS_ENV)
+    names = {str(r.dataset).split("-k")[0] for r in records}
+    user = any(not (CARDS_DIR / n / "card.toml").is_file() for n in names)
+    if extra and user and CARDS_ENV not in command:
+        return f"{CARDS_ENV}={extra} {command}"
+    return command
+
+
 def _section(
     group: list[Record], draw: Draw | None
 ) -> tuple[list[str], list[dict[str, Any]], list[Path]]:
@@ -177,7 +202,7 @@ def _section(
         f"{len(split.test)} test regions, {len(genes)} genes. Scores are means over "
         f"(region, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of seeds "
         "and of genes within regions, seed 0); a method's seeds are averaged per (region, gene) "
-        "first. "
+        f"first. {_regions_are(split.test)} "
         '"vs best": Holm-corrected p of a paired Wilcoxon signed-rank test of PCC against the '
         f"first-ranked method on the same (region, gene) pairs; * marks p < {ALPHA}.",
         "",
@@ -281,7 +306,7 @@ def _render(
         "Reproduce with:",
         "",
         "```",
-        command,
+        _reproduce(command, records),
         "```",
         "",
     ]
