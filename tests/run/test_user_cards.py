@@ -118,3 +118,11 @@ def test_export_opens_in_scanpy_and_draws_without_spot_size(exported, tmp_path: 
     want = one.obsm["spatial"] * scalef  # the spots drawn on the image (scanpy sorts them)
     order = lambda a: a[np.lexsort((a[:, 1].round(3), a[:, 0].round(3)))]  # noqa: E731
     np.testing.assert_allclose(order(centres), order(want), atol=1e-3)
+
+
+def test_leaderboard_names_tiles_and_the_cards_folder(user: Path) -> None:
+    page = (user / "LB.md").read_text()
+    assert f"STSR_DATASETS_DIR={user / 'cards'} python -m bench run" in page
+    by_dataset = {part.split(" ", 1)[0]: part for part in page.split("\n## ")[1:]}
+    assert "Regions are tiles" in by_dataset["synth_merscope"]
+    assert "Regions are whole sections" in by_dataset["synth_st2k"]
