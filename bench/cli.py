@@ -194,10 +194,17 @@ def cmd_list() -> int:
 
 def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench.board import page as leaderboard
+    from bench.run.records import read_record
 
     results = Path(args.results_dir)
     if not results.is_dir():
         raise BenchError(f"results dir {results} does not exist; run 'python -m bench run' first")
+    for path in sorted(results.glob("*/*/seed-*.json")):
+        if read_record(path) is None:
+            raise BenchError(
+                f"{path}: not a record (unreadable, another schema, missing keys or 'ok' "
+                "without metrics); delete it, or rerun its cell with 'python -m bench run'"
+            )
     board = Path(args.leaderboard)
     if board.is_dir():
         raise BenchError(f"leaderboard {board} is a folder; pass a file, e.g. {board}/LB.md")
@@ -242,17 +249,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         (method,) = resolve(args.method)
     except (UnknownMethodError, ValueError) as err:
         raise BenchError(f"--method must name one registered method ({err})") from None
+    out = check_writable(Path(args.out), "--out file", kind="file")
     card = cards.load_card(args.dataset)
     root = cards.data_dir(args.data_dir)
-    split = cache.load(card, root, args.k or card.split["default_pooling"])
-    saved = side_path(Path(args.results_dir), split.label, method, args.seed, ".pred.npz")
+    k = args.k or card.split["default_pooling"]
+    label = splits.load_spec(card, k).label
+    saved = side_path(Path(args.results_dir), label, method, args.seed, ".pred.npz")
+    if not saved.is_file():  # before the split is built (and cached)
+        raise BenchError(f"{saved}: no saved prediction; run this cell with 'python -m bench run'")
+    split = cache.load(card, root, k)
     pred, spread = export.read_prediction(saved, split)
     ids = split.spec.section_ids([s.region for s in split.test])
     adata = export.to_anndata(
         split, splits.read_sections(card, root, ids), pred, method, args.seed, spread
     )
-    out = Path(args.out)
-    writable_dir(out.parent if str(out.parent) else Path("."), "output folder")
+    writable_dir(out.parent, "output folder")
     export.write_h5ad(adata, out)
     print(f"{out}: {adata.n_obs} HR positions x {adata.n_vars} genes ({split.label}, {method})")
     return 0

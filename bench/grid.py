@@ -112,6 +112,11 @@ def run_grid(config: RunConfig) -> GridResult:
     datasets = cards.resolve_datasets(_names(config.datasets))
     seeds = list(dict.fromkeys(config.seeds))  # --seeds 0 0 is one cell, not two
     results, board_path = check_outputs(config)
+    if config.executor == "ray" and config.ray_address:  # bounded, before any data is read
+        executors.check_ray_address(config.ray_address)
+    tracker = None
+    if config.tracking_uri and not config.tracking_uri.startswith("sqlite"):
+        tracker = Tracker(config.tracking_uri, results)  # a server: reached before the data
     root = cards.data_dir(config.data_dir)
     built, facts = {}, {}
     for name in datasets:  # read and verify all data before writing anything
@@ -119,8 +124,8 @@ def run_grid(config: RunConfig) -> GridResult:
         built[name] = cache.load(card, root, config.k or card.split["default_pooling"])
         facts[name] = card_facts(card.raw)
     ray_here = config.executor == "ray" and executors.start_ray(config.ray_address)
-    # an explicit store is checked (a server reached) before any folder is made
-    tracker = Tracker(config.tracking_uri, results) if config.tracking_uri else None
+    if config.tracking_uri and tracker is None:  # an explicit SQLite store: made only now
+        tracker = Tracker(config.tracking_uri, results)
     writable_dir(results, "results dir")
     writable_dir(board_path.parent, "leaderboard folder")
     tracker = tracker or Tracker(default_uri(results), results)

@@ -3,12 +3,13 @@
 Building a split reads every input file (counts tables of ~15k genes, transcripts, whole-slide
 images), verifies their sha256 and pools them; the result is a few MB of arrays. The first build
 is stored as ``<cache-dir>/<dataset>-k<k>-<fingerprint>.npz`` (written to a temporary file and
-renamed, loaded with ``allow_pickle=False``), together with each input file's size and
-modification time at build time and a hash of the split-building code. A later load uses the
-cache when the fingerprint (which covers the inputs' sha256), every input's size and mtime and the
-code hash still match; otherwise it rebuilds, verifying the checksums again. The cache folder is
-``$STSR_CACHE_DIR``, else ``~/.cache/stsr-bench/splits``; an unwritable cache is skipped with a
-note, never an error.
+renamed, loaded with ``allow_pickle=False``), together with the sha256 of each input file and a
+hash of the split-building code. Every load first verifies each input's sha256 against the card
+(:func:`bench.data.fetch.verify`: a file changed in place, even with its size and mtime kept, is
+refused, never served from the cache), then uses the cache when the fingerprint (which covers the
+inputs' sha256), the checksums and the code hash still match; a damaged cache file is rebuilt.
+The cache folder is ``$STSR_CACHE_DIR``, else ``~/.cache/stsr-bench/splits``; an unwritable cache
+is skipped with a note, never an error.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.cards import Card, require_files
+from bench.data.fetch import verify
 from bench.data.splits import RegionCounts, Split, SplitSpec, build, load_spec
 from bench.files import atomic_write
 from methods.contract import Sample
@@ -47,20 +49,18 @@ def cache_dir() -> Path:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "stsr-bench" / "splits"
 
 
-def _stamp(card: Card, root: Path) -> dict[str, list[int]]:
-    folder = require_files(card, root)
-    out = {}
-    for rel in sorted(card.files):
-        st = (folder / rel).stat()
-        out[rel] = [st.st_size, st.st_mtime_ns]
-    return out
+def _stamp(card: Card, root: Path) -> dict[str, str]:
+    """The inputs' sha256, once every file is present and matches the card (else BenchError)."""
+    require_files(card, root)
+    verify(card, root)
+    return {rel: card.files[rel] for rel in sorted(card.files)}
 
 
 def _path(card: Card, k: int, fingerprint: str) -> Path:
     return cache_dir() / f"{card.name}-k{k}-{fingerprint}.npz"
 
 
-def _save(path: Path, split: Split, stamp: dict[str, list[int]]) -> None:
+def _save(path: Path, split: Split, stamp: dict[str, str]) -> None:
     arrays: dict[str, np.ndarray] = {"data_range": split.data_range}
     for role, samples in (("train", split.train), ("test", split.test)):
         for i, s in enumerate(samples):
@@ -72,7 +72,7 @@ def _save(path: Path, split: Split, stamp: dict[str, list[int]]) -> None:
     atomic_write(path, lambda p: np.savez(p, **arrays))
 
 
-def _load(path: Path, stamp: dict[str, list[int]]) -> Split | None:
+def _load(path: Path, stamp: dict[str, str]) -> Split | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
@@ -97,8 +97,8 @@ def _load(path: Path, stamp: dict[str, list[int]]) -> Split | None:
                 for i in range(len(spec.test))
             ]
             return Split(spec, samples("train"), samples("test"), z["data_range"], counts)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError):
-        return None  # a damaged or foreign cache file is rebuilt, never trusted
+    except Exception:  # noqa: BLE001 - a damaged or foreign cache file is rebuilt, never trusted
+        return None
 
 
 def load(card: Card, root: Path, k: int) -> Split:
@@ -110,7 +110,7 @@ def load(card: Card, root: Path, k: int) -> Split:
         split = _load(path, stamp)
         if split is not None and split.spec == spec:
             return split
-    split = build(card, root, k)
+    split = build(card, root, k, verify_inputs=False)  # verified by _stamp just now
     try:
         _save(path, split, stamp)
     except OSError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.data.section import Section
+from bench.errors import BenchError, one_line
 
 
 def _open(section: Section, px: int):  # -> PIL.Image.Image
@@ -15,12 +16,18 @@ def _open(section: Section, px: int):  # -> PIL.Image.Image
     if isinstance(section.image, np.ndarray):
         im = Image.fromarray(np.ascontiguousarray(section.image))
     else:
-        im = Image.open(section.image)
-        step = float(np.hypot(*section.to_pixel[:, 0]))  # coordinate px per column step
-        reduce = max(1, int(step * im.size[0] / section.image_size[0] // px))
-        if im.format == "JPEG" and reduce > 1:  # decode at 1/2, 1/4 or 1/8 scale when we can
-            im.draft(im.mode, (im.size[0] // reduce, im.size[1] // reduce))
-        im.load()
+        try:
+            im = Image.open(section.image)
+            step = float(np.hypot(*section.to_pixel[:, 0]))  # coordinate px per column step
+            reduce = max(1, int(step * im.size[0] / section.image_size[0] // px))
+            if im.format == "JPEG" and reduce > 1:  # decode at 1/2, 1/4 or 1/8 scale if we can
+                im.draft(im.mode, (im.size[0] // reduce, im.size[1] // reduce))
+            im.load()
+        except Exception as err:  # noqa: BLE001 - PIL raises OSError, struct.error, SyntaxError...
+            raise BenchError(
+                f"{section.image}: not a readable image ({one_line(err)}); a truncated or "
+                "corrupt file: re-fetch the dataset"
+            ) from None
     mode = "L" if im.mode in ("L", "I;16", "I", "F") else "RGB"
     if im.mode in ("I;16", "I", "F"):  # 16-bit morphology images: stretch to 8 bits
         arr = np.asarray(im, dtype=np.float64)

@@ -160,7 +160,7 @@ def _kill(proc: Any) -> None:
 # ---------------------------------------------------------------- Ray
 
 
-def _check_reachable(address: str) -> None:
+def check_ray_address(address: str) -> None:
     """Give up with one line when ``address`` (``host:port`` or ``ray://host:port``) does not
     answer within :data:`RAY_CONNECT_S` seconds (Ray itself retries for minutes)."""
     if address == "auto":
@@ -200,7 +200,7 @@ def start_ray(address: str | None = None) -> bool:
     if ray_lib.is_initialized():
         return False
     if address is not None:
-        _check_reachable(address)
+        check_ray_address(address)
     try:
         if address is None:
             os.environ.setdefault("RAY_AUTH_MODE", "token")

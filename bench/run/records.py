@@ -160,7 +160,8 @@ def write_record(results_dir: Path, record: Record) -> Path:
 
 
 def read_record(path: Path) -> Record | None:
-    """A record, or None when the file is unreadable or not a record of this schema."""
+    """A record, or None when the file is unreadable, not a record of this schema, or ok without
+    a single metric."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -168,9 +169,12 @@ def read_record(path: Path) -> Record | None:
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         return None
     try:
-        return Record.from_json(raw)
-    except (KeyError, TypeError, ValueError):
+        record = Record.from_json(raw)
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
+    if record.ok and not any(v is not None for v in record.metrics.values()):
+        return None  # "ok" with no score would be ranked as anything: not a record
+    return record
 
 
 def read_records(results_dir: Path) -> list[Record]:

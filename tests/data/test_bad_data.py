@@ -169,6 +169,9 @@ class Case:
     rehash: bool = True  # recompute the card's sha256 after corrupting
     k: int | None = None  # --k
     edit_split: Callable[[dict], None] | None = None
+    extra: tuple[str, ...] = ()  # further arguments ("{tmp}": the test's folder); last wins
+    setup: Callable[[Path], None] | None = None  # prepares the folder (e.g. a file in the way)
+    absent: tuple[str, ...] = ()  # substrings the message must not hold (credentials)
 
 
 CASES = {
@@ -281,6 +284,448 @@ CASES = {
     "h5ad-truncated": Case("h5ad", truncate("B1.h5ad"), "B1.h5ad", ("not a readable .h5ad",)),
 }
 
+# ---------------------------------------------------------------- the wider catalogue (issue 16)
+# Options, cards, readers, images, caches, records and outputs: each case is run like the ones
+# above (exit 2, one line, no traceback, nothing written or changed under the test's folder).
+
+
+def opt(*args: str, needles: tuple[str, ...], command: str = "run", **kw) -> Case:
+    """A bad command-line option on the valid legacy ST dataset."""
+    return Case("st", None, kw.pop("file", None), needles, commands=(command,), extra=args, **kw)
+
+
+def put_file(rel: str, text: str = "x"):
+    def setup(tmp: Path) -> None:
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_text(text)
+
+    return setup
+
+
+def put_dir(rel: str):
+    return lambda tmp: (tmp / rel).mkdir(parents=True, exist_ok=True)
+
+
+def put_record(text: str):
+    return put_file("results/synth_st/bicubic/seed-0.json", text)
+
+
+def drop_table(name: str):
+    def corrupt(ds: syn.Dataset) -> None:
+        del ds.card[name]
+
+    return corrupt
+
+
+def edit_section(section: str, key: str, value):
+    def corrupt(ds: syn.Dataset) -> None:
+        ds.card["sections"][section][key] = value
+
+    return corrupt
+
+
+def rename_file_key(old: str, new: str):
+    def corrupt(ds: syn.Dataset) -> None:
+        ds.card["files"] = {(new if k == old else k): v for k, v in ds.card["files"].items()}
+        section, key = next(
+            (s, k) for s, e in ds.card["sections"].items() for k, v in e.items() if v == old
+        )
+        ds.card["sections"][section][key] = new
+
+    return corrupt
+
+
+def edit_bytes(rel: str, edit: Callable[[bytes], bytes]):
+    def corrupt(ds: syn.Dataset) -> None:
+        path = ds.folder / rel
+        path.write_bytes(edit(path.read_bytes()))
+
+    return corrupt
+
+
+def edit_parquet(edit: Callable[[pd.DataFrame], pd.DataFrame]):
+    def corrupt(ds: syn.Dataset) -> None:
+        path = ds.folder / "transcripts.parquet"
+        edit(pd.read_parquet(path)).to_parquet(path)
+
+    return corrupt
+
+
+def set_column(name: str, value):
+    def edit(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        frame[name] = frame[name].astype(str if isinstance(value, str) else float)
+        frame.loc[frame.index[3], name] = value
+        return frame
+
+    return edit
+
+
+def tiny_image(rel: str, size=(4, 4)):
+    def corrupt(ds: syn.Dataset) -> None:
+        from PIL import Image
+
+        path = ds.folder / rel
+        Image.new("RGB", size).save(path, format=Image.open(path).format)
+
+    return corrupt
+
+
+PASSWORD = "hunter2"
+TMP = "{tmp}"
+WIDE = {
+    # -- run options
+    "opt-unknown-method": opt("--methods", "sr9000", needles=("unknown method 'sr9000'",)),
+    "opt-empty-methods": opt("--methods", " , ", needles=("no method named",)),
+    "opt-one-unknown-of-two": opt("--methods", "bicubic,nope", needles=("'nope'",)),
+    "opt-unknown-dataset": opt("--datasets", "nope", needles=("unknown dataset 'nope'",)),
+    "opt-dataset-path": opt("--datasets", "../etc", needles=("unknown dataset",)),
+    "opt-negative-seed": opt("--seeds", "-1", needles=("negative",)),
+    "opt-seed-text": opt("--seeds", "x", needles=("not an integer",)),
+    "opt-seed-float": opt("--seeds", "1.5", needles=("not an integer",)),
+    "opt-seeds-none": opt("--seeds", needles=("expected at least one argument",)),
+    "opt-draws-zero": opt("--draws", "0", needles=("positive integer",)),
+    "opt-draws-negative": opt("--samples", "-2", needles=("positive integer",)),
+    "opt-draws-text": opt("--draws", "many", needles=("positive integer",)),
+    "opt-k-zero": opt("--k", "0", needles=("positive integer",)),
+    "opt-k-text": opt("--scale", "x2", needles=("positive integer",)),
+    "opt-k-not-offered": opt("--k", "3", needles=("split-k3.json",)),
+    "opt-timeout-zero": opt("--timeout", "0", needles=("positive number of seconds",)),
+    "opt-timeout-nan": opt("--timeout", "nan", needles=("positive number of seconds",)),
+    "opt-timeout-inf": opt("--timeout", "inf", needles=("positive number of seconds",)),
+    "opt-timeout-text": opt("--timeout", "1h", needles=("positive number of seconds",)),
+    "opt-preset": opt("--preset", "huge", needles=("invalid choice", "run --help")),
+    "opt-executor": opt("--executor", "dask", needles=("invalid choice",)),
+    "opt-unknown-option": opt("--bogus", needles=("unrecognized arguments",)),
+    "opt-ray-address-garbage": opt(
+        "--executor", "ray", "--ray-address", "not an address", needles=("host:port",)
+    ),
+    "opt-ray-address-closed-port": opt(
+        "--executor", "ray", "--ray-address", "ray://127.0.0.1:9", needles=("within 10 s",)
+    ),
+    "opt-ray-address-password": opt(
+        "--executor",
+        "ray",
+        "--ray-address",
+        f"ray://u:{PASSWORD}@127.0.0.1:9",
+        needles=("u:***@",),
+        absent=(PASSWORD,),
+    ),
+    "opt-data-dir-missing": opt("--data-dir", "/nonexistent/data", needles=("missing",)),
+    "opt-data-dir-file": opt(
+        "--data-dir", f"{TMP}/afile", needles=("missing",), setup=put_file("afile")
+    ),
+    # -- outputs: checked before anything is created
+    "out-results-is-file": opt(
+        "--results-dir",
+        f"{TMP}/afile",
+        needles=("results dir", "not writable"),
+        setup=put_file("afile"),
+    ),  # fmt: skip
+    "out-results-under-file": opt(
+        "--results-dir",
+        f"{TMP}/afile/results",
+        needles=("not writable",),
+        setup=put_file("afile"),
+    ),  # fmt: skip
+    "out-leaderboard-is-folder": opt(
+        "--leaderboard", f"{TMP}/adir", needles=("is a folder",), setup=put_dir("adir")
+    ),
+    "out-leaderboard-trailing-slash": opt(
+        "--leaderboard", f"{TMP}/board/", needles=("is a folder",)
+    ),
+    "out-leaderboard-under-file": opt(
+        "--leaderboard",
+        f"{TMP}/afile/LB.md",
+        needles=("leaderboard file", "not writable"),
+        setup=put_file("afile"),
+    ),  # fmt: skip
+    "out-sqlite-store-is-folder": opt(
+        "--tracking-uri",
+        f"sqlite:///{TMP}/adir",
+        needles=("SQLite store", "a folder"),
+        setup=put_dir("adir"),
+    ),  # fmt: skip
+    "out-sqlite-store-under-file": opt(
+        "--tracking-uri",
+        f"sqlite:///{TMP}/afile/m.db",
+        needles=("SQLite store",),
+        setup=put_file("afile"),
+    ),  # fmt: skip
+    "out-sqlite-store-with-bad-leaderboard": opt(
+        "--tracking-uri",
+        f"sqlite:///{TMP}/store/m.db",
+        "--leaderboard",
+        f"{TMP}/adir",
+        needles=("is a folder",),
+        setup=put_dir("adir"),
+    ),  # fmt: skip  (the explicit store is not created before the leaderboard is checked)
+    "out-sqlite-two-slashes": opt(
+        "--tracking-uri", "sqlite://m.db", needles=("names no SQLite file",)
+    ),
+    "out-tracking-unknown-scheme": opt(
+        "--tracking-uri", "ftp://host/store", needles=("unknown scheme 'ftp'",)
+    ),
+    "out-tracking-no-scheme": opt("--tracking-uri", "mlflow.db", needles=("unknown scheme",)),
+    "out-tracking-closed-port": opt(
+        "--tracking-uri", "http://127.0.0.1:9", needles=("cannot be used",)
+    ),
+    "out-tracking-password": opt(
+        "--tracking-uri",
+        f"http://bob:{PASSWORD}@127.0.0.1:9",
+        needles=("bob:***@",),
+        absent=(PASSWORD,),
+    ),  # fmt: skip
+    "out-tracking-token": opt(
+        "--tracking-uri",
+        f"http://127.0.0.1:9/?token={PASSWORD}",
+        needles=("token=***",),
+        absent=(PASSWORD,),
+    ),  # fmt: skip
+    # -- other commands
+    "cmd-unknown": opt(needles=("invalid choice",), command="bogus"),
+    "cmd-leaderboard-no-results": opt(
+        "--results-dir",
+        "/nonexistent/results",
+        needles=("does not exist",),
+        command="leaderboard",
+    ),  # fmt: skip
+    "cmd-leaderboard-is-folder": opt(
+        "--leaderboard",
+        f"{TMP}/adir",
+        needles=("is a folder",),
+        command="leaderboard",
+        setup=lambda t: (put_dir("adir")(t), put_dir("results")(t)),
+    ),  # fmt: skip
+    "cmd-export-no-method": opt(needles=("required", "--method"), command="export"),
+    "cmd-export-unknown-method": opt(
+        "--method", "nope", "--out", "x.h5ad", needles=("one registered method",), command="export"
+    ),
+    "cmd-export-two-methods": opt(
+        "--method",
+        "bicubic,mean",
+        "--out",
+        "x.h5ad",
+        needles=("one registered method",),
+        command="export",
+    ),
+    "cmd-export-out-folder": opt(
+        "--method",
+        "bicubic",
+        "--out",
+        f"{TMP}/adir",
+        needles=("a folder",),
+        command="export",
+        setup=put_dir("adir"),
+    ),  # fmt: skip
+    "cmd-export-no-prediction": opt(
+        "--method",
+        "bicubic",
+        "--out",
+        f"{TMP}/x.h5ad",
+        needles=("bench run",),
+        command="export",
+    ),  # fmt: skip
+    "cmd-export-negative-seed": opt(
+        "--method",
+        "bicubic",
+        "--seed",
+        "-4",
+        "--out",
+        "x.h5ad",
+        needles=("negative",),
+        command="export",
+    ),
+    "cmd-split-k-zero": opt("--k", "0", needles=("positive integer",), command="split"),
+    "cmd-split-unknown-dataset": opt(
+        "--datasets", "x/../y", needles=("unknown dataset",), command="split"
+    ),
+    # -- records (the leaderboard reads them)
+    "record-not-json": opt(
+        needles=("seed-0.json", "not a record"),
+        command="leaderboard",
+        setup=put_record("{not json"),
+    ),  # fmt: skip
+    "record-missing-keys": opt(
+        needles=("seed-0.json", "not a record"),
+        command="leaderboard",
+        setup=put_record('{"schema": 1, "status": "ok"}'),
+    ),  # fmt: skip
+    "record-wrong-types": opt(
+        needles=("seed-0.json", "not a record"),
+        command="leaderboard",
+        setup=put_record(
+            '{"schema": 1, "dataset": "d", "method": "m", "seed": 0, "split": "x", '
+            '"metrics": [1], "status": "ok"}'
+        ),
+    ),  # fmt: skip
+    "record-ok-without-metrics": opt(
+        needles=("seed-0.json", "not a record"),
+        command="leaderboard",
+        setup=put_record(
+            '{"schema": 1, "dataset": "d", "method": "m", "seed": 0, "status": "ok"}'
+        ),
+    ),  # fmt: skip
+    "record-unknown-schema": opt(
+        needles=("seed-0.json", "not a record"),
+        command="leaderboard",
+        setup=put_record('{"schema": 99, "dataset": "d", "method": "m", "seed": 0}'),
+    ),  # fmt: skip
+    # -- fetch
+    "fetch-http-mirror": Case(
+        "st",
+        lambda ds: (delete("counts/A1.tsv.gz")(ds), _mirror(ds, "http://h/{path}")),
+        "card.toml",
+        ("only https",),
+        commands=("fetch",),
+        rehash=False,
+    ),  # fmt: skip
+    "fetch-file-mirror": Case(
+        "st",
+        lambda ds: (delete("counts/A1.tsv.gz")(ds), _mirror(ds, "file:///etc/{path}")),
+        "card.toml",
+        ("only https",),
+        commands=("fetch",),
+        rehash=False,
+    ),  # fmt: skip
+    "fetch-traversal": Case(
+        "st",
+        rename_file_key("counts/A1.tsv.gz", "../../escaped.tsv.gz"),
+        None,
+        ("paths must be relative",),
+        commands=("fetch", "split", "run"),
+        rehash=False,
+    ),  # fmt: skip
+    # -- cards
+    "card-not-toml": Case(
+        "st",
+        None,
+        "card.toml",
+        ("not valid TOML",),
+        setup=put_file("cards/synth_st/card.toml", "name = [oops"),
+    ),  # fmt: skip
+    "card-no-split-table": Case("st", drop_table("split"), "card.toml", ("[split]",)),
+    "card-no-files-table": Case(
+        "st", drop_table("files"), "card.toml", ("[files]",), rehash=False
+    ),
+    "card-no-sections-table": Case("st", drop_table("sections"), "card.toml", ("[sections]",)),
+    "card-canvas-text": Case(
+        "st", edit_card("split", "canvas", "24x24"), "card.toml", ("canvas",)
+    ),
+    "card-image-px-zero": Case(
+        "st", edit_card("split", "image_px", 0), "card.toml", ("image_px",)
+    ),
+    "card-genes-n-text": Case("st", edit_card("genes", "n", "fifty"), "card.toml", ("n",)),
+    "card-pooling-zero": Case("st", edit_card("split", "pooling", [0]), "card.toml", ("pooling",)),
+    "card-pitch-negative": Case(
+        "st", edit_card("lattice", "pitch_um", -200), "card.toml", ("pitch_um",)
+    ),
+    "card-section-absolute-path": Case(
+        "st",
+        edit_section("A1", "counts", "/etc/passwd"),
+        None,
+        ("paths must be relative",),
+        rehash=False,
+    ),  # fmt: skip
+    "card-section-traversal": Case(
+        "st",
+        edit_section("A1", "image", "../../../etc/hostname"),
+        None,
+        ("paths must be relative",),
+        rehash=False,
+    ),  # fmt: skip
+    "card-files-traversal": Case(
+        "st",
+        rename_file_key("images/A1.jpg", "../outside.jpg"),
+        None,
+        ("paths must be relative",),
+        rehash=False,
+    ),  # fmt: skip
+    "card-unknown-test-section": Case(
+        "st", edit_card("split", "test", ["Z9"]), "card.toml", ("Z9",)
+    ),
+    # -- legacy ST readers and images
+    "st-counts-2-to-63": Case(
+        "st",
+        edit_counts("A2", lambda t: set_value(t, "9223372036854775808")),
+        "A2.tsv.gz",
+        ("count too large", "spot"),
+    ),  # fmt: skip
+    "st-counts-1e30": Case(
+        "st", edit_counts("A2", lambda t: set_value(t, 1e30)), "A2.tsv.gz", ("too large",)
+    ),
+    "st-counts-infinite": Case(
+        "st", edit_counts("B1", lambda t: set_value(t, "inf")), "B1.tsv.gz", ("infinite", "spot")
+    ),
+    "st-counts-negative-names-spot": Case(
+        "st", edit_counts("A1", lambda t: set_value(t, -1)), "A1.tsv.gz", ("spot", "Gene02")
+    ),
+    "st-counts-empty-file": Case(
+        "st", edit_bytes("counts/A1.tsv.gz", lambda b: b""), "A1.tsv.gz", ()
+    ),
+    "st-counts-not-gzip": Case(
+        "st", edit_bytes("counts/A1.tsv.gz", lambda b: b"spot\\tG\\n1x1\\t3\\n"), "A1.tsv.gz", ()
+    ),
+    "st-spot-coordinate-text": Case(
+        "st",
+        edit_spots("A1", lambda s: s.astype({"x": object}).assign(x=["a"] + list(s.x[1:]))),
+        "A1_selection.tsv",
+        (),
+    ),  # fmt: skip
+    "st-pixel-coordinate-text": Case(
+        "st",
+        edit_spots(
+            "A2",
+            lambda s: s.astype({"pixel_x": object}).assign(pixel_x=["abc"] + list(s.pixel_x[1:])),
+        ),
+        "A2_selection.tsv",
+        (),
+    ),  # fmt: skip
+    "st-pixel-coordinate-nan": Case(
+        "st",
+        edit_spots("A2", lambda s: s.assign(pixel_y=[np.nan] + list(s.pixel_y[1:]))),
+        "A2_selection.tsv",
+        (),
+    ),  # fmt: skip
+    "st-truncated-jpeg": Case(
+        "st", truncate("images/B1.jpg", 0.6), "B1.jpg", ("image",), commands=("split", "run")
+    ),
+    "st-empty-image": Case("st", edit_bytes("images/A1.jpg", lambda b: b""), "A1.jpg", ()),
+    "st-image-too-small": Case("st", tiny_image("images/A1.jpg"), None, ()),
+    "st-spots-empty-table": Case(
+        "st", edit_bytes("spots/A1_selection.tsv", lambda b: b""), "A1_selection.tsv", ()
+    ),
+    # -- AnnData
+    "h5ad-random-bytes": Case("h5ad", random_bytes("A1.h5ad"), "A1.h5ad", ()),
+    "h5ad-empty": Case("h5ad", edit_bytes("A2.h5ad", lambda b: b""), "A2.h5ad", ()),
+    "h5ad-corrupt-png": Case("h5ad", random_bytes("B1.png"), "B1.png", ()),
+    "h5ad-truncated-png": Case("h5ad", truncate("A1.png", 0.5), "A1.png", ()),
+    # -- transcript tables
+    "tx-x-text": Case(
+        "tx", edit_parquet(set_column("x_px", "far")), "transcripts.parquet", ("non-numeric",)
+    ),
+    "tx-x-nan": Case("tx", edit_parquet(set_column("y_px", np.nan)), "transcripts.parquet", ()),
+    "tx-x-infinite": Case(
+        "tx", edit_parquet(set_column("x_px", np.inf)), "transcripts.parquet", ()
+    ),
+    "tx-no-gene-column": Case(
+        "tx", edit_parquet(lambda f: f.drop(columns=["gene"])), "transcripts.parquet", ("gene",)
+    ),
+    "tx-truncated-parquet": Case(
+        "tx", truncate("transcripts.parquet", 0.7), "transcripts.parquet", ()
+    ),
+    "tx-empty-table": Case("tx", edit_parquet(lambda f: f.iloc[:0]), "transcripts.parquet", ()),
+    "tx-corrupt-image": Case("tx", random_bytes("dapi.png"), "dapi.png", ()),
+}
+
+
+def _mirror(ds: syn.Dataset, url: str) -> None:
+    ds.card["source"]["mirrors"] = [url]
+
+
+CASES.update(WIDE)
+
+
 PARAMS = [
     pytest.param(name, command, id=f"{name}-{command}")
     for name, case in CASES.items()
@@ -303,12 +748,25 @@ def make(kind: str, tmp: Path) -> syn.Dataset:
     return GENERATORS[kind](tmp / "cards", tmp / "data")
 
 
-def argv(command: str, ds: syn.Dataset, tmp: Path, k: int | None = None) -> list[str]:
-    args = [command, "--datasets", ds.name, "--data-dir", str(tmp / "data")]
-    if command == "run":
-        args += ["--methods", "bicubic", "--results-dir", str(tmp / "results")]
-        args += ["--leaderboard", str(tmp / "board" / "LB.md"), "--no-progress"]
-    return args + (["--k", str(k)] if k else [])
+def argv(
+    command: str, ds: syn.Dataset, tmp: Path, k: int | None = None, extra: tuple[str, ...] = ()
+) -> list[str]:
+    data = ["--data-dir", str(tmp / "data")]
+    results = ["--results-dir", str(tmp / "results")]
+    board = ["--leaderboard", str(tmp / "board" / "LB.md")]
+    if command in ("split", "fetch"):
+        args = [command, "--datasets", ds.name, *data]
+    elif command == "run":
+        args = ["run", "--datasets", ds.name, *data, "--methods", "bicubic", *results, *board]
+        args.append("--no-progress")
+    elif command == "leaderboard":
+        args = ["leaderboard", *results, *board]
+    elif command == "export":
+        args = ["export", "--dataset", ds.name, *data, *results]
+    else:
+        args = [command]
+    args += ["--k", str(k)] if k else []
+    return args + [a.replace("{tmp}", str(tmp)) for a in extra]
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:
@@ -346,7 +804,8 @@ def sync_split_inputs(ds: syn.Dataset) -> None:
 def prepare(name: str, command: str, tmp: Path) -> syn.Dataset:
     case = CASES[name]
     ds = make(case.kind, tmp)
-    if command == "run" and case.k is None:
+    committed = command in ("run", "export") and case.k is None
+    if committed:
         commit_split(ds, case.edit_split)
     if case.corrupt:
         case.corrupt(ds)
@@ -354,8 +813,10 @@ def prepare(name: str, command: str, tmp: Path) -> syn.Dataset:
         ds.rehash()
     else:
         ds.write_card()
-    if command == "run" and case.k is None:
+    if committed and (ds.card_dir / "split-k2.json").is_file() and "files" in ds.card:
         sync_split_inputs(ds)
+    if case.setup:
+        case.setup(tmp)
     return ds
 
 
@@ -368,6 +829,9 @@ def check_error(err: str, case: Case) -> str:
         assert case.file in line, f"{case.file!r} not named: {line}"
     for needle in case.needles:
         assert needle in line, f"{needle!r} not in: {line}"
+    for secret in case.absent:
+        assert secret not in line, f"{secret!r} shown: {line}"
+    assert "Traceback" not in line
     return line
 
 
@@ -400,14 +864,15 @@ def test_bad_data_exit_2_one_line_nothing_written(name, command, env: Path, caps
     before = snapshot(env)
     capsys.readouterr()
 
-    status = cli.main(argv(command, ds, env, case.k))
+    status = cli.main(argv(command, ds, env, case.k, case.extra))
 
     out, err = capsys.readouterr()
     assert status == 2, f"exit {status}; stderr: {err}"
     check_error(err, case)
     assert out == "", f"printed before failing: {out}"
     assert snapshot(env) == before, "files were written or changed"
-    assert not (env / "results").exists() and not (env / "board").exists()
+    for out in ("results", "board", "store"):
+        assert out in before or not (env / out).exists(), f"{out} was created"
     assert not (env / "cache").exists() or not any((env / "cache").iterdir())
 
 
@@ -428,3 +893,42 @@ def test_real_process_exits_2(env: Path) -> None:
     check_error(proc.stderr, case)
     assert proc.stdout == ""
     assert snapshot(env) == before
+
+
+# ---------------------------------------------------------------- the split cache
+
+
+def test_a_byte_flipped_input_is_not_served_from_the_cache(env: Path, capsys) -> None:
+    """Same size, same mtime, other bytes: refused by its checksum, not served from the cache."""
+    from bench.data import cache
+
+    ds = make("st", env)
+    commit_split(ds)
+    cache.load(load_card(ds.name), ds.data, 2)
+    assert len(list((env / "cache").iterdir())) == 1
+    path = ds.folder / "images" / "A1.jpg"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    before = snapshot(env)
+    capsys.readouterr()
+    assert cli.main(argv("run", ds, env)) == 2
+    line = check_error(capsys.readouterr().err, Case("st", None, "A1.jpg", ("sha256",)))
+    assert "does not match" in line and snapshot(env) == before
+
+
+def test_a_truncated_cache_file_is_rebuilt(env: Path) -> None:
+    from bench.data import cache
+
+    ds = make("st", env)
+    commit_split(ds)
+    card = load_card(ds.name)
+    fresh = cache.load(card, ds.data, 2)
+    (cached,) = (env / "cache").iterdir()
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 3])
+    again = cache.load(card, ds.data, 2)
+    assert again.spec == fresh.spec
+    np.testing.assert_array_equal(again.test[0].hr, fresh.test[0].hr)
+    assert cached.stat().st_size > 1000 and cache.load(card, ds.data, 2).spec == fresh.spec

@@ -61,7 +61,20 @@ def read_section(
             f"{spots_path}: missing column(s) {', '.join(missing)}; "
             f"expected {' '.join(SPOT_COLUMNS)}"
         )
-    keys = spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str)
+    for column in SPOT_COLUMNS:  # a number in every cell (text or a gap would fail later)
+        values = pd.to_numeric(spots[column], errors="coerce").astype(np.float64)
+        bad = ~np.isfinite(values.to_numpy())
+        if column in ("x", "y", "selected"):
+            bad |= np.isfinite(values.to_numpy()) & (values.to_numpy() != np.round(values))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise BenchError(
+                f"{spots_path}: {column} = {spots[column].iloc[i]!r} in data row {i + 1} is not "
+                f"{'an integer' if column in ('x', 'y', 'selected') else 'a finite number'}; "
+                "fix the spot table"
+            )
+        spots[column] = values.astype(np.int64) if column in ("x", "y", "selected") else values
+    keys = spots["x"].astype(str) + "x" + spots["y"].astype(str)
     if keys.duplicated().any():
         raise BenchError(
             f"{spots_path}: duplicate spot {keys[keys.duplicated()].iloc[0]}; each x,y once"
