@@ -30,12 +30,6 @@ VARIANTS = {"eps": ("eps", False), "x0": ("x0", False), "v": ("v", False)}
 VARIANTS |= {f"{name}+res": (pred, True) for name, (pred, _) in list(VARIANTS.items())}
 
 
-def validation_carve(train: list) -> tuple[list, list]:
-    """Training regions split into (fit, validation): the last quarter (>= 1) validate."""
-    n_val = max(1, math.ceil(len(train) / 4))
-    return train[:-n_val], train[-n_val:]
-
-
 def scores(draws: np.ndarray, hr: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Validation PCC / RMSE of the draws' mean and, with K > 1, CRPS and spread-skill."""
     from bench.scoring import diversity, metrics
@@ -102,7 +96,7 @@ def main() -> None:
     for name in args.datasets:
         card = cards.load_card(name)
         split = cache.load(card, cards.data_dir(args.data_dir), card.split["default_pooling"])
-        fit_regions, val = validation_carve(list(split.train))
+        fit_regions, val = split.fit, split.validation
         inputs = [s.without_target() for s in val]
         hr, mask = stack(val, "hr"), stack(val, "hr_mask")
         bicubic = registry.create("bicubic").predict(inputs)[:, None]
@@ -137,7 +131,10 @@ def main() -> None:
                 clock = {"t": time.perf_counter(), "step": 0, "eval": 0.0}
 
                 def monitor(
+                    phase: str,
                     step: int,
+                    total: int,
+                    loss: float | None,
                     method=method,
                     clock=clock,
                     variant=variant,
@@ -145,6 +142,8 @@ def main() -> None:
                     truth=(hr, mask),
                     name=name,
                 ) -> None:
+                    if phase != "train" or step % args.every:
+                        return
                     train_s = time.perf_counter() - clock["t"] - clock["eval"]
                     t0 = time.perf_counter()
                     base = method.config
@@ -175,7 +174,7 @@ def main() -> None:
                     method.config = base
                     clock["eval"] += time.perf_counter() - t0
 
-                method.monitor, method.monitor_every = monitor, args.every
+                method.progress = monitor
                 method.fit(fit_regions)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:

@@ -24,7 +24,7 @@ Batches are ``(N, G, H, W)``; stochastic draws are ``(N, K, G, H, W)``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -81,6 +81,10 @@ def stack(samples: Sequence[Sample], field: str) -> np.ndarray:
     return np.stack([getattr(s, field) for s in samples])
 
 
+# progress(phase, step, total, loss): see Method.report
+Progress = Callable[[str, int, int, "float | None"], None]
+
+
 class Method:
     """A super-resolution method: ``fit`` on training samples, ``predict`` HR maps.
 
@@ -102,6 +106,16 @@ class Method:
         # seconds of fit() spent by earlier, interrupted runs whose checkpoint fit() resumed from
         # (the runner adds them to the recorded fit time, so a resumed cell's cost is its whole)
         self.resumed_fit_s: float = 0.0
+        # set by the runner (or a benchmark): called as progress(phase, step, total, loss) by
+        # :meth:`report`; it may call predict() or sample() mid-fit (learning curves)
+        self.progress: Progress | None = None
+
+    def report(self, phase: str, step: int, total: int, loss: float | None = None) -> None:
+        """Tell the runner that ``step`` of ``total`` is done in ``phase``: "train" for optimiser
+        steps of :meth:`fit` (with the training ``loss``; a method that reports them is *trained*
+        and gets learning curves), "sample" for network evaluations of a sampler."""
+        if self.progress is not None:
+            self.progress(phase, step, total, loss)
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters that define this run (JSON-serialisable)."""

@@ -271,6 +271,8 @@ class HisToGeneStyle(Method):
                 self.history.append(float(loss.detach()))
                 if not math.isfinite(self.history[-1]):
                     raise FloatingPointError(f"training loss is {self.history[-1]}")
+                self.report("train", len(self.history), total, self.history[-1])
+                self.net.train()  # a learning-curve predict() in report() left it in eval mode
 
     @torch.no_grad()
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:

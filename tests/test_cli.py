@@ -111,6 +111,32 @@ def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
     assert all((out / link).is_file() for link in links)
 
 
+def test_trained_methods_carry_learning_curves_to_record_store_and_page(main_job):
+    import mlflow
+
+    out, _, _, stdout = main_job
+    by = {r.method: r for r in read_records(out / "results")}
+    for name in ("unet", "sr3", "diffst", "histogene"):
+        curve = by[name].curve
+        assert curve.step and curve.step[-1] == curve.total and by[name].converged is not None
+        assert curve.validation and not set(curve.validation) & set(by[name].split.test)
+    assert not by["bicubic"].curve and by["bicubic"].converged is None
+    assert by["diffst"].curve.crps and not by["unet"].curve.crps
+    uri = f"sqlite:///{out / 'results' / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["stsr-bench"])
+    unet = runs[runs["tags.method"] == "unet"].iloc[0]
+    history = client.get_metric_history(unet["run_id"], "val_pcc")
+    assert [m.step for m in history] == by["unet"].curve.step
+    assert [m.value for m in history] == pytest.approx(by["unet"].curve.pcc)
+    board = (out / "LEADERBOARD.md").read_text()
+    assert "### Convergence" in board
+    for name in ("unet", "sr3", "diffst", "histogene"):
+        link = re.search(rf"\]\((figures/[^)]*-curve-{name}\.png)\)", board)
+        assert link and (out / link.group(1)).is_file()
+
+
 def test_the_ceiling_row_frames_the_scores(main_job):
     out, _, _, _ = main_job
     by = {r.method: r for r in read_records(out / "results")}

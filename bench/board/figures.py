@@ -8,7 +8,8 @@ For each (dataset, split) section:
   bicubic against bicubic, with the diagonal and the share of pairs above it;
 - ``<stem>-gallery.png``: for the most variable genes of the split's first test region, LR, truth,
   each ranked method's prediction (its lowest seed) and each sampler's per-position spread;
-- ``<stem>-spread-<method>.png``: per stochastic method, that spread beside its error map.
+- ``<stem>-spread-<method>.png``: per stochastic method, that spread beside its error map;
+- ``<stem>-curve-<method>.png``: per trained method, its learning curves (:func:`curve_figure`).
 
 The last two are drawn from the files the runner leaves beside the records (the split's
 ``maps-<fingerprint>.npz`` and each cell's ``.pred.npz``, :mod:`bench.run.outputs`); a method whose
@@ -46,7 +47,39 @@ def label(file: str, name: str) -> str:
         "vs-bicubic": "per-gene PCC against bicubic",
         "gallery": "gene maps",
     }
+    if kind.startswith("curve-"):
+        return f"{kind.removeprefix('curve-')}: learning curve"
     return fixed.get(kind) or f"{kind.removeprefix('spread-')}: sample spread beside error"
+
+
+def curve_figure(row: dict[str, Any], path: Path, title: str) -> Path:
+    """``row``'s learning curves (one line per seed): mean training loss and validation PCC
+    (and CRPS for samplers) against optimiser steps, with the convergence verdict's window (the
+    last quarter of the budget) shaded. Written atomically (:func:`bench.run.plots.save_png`)."""
+    from matplotlib.figure import Figure
+
+    curves = row["curves"]
+    keys = [("loss", "training loss"), ("pcc", "validation PCC ↑")]
+    if any(c.crps for _, c in curves):
+        keys.append(("crps", "validation CRPS ↓"))
+    fig = Figure(figsize=(3.6 * len(keys), 3.0))
+    axes = fig.subplots(1, len(keys))
+    for ax, (key, text) in zip(np.atleast_1d(axes), keys, strict=True):
+        for seed, c in curves:
+            pairs = [
+                (s, v) for s, v in zip(c.step, getattr(c, key), strict=False) if v is not None
+            ]
+            if pairs:
+                ax.plot(*zip(*pairs, strict=True), marker="o", ms=3, label=f"seed {seed}")
+        total = max(c.total for _, c in curves)
+        ax.axvspan(0.75 * total, total, color="#eeeeee", zorder=0)
+        ax.set_xlabel("training step")
+        ax.set_title(text, fontsize=9)
+    verdict = {True: "converged", False: "not converged", None: "no verdict"}[row["converged"]]
+    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    fig.suptitle(f"{title} · {row['method']}: {verdict} (shaded: the last quarter)", fontsize=9)
+    fig.tight_layout()
+    return figures.save_png(fig, path)
 
 
 def draw(
@@ -123,6 +156,10 @@ def draw(
         figures.save_png(fig, path)
         plt.close(fig)
         written.append(path)
+    for row in rows:
+        if row.get("curves"):
+            path = folder / f"{name}-curve-{row['method']}.png"
+            written.append(curve_figure(row, path, title))
     if results is not None:
         written += _map_figures(rows, folder, name, title, *results)
     return written

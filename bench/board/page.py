@@ -26,6 +26,7 @@ from bench.board import ranking
 from bench.board import rows as board_rows
 from bench.board.rows import ALPHA, LEVEL, N_BOOT
 from bench.files import atomic_write_text
+from bench.run.learning import MIN_GAIN
 from bench.run.records import Record, SplitRef, read_records
 
 __all__ = ["render", "write"]
@@ -38,6 +39,7 @@ DIVERSITY = tuple(
         strict=True,
     )
 )
+VERDICT = {True: "yes", False: "**no**", None: "–"}  # "–": not trained, or no verdict
 FIGURES = "figures"  # folder of the figures, beside the leaderboard file
 # draws a section's figures: (rows in display order, file stem, title, split label, fingerprint)
 Draw = Callable[[list[dict[str, Any]], str, str, str, str], list[Path]]
@@ -109,6 +111,41 @@ def _share_of_ceiling(ranked: list[dict[str, Any]], controls: list[dict[str, Any
     return out
 
 
+def _convergence(rows: list[dict[str, Any]], name: str) -> list[str]:
+    """The trained methods' learning-curve summary with links to their figures."""
+    trained = [r for r in rows if r.get("curves")]
+    if not trained:
+        return []
+    out = [
+        "",
+        "### Convergence",
+        "",
+        "Trained methods fit on the training regions less a validation carve (the last quarter of "
+        "them, bench/data/splits.py) and are scored on it at 25/50/75/100% of their step budget "
+        "(bench/run/learning.py). Rule: converged when validation PCC at the end is less than "
+        f"{MIN_GAIN} above its value at 75% of the budget (every seed). Seed means.",
+        "",
+        "| method | steps | validation PCC at 75% | at the end | converged | curve |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in trained:
+        at = {"75": [], "end": []}
+        for _, c in r["curves"]:
+            points = dict(zip(c.step, c.pcc, strict=False))
+            at["75"].append(points.get(math.ceil(0.75 * c.total)))
+            at["end"].append(points.get(c.total))
+        cells = [
+            _cell(r["method"]),
+            str(max(c.total for _, c in r["curves"])),
+            _num(board_rows.mean_of(at["75"])),
+            _num(board_rows.mean_of(at["end"])),
+            VERDICT[r["converged"]],
+            f"[figure]({FIGURES}/{name}-curve-{r['method']}.png)",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def _summary(sections: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
     """The aggregated rank across datasets and metrics (see
     :func:`bench.board.ranking.aggregated_rank`),
@@ -153,14 +190,14 @@ def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
     head = [first, "method", *(label for _, label in MAIN), "seeds", "fit+predict (s)"]
     align = ["---:" if first == "rank" else "---", "---", "---", "---", "---", "---:", "---:"]
     if first == "rank":
-        head, align = [*head, "vs best (Holm p)"], [*align, "---:"]
+        head, align = [*head, "vs best (Holm p)", "converged"], [*align, "---:", "---"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for i, row in enumerate(rows, start=1):
         lead = str(i) if first == "rank" else _cell(row["control"])
         cis = [f"{_num(m)} [{_num(lo)}, {_num(hi)}]" for m, lo, hi in (row[k] for k, _ in MAIN)]
         cells = [lead, _cell(row["method"]), *cis, str(row["seeds"]), _num(row["time"], 1)]
         if first == "rank":
-            cells.append(row.get("vs_best", "n/a"))
+            cells += [row.get("vs_best", "n/a"), VERDICT[row.get("converged")]]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -221,6 +258,7 @@ def _section(
     out += _score_table(controls, "control") if controls else ["none"]
     out += _scaled(ranked, controls)
     out += _share_of_ceiling(ranked, controls)
+    out += _convergence(ranked + controls, name)
     if any(r["stochastic"] for r in ranked + controls):
         out += _diversity(ranked + controls)
     costed = [r for r in ranked + controls if r["control"] != "ceiling"]  # computed, not run

@@ -29,7 +29,7 @@ from bench.board import ranking
 from bench.board.stats import bootstrap_ci_seeds
 from bench.run.records import Record
 
-__all__ = ["rows", "seed_mean_table"]
+__all__ = ["mean_of", "rows", "seed_mean_table"]
 
 MAIN = ("pcc", "ssim", "rmse")  # ranked on the first; all three in the aggregated rank
 DIVERSITY = ("spread", "crps", "spread_skill", "coverage", "rvd", "collapse_ratio")
@@ -47,8 +47,9 @@ def rows(
 
     Each row holds ``method``, ``control``, ``seeds``, ``first_seed``, ``<metric>`` = (mean,
     low, high) and ``<metric>_table`` (S, G) for pcc/ssim/rmse, ``excluded``/``pairs``, ``time``,
-    ``fit_s``, ``predict_s``, ``memory`` (MiB), ``device``, ``paper_*``, the diversity means and
-    ``stochastic``.
+    ``fit_s``, ``predict_s``, ``memory`` (MiB), ``device``, ``paper_*``, the diversity means,
+    ``stochastic``, ``curves`` ((seed, :class:`Curve`) of trained methods) and ``converged``
+    (every seed's verdict yes; None without any verdict).
     """
     by_method: dict[str, list[Record]] = defaultdict(list)
     for rec in group:
@@ -63,7 +64,7 @@ def rows(
     return ranked, controls
 
 
-def _mean(values: Iterable[Any]) -> float:
+def mean_of(values: Iterable[Any]) -> float:
     """Mean of the finite entries (None and NaN left out); NaN when there is none."""
     xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return sum(xs) / len(xs) if xs else float("nan")
@@ -130,17 +131,21 @@ def _summarise(method: str, recs: list[Record], genes: Sequence[str]) -> dict[st
         t = rec.timings
         fit, predict = t.get("fit_s"), t.get("predict_s")
         times.append(None if fit is None or predict is None else float(fit) + float(predict))
-    row["time"] = _mean(times)
+    row["time"] = mean_of(times)
     for key in ("fit_s", "predict_s"):
-        row[key] = _mean(rec.timings.get(key) for rec in recs)
-    row["memory"] = _mean(rec.peak_memory_mb for rec in recs)
+        row[key] = mean_of(rec.timings.get(key) for rec in recs)
+    row["memory"] = mean_of(rec.peak_memory_mb for rec in recs)
     for key in ("paper_pcc", "paper_ssim", "paper_rmse"):
         values = [rec.metrics.get(key) for rec in recs]
-        row[key] = _mean(values) if any(v is not None for v in values) else None
+        row[key] = mean_of(values) if any(v is not None for v in values) else None
     row["device"] = ", ".join(sorted({str(rec.device) for rec in recs}))
     for metric in DIVERSITY:
-        row[metric] = _mean(rec.metrics.get(metric) for rec in recs)
+        row[metric] = mean_of(rec.metrics.get(metric) for rec in recs)
     row["stochastic"] = any(m in rec.metrics for rec in recs for m in STOCHASTIC)
+    row["curves"] = [(int(rec.seed), rec.curve) for rec in recs if rec.curve]
+    verdicts = [rec.converged for rec in recs if rec.converged is not None]
+    # converged when every seed with a verdict converged; None when no seed has one
+    row["converged"] = all(verdicts) if verdicts else None
     return row
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,19 @@ class Split:
     test: list[Sample]
     data_range: np.ndarray
     test_counts: list[RegionCounts] = field(default_factory=list)
+
+    @property
+    def validation(self) -> list[Sample]:
+        """The validation carve: the last quarter (at least one) of the training regions in the
+        split file's order, none when there are fewer than two. Held out of every method's fit
+        (:attr:`fit`) and scored during training for learning curves; never a test region."""
+        n = len(self.train)
+        return self.train[n - math.ceil(n / 4) :] if n >= 2 else []
+
+    @property
+    def fit(self) -> list[Sample]:
+        """What every method fits on: the training regions less :attr:`validation`."""
+        return self.train[: len(self.train) - len(self.validation)]
 
     def normalise(self, counts: np.ndarray, totals: np.ndarray, mask: np.ndarray, area: float):
         """:func:`normalise` with this split's normalisation ((G, H, W) float32)."""

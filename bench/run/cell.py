@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.data.splits import Split
 from bench.errors import one_line
+from bench.run.learning import Watcher, converged
 from bench.run.records import PerGene, Record, SplitRef, read_record, record_path
 from bench.run.resources import PeakMemory, Timer, device
 from bench.run.tracking import run_name
@@ -188,6 +189,7 @@ def run_cell(
     timings = {"fit_s": 0.0, "predict_s": 0.0, "score_s": 0.0}
     extras: dict[str, Any] = {}
     memory = PeakMemory()
+    watcher: Watcher | None = None
     try:
         with memory, deadline(opts.timeout):
             torch.manual_seed(seed)
@@ -198,8 +200,12 @@ def run_cell(
             record.name = run_name(method_name, {**method.label_params(), "seed": seed})
             if method.needs_target and method.control != "positive":
                 raise ValueError("only a positive control may see the target at predict time")
+            watcher = Watcher(
+                method, split.validation, opts.device, f"{split.label}/{method_name}"
+            )
+            method.progress = watcher
             with Timer() as t:
-                method.fit(split.train)
+                method.fit(split.fit)
             timings["fit_s"] = t.seconds + method.resumed_fit_s  # the whole fit when resumed
             if method.resumed_fit_s:
                 timings["fit_resumed_s"] = method.resumed_fit_s
@@ -221,6 +227,9 @@ def run_cell(
                         _check_shape("predict()", method.predict(inputs), (n, g, h, w)),
                     )
             timings["predict_s"] = t.seconds
+            watcher.close()
+            if watcher.curve:  # a trained method: its learning curve and the verdict
+                record.curve, record.converged = watcher.curve, converged(watcher.curve)
             with Timer() as t:
                 record.metrics, record.per_gene = score(split, pred, draws, opts.device)
             timings["score_s"] = t.seconds
@@ -229,6 +238,8 @@ def run_cell(
         if draws is not None:  # the per-position spread that the `spread` metric averages
             extras["spread"] = diversity.spread_map(draws, opts.device).astype(np.float32)
     except Exception as err:  # noqa: BLE001 - a failing method is recorded, the grid goes on
+        if watcher is not None:
+            watcher.close()
         record.status, record.error = "failed", one_line(err)[:1000]
         record.metrics, record.per_gene = {}, PerGene()
         extras["traceback"] = traceback.format_exc()

@@ -5,7 +5,8 @@ Layout: ``<results-dir>/<dataset>/<method>/seed-<seed>.json``, one :class:`Recor
 ``control``, ``split`` (:class:`SplitRef`: fingerprint, k, genes, test regions), ``metrics``
 (scalar means), ``per_gene`` (:class:`PerGene`: one row per (region, gene) with every per-map
 metric), ``timings`` (seconds), ``peak_memory_mb``, ``memory``, ``device``, ``code_version``,
-``name`` (the run name) and start/finish times (Unix seconds).
+``name`` (the run name), start/finish times (Unix seconds), and for trained methods the
+learning ``curve`` (:class:`Curve`) and its ``converged`` verdict.
 
 Schema 1 on disk. Records written before the shared vocabulary named the per-gene region column
 ``section`` and a sampler's draws parameter ``samples``; :meth:`Record.from_json` reads both, so
@@ -83,6 +84,33 @@ class PerGene:
 
 
 @dataclass
+class Curve:
+    """A trained method's learning curve (:mod:`bench.run.learning`): at each checkpoint
+    ``step`` (optimiser steps), the mean training ``loss`` since the previous one and the
+    validation ``pcc`` / ``rmse`` (and ``crps`` for samplers, else empty) of the point prediction
+    on the ``validation`` regions; ``total`` is the fit's step budget."""
+
+    total: int = 0
+    validation: list[str] = field(default_factory=list)
+    step: list[int] = field(default_factory=list)
+    loss: list[float | None] = field(default_factory=list)
+    pcc: list[float | None] = field(default_factory=list)
+    rmse: list[float | None] = field(default_factory=list)
+    crps: list[float | None] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.step)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Curve:
+        data = data or {}
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass
 class Record:
     """One cell's result; the only thing the runner hands to tracking and the leaderboard."""
 
@@ -105,6 +133,8 @@ class Record:
     started: float = 0.0
     finished: float = 0.0
     finished_ms: int = 0
+    curve: Curve = field(default_factory=Curve)  # trained methods only (else empty)
+    converged: bool | None = None  # the learning-curve verdict; None: not trained / no curve
 
     @property
     def ok(self) -> bool:
@@ -122,6 +152,8 @@ class Record:
                 value = value.to_json()
             elif key == "per_gene":
                 value = value.columns()
+            elif key == "curve":
+                value = value.to_json()
             elif key == "name" and value is None:
                 continue
             out[key] = value
@@ -138,6 +170,7 @@ class Record:
         known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         known["split"] = SplitRef.from_json(raw.get("split"))
         known["per_gene"] = PerGene.from_json(raw.get("per_gene"))
+        known["curve"] = Curve.from_json(raw.get("curve"))
         known["params"] = {
             _LEGACY_PARAMS.get(k, k): v for k, v in (raw.get("params") or {}).items()
         }

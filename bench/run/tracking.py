@@ -157,6 +157,16 @@ class Tracker:
         metrics["peak_memory_mb"] = record.peak_memory_mb
         ts = record.finished_ms
         values = [Metric(k, float(v), ts, 0) for k, v in sorted(metrics.items()) if v is not None]
+        if record.converged is not None:
+            values.append(Metric("converged", float(record.converged), ts, 0))
+        curve = record.curve  # the learning curve as step metrics, so the UI draws it
+        for key in ("loss", "pcc", "rmse", "crps"):
+            series = zip(curve.step, getattr(curve, key), strict=False)
+            values += [
+                Metric(f"val_{key}" if key != "loss" else "train_loss", float(v), ts, s)
+                for s, v in series
+                if v is not None
+            ]
         if values:
             self.client.log_batch(rid, metrics=values)
         for path in artifacts:

@@ -335,7 +335,7 @@ def test_aggregated_rank_rule_across_datasets_and_metrics():
             if m not in table:
                 assert row[col] == "n/a"
                 continue
-            star = " *" if table[m][-1].endswith("*") else ""
+            star = " *" if table[m][-2].endswith("*") else ""  # vs best; then converged
             assert row[col] == table[m][2] + star and CI.match(table[m][2])
     assert rows["solo"][6] == "n/a" and rows["bad"][6].endswith(" *")
 
