@@ -201,5 +201,5 @@ def check_section(where: Path, section: Section, stated_um_per_px: float | None 
                 f"{where}: spot spacing ([lattice].pitch_um {section.pitch_um[1]:g} um per grid "
                 f"step) implies {implied:.3g} um/px but {name} states {value:.3g} um/px; fix "
                 "[lattice].pitch_um or [lattice].image_um_per_px (or [read].um_per_px), or the "
-                "image does not match the coordinates"
+                "image or its scale factor does not match the coordinates"
             )
