@@ -188,7 +188,9 @@ def start_ray(address: str | None = None) -> bool:
     """Start a local Ray (``address`` None) or connect to a cluster; True when started here.
 
     Called before anything is written, so an unreachable cluster is bad input (exit 2). The local
-    Ray has no dashboard and requires Ray's token authentication (``RAY_AUTH_MODE=token``).
+    Ray runs in Ray's single-machine mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: its node
+    address is 127.0.0.1, so GCS, raylet, workers and agents listen on loopback only) and has no
+    dashboard; Ray itself (2.60 here) turns on its token authentication by default.
     """
     try:
         import ray as ray_lib
@@ -201,9 +203,15 @@ def start_ray(address: str | None = None) -> bool:
         return False
     if address is not None:
         check_ray_address(address)
+    from ray._private import ray_constants  # Ray reads its environment once, at import
+
+    local = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    saved = {k: os.environ.get(k) for k in local}
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
     try:
-        if address is None:
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if address is None:  # Ray's single-machine mode: every server bound to 127.0.0.1
+            os.environ.update({k: os.environ.get(k) or v for k, v in local.items()})
+            ray_constants.ENABLE_RAY_CLUSTER = False  # this process's view; its children's: env
             ray_lib.init(
                 include_dashboard=False,
                 dashboard_host="127.0.0.1",
@@ -223,6 +231,13 @@ def start_ray(address: str | None = None) -> bool:
             f"cannot start or reach Ray at {redact(address or 'a local instance')} "
             f"({redact(first_line(err))[:200]}); check --ray-address"
         ) from None
+    finally:  # Ray's processes have their environment now; this process gets its own back
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return True
 
 
