@@ -195,11 +195,13 @@ def run_grid(config: RunConfig) -> GridResult:
             (d, m, s, record_path(results, built[d].label, m, s).with_suffix(".work"))
             for d, m, s in todo
         ]
+        for d, m, s in todo:  # temporary files a killed writer of this cell left behind
+            outputs.remove_temporaries(results, built[d].label, m, s)
         try:
             for (dataset, method, seed, _), record, extras in run(pending, built, opts):
                 split = built[dataset]
                 bar.set_description(f"{split.label}/{method} seed {seed}")
-                files = outputs.save(results, split, record, extras)
+                record, files = outputs.save_or_fail(results, split, record, extras)
                 tracker.log_cell(record, files, facts[dataset])
                 tracker.drop_superseded(record)
                 locks[(dataset, method, seed)].release()
@@ -236,9 +238,9 @@ def run_grid(config: RunConfig) -> GridResult:
     bar.close()
     if ray_here:
         executors.stop_ray()
-    tracker.finish(failed=bool(result.failed))
     path, drawn = page.write(results, board_path, command)
     tracker.log_files(drawn, "figures")
+    tracker.finish(failed=bool(result.failed))  # last: a run killed before it stays RUNNING
     result.leaderboard = path
     result.records.sort(key=lambda r: (r.dataset, r.method, r.seed))
     print(f"{len(cells)} cell(s), {result.failed} failed; records in {results}")

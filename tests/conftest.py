@@ -58,6 +58,7 @@ MARKS = {
     "test_deadline": ("slow", "subprocess"),
     "test_executors": ("slow", "ray"),
     "test_ray_loopback": ("slow", "ray"),
+    "test_redaction": ("slow",),
     "test_tracking_server": ("slow", "mlflow_server", "subprocess"),
     "test_map_figures": ("slow",),
     "test_bad_data": ("slow", "subprocess"),

@@ -10,13 +10,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.errors import one_line
 from bench.files import atomic_write
-from bench.run.records import Record, record_path, write_record
+from bench.run.records import PerGene, Record, record_path, write_record
 
 if TYPE_CHECKING:  # annotations only: the leaderboard reads paths here without loading splits
     from bench.data.splits import Split
 
-__all__ = ["SIDE_SUFFIXES", "save", "save_test_maps", "side_files", "side_path", "test_maps_path"]
+__all__ = [
+    "SIDE_SUFFIXES",
+    "remove_temporaries",
+    "save",
+    "save_or_fail",
+    "save_test_maps",
+    "side_files",
+    "side_path",
+    "test_maps_path",
+]
 
 
 def side_path(results_dir: Path, dataset: str, method: str, seed: int, suffix: str) -> Path:
@@ -74,6 +84,8 @@ def _artifacts(results_dir: Path, split: Split, record: Record, extras: dict) ->
             side(".spread.png", lambda p: figures.save_png(fig, p))
     if "traceback" in extras:
         side(".traceback.txt", lambda p: p.write_text(extras["traceback"]))
+    else:  # a traceback of an earlier failed run of this cell would now describe nothing
+        side_path(results_dir, *cell, ".traceback.txt").unlink(missing_ok=True)
     return out
 
 
@@ -111,3 +123,34 @@ def save(results_dir: Path, split: Split, record: Record, extras: dict) -> list[
     files = _artifacts(results_dir, split, record, extras)
     write_record(results_dir, record)
     return files
+
+
+def save_or_fail(
+    results_dir: Path, split: Split, record: Record, extras: dict
+) -> tuple[Record, list[Path]]:
+    """:func:`save`, where an I/O error (a full disk while saving a figure) fails this cell
+    instead of the grid: the record becomes failed with the error and is saved without side
+    files but its traceback (if even that cannot be written, nothing is, and a later run
+    recomputes the cell). Returns the record as saved and its files."""
+    import traceback
+
+    try:
+        return record, save(results_dir, split, record, extras)
+    except OSError as err:
+        record.status, record.error = "failed", f"saving its outputs failed: {one_line(err)}"
+        record.metrics, record.per_gene = {}, PerGene()
+        try:
+            return record, save(results_dir, split, record, {"traceback": traceback.format_exc()})
+        except OSError:
+            return record, []
+
+
+def remove_temporaries(results_dir: Path, dataset: str, method: str, seed: int) -> int:
+    """Delete the temporary files (``.seed-<seed>.*.tmp*``, from :func:`bench.files.atomic_write`)
+    that a writer of this cell killed mid-write left beside its record; call it holding the
+    cell's lock. Returns how many were removed."""
+    folder = record_path(results_dir, dataset, method, seed).parent
+    stale = list(folder.glob(f".seed-{seed}.*.tmp*")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
