@@ -54,16 +54,20 @@ class AdaptiveModulation(nn.Module):
     channels_half : int
         Width ``c`` of the distinct maps (half the deepest width).
     grid_hw : tuple of int
-        The deepest feature grid ``(h, w)``, both even; ``P = (h / 2) (w / 2)``.
+        The deepest feature grid ``(h, w)``; ``P = ceil(h / 2) ceil(w / 2)``.
+
+    **Decision**: an odd ``h`` or ``w`` (the Visium embryo's 12 x 24 HR regions give a 3 x 6
+    deepest grid) is padded by one row or column, replicating the edge, to cut the 2 x 2 parts,
+    and cropped back after; the paper's 256 x 256 maps always give an even grid.
     """
 
     def __init__(self, channels_half: int, grid_hw: tuple[int, int]) -> None:
         super().__init__()
         h, w = int(grid_hw[0]), int(grid_hw[1])
-        if h % 2 or w % 2 or h < 2 or w < 2:
-            raise ValueError(f"the 2 x 2 part grid needs an even feature grid, got {(h, w)}")
+        if h < 1 or w < 1:
+            raise ValueError(f"the feature grid must be at least 1 x 1, got {(h, w)}")
         self.channels_half, self.grid_hw = channels_half, (h, w)
-        positions = (h // 2) * (w // 2)
+        positions = ((h + 1) // 2) * ((w + 1) // 2)
         self.weight_lr = nn.Linear(positions, positions)
         self.weight_img = nn.Linear(positions, positions)
 
@@ -91,17 +95,18 @@ class AdaptiveModulation(nn.Module):
                 f"{self.grid_hw[1]}), got {tuple(distinct_img.shape)} and "
                 f"{tuple(distinct_lr.shape)}"
             )
-        img = _parts(distinct_img).flatten(-2)  # (B, 4, c, P)
-        lr = _parts(distinct_lr).flatten(-2)
+        pad = (0, w % 2, 0, h % 2)  # an odd grid: one replicated column / row (docstring)
+        even_img = nn.functional.pad(distinct_img, pad, mode="replicate")
+        even_lr = nn.functional.pad(distinct_lr, pad, mode="replicate")
+        ph, pw = (h + 1) // 2, (w + 1) // 2
+        img = _parts(even_img).flatten(-2)  # (B, 4, c, P)
+        lr = _parts(even_lr).flatten(-2)
         affinity = lr.transpose(-2, -1) @ img / math.sqrt(c)  # (B, 4, P lr, P img)
         w_lr = torch.softmax(self.weight_lr(affinity), dim=-1)
         w_img = torch.softmax(self.weight_img(affinity.transpose(-2, -1)), dim=-1)
-        mod_lr = (lr @ w_lr.transpose(-2, -1)).reshape(b, 4, c, h // 2, w // 2)
-        mod_img = (img @ w_img.transpose(-2, -1)).reshape(b, 4, c, h // 2, w // 2)
-        return (
-            0.9 * distinct_img + 0.1 * _unparts(mod_img),
-            0.9 * distinct_lr + 0.1 * _unparts(mod_lr),
-        )
+        mod_lr = _unparts((lr @ w_lr.transpose(-2, -1)).reshape(b, 4, c, ph, pw))[..., :h, :w]
+        mod_img = _unparts((img @ w_img.transpose(-2, -1)).reshape(b, 4, c, ph, pw))[..., :h, :w]
+        return 0.9 * distinct_img + 0.1 * mod_img, 0.9 * distinct_lr + 0.1 * mod_lr
 
 
 class ConditionInjection(nn.Module):

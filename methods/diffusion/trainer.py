@@ -16,9 +16,18 @@ The residual formulation (``residual=True``; SRDiff, Li et al., Neurocomputing 2
 Yue et al., NeurIPS 2023, generates the residual too, with its own shift schedule that is not
 taken here): ``base`` is the bicubic upsampling of the gap-filled LR map
 (``methods/interpolation.py``, the ``bicubic`` baseline) on the model scale, and the model
-generates (or regresses) ``x0 - base``; the prediction is ``base + residual``, clipped to the
-model scale's [-1, 1]. Outside tissue the target is ``base`` itself (residual 0), so no capacity
-goes to the tissue outline. A zero network therefore returns the bicubic interpolation.
+generates (or regresses) ``(x0 - base) / c``; the prediction is ``base + c * residual``, clipped to
+the model scale's [-1, 1]. Outside tissue the target is ``base`` itself (residual 0), so no
+capacity goes to the tissue outline. A zero network therefore returns the bicubic interpolation.
+
+**Decision**: ``c`` is the residual's standard deviation over the in-tissue positions of the
+training maps (LDM, Rombach et al., CVPR 2022, section 4.3.2, rescales its latents to unit
+variance the same way), so the residual enters the diffusion at the unit scale its noise schedule
+was made for. Unscaled, the residual's std is 0.39 on her2st, 0.31 on Xenium and 0.45 on the
+Visium embryo (model scale), so every noise level hides 2-3 times more of it than the schedule
+intends: diffst (v, residual, 1,000 iterations) reached validation PCC 0.380 / spread-skill 1.70
+unscaled against 0.514 / 1.05 scaled (``benchmarks/diffusion_learning.py``, her2st, validation
+section C4).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import math
 import os
 import pickle
 import time
@@ -76,10 +86,6 @@ class UNetTrainer(Method):
         on_gpu = self.device.type == "cuda"
         self.config: DiffusionConfig = make_config(preset, on_gpu, **overrides, **self.fixed)
         self.history: list[float] = []
-        # called as monitor(step) after every monitor_every-th training step (learning curves);
-        # it may predict with the EMA weights, and cannot change the training draws
-        self.monitor: Callable[[int], None] | None = None
-        self.monitor_every = 0
 
     def params(self) -> dict[str, Any]:
         return {"preset": self.preset, **self.config.to_dict()}
@@ -137,12 +143,16 @@ class UNetTrainer(Method):
         return {k: v.to(self.device) for k, v in out.items()}
 
     def _target(self, batch: Batch) -> Tensor:
-        """What the model generates or regresses: x0, or ``x0 - base`` with ``residual``."""
-        return batch["x0"] - batch["base"] if self.config.residual else batch["x0"]
+        """What the model generates or regresses: x0, or ``(x0 - base) / c`` with ``residual``."""
+        if not self.config.residual:
+            return batch["x0"]
+        return (batch["x0"] - batch["base"]) / self.residual_std
 
     def _finish(self, batch: Batch, y: Tensor) -> Tensor:
-        """Model output ``y`` back to an x0 map: ``base + y`` with ``residual``, clipped."""
-        return (batch["base"] + y if self.config.residual else y).clamp(-1.0, 1.0)
+        """Model output ``y`` back to an x0 map: ``base + c y`` with ``residual``, clipped."""
+        if not self.config.residual:
+            return y.clamp(-1.0, 1.0)
+        return (batch["base"] + self.residual_std * y).clamp(-1.0, 1.0)
 
     def _to_model(self, values: np.ndarray, mask: np.ndarray) -> Tensor:
         """(N, G, h, w) log1p-CP10k -> model scale ``2 v / r_g - 1`` in [-1, 1] (r_g: the gene's
@@ -186,6 +196,12 @@ class UNetTrainer(Method):
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
+        self.residual_std = 1.0  # c of the module docstring
+        if cfg.residual:
+            enc = self._encode(train)
+            inside = torch.from_numpy(stack(train, "hr_mask"))[:, None].to(enc["x0"].device)
+            inside = inside.expand_as(enc["x0"])
+            self.residual_std = float((enc["x0"] - enc["base"])[inside].std().clamp_min(1e-3))
         digest = hashlib.sha256(repr((s.genes, cfg.to_dict(), self.seed)).encode())
         digest.update(np.ascontiguousarray(hr, dtype=np.float32).tobytes())
         self.signature = digest.hexdigest()
@@ -197,9 +213,9 @@ class UNetTrainer(Method):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
 
     def fit(self, train: Sequence[Sample]) -> None:
-        """Train on the (augmented) training samples; resumes from ``workdir`` when possible."""
-        from tqdm import tqdm
-
+        """Train on the (augmented) training samples; resumes from ``workdir`` when possible.
+        Every step is reported (:meth:`report`, phase "train"); the runner may predict with the
+        EMA weights there, which changes no training draw (those come from ``generator``)."""
         cfg = self.config
         self._fit_started = time.perf_counter()
         self._build(train)
@@ -207,10 +223,7 @@ class UNetTrainer(Method):
         generator = torch.Generator().manual_seed(self.seed)
         start = self._load(generator)
         n = data["x0"].shape[0]
-        bar = tqdm(
-            range(start, cfg.iterations), desc=f"{self.name} train", leave=False, disable=None
-        )
-        for step in bar:
+        for step in range(start, cfg.iterations):
             idx = torch.randint(0, n, (cfg.batch_size,), generator=generator)
             batch = {k: v[idx.to(self.device)] for k, v in data.items()}
             loss = self._loss(batch, generator, self._ratio(step))
@@ -219,16 +232,9 @@ class UNetTrainer(Method):
             self.optimizer.step()
             self._update_ema()
             self.history.append(float(loss.detach()))
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{np.mean(self.history[-20:]):.4f}")
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.iterations:
                 self._save(step + 1, generator)
-            if (
-                self.monitor is not None
-                and self.monitor_every
-                and (step + 1) % self.monitor_every == 0
-            ):
-                self.monitor(step + 1)
+            self.report("train", step + 1, cfg.iterations, self.history[-1])
         self.ema.eval()
 
     @torch.no_grad()
@@ -343,13 +349,18 @@ class DiffusionTrainer(UNetTrainer, StochasticMethod):
         """``k`` draws per input in one batched pass, (N, K, G, H, W) float32, log1p-CP10k."""
         cfg = self.config
         generator = torch.Generator(self.device).manual_seed(seed)
+        calls = {"done": 0, "total": cfg.steps * math.ceil(len(samples) * k / BATCH)}
 
         def run(part: Batch, shape: tuple[int, ...]) -> Tensor:
             def model_fn(x: Tensor, tt: Tensor) -> Tensor:
-                return self._denoise(self.ema, x, tt, part, 1.0)[0]
+                out = self._denoise(self.ema, x, tt, part, 1.0)[0]
+                calls["done"] += 1
+                self.report("sample", calls["done"], calls["total"])
+                return out
 
             # x0 is clipped where base + x0 leaves the data range [-1, 1]
-            clip = (-1.0 - part["base"], 1.0 - part["base"]) if cfg.residual else True
+            c = self.residual_std
+            clip = ((-1.0 - part["base"]) / c, (1.0 - part["base"]) / c) if cfg.residual else True
             y = self.diffusion.sample(
                 model_fn,
                 shape,

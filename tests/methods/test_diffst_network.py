@@ -228,8 +228,18 @@ def test_adaptive_modulation_reweights_own_positions_within_parts():
     a = mod(d_img, d_lr)[1][..., 3:, 3:]
     b = mod(d_img, changed)[1][..., 3:, 3:]
     assert torch.allclose(a, b)
-    with pytest.raises(ValueError, match="even"):
-        AdaptiveModulation(C // 2, (5, 6))
+    # an odd grid (the Visium embryo's 3 x 6): one replicated row, cut into parts, cropped back
+    odd = AdaptiveModulation(C // 2, (3, 6))
+    assert n_params(odd) == 2 * (6 * 6 + 6)  # P = 2 x 3 positions per padded part
+    with torch.no_grad():
+        odd.weight_lr.weight.zero_()
+        odd.weight_lr.bias.zero_()
+    d_lr3 = torch.randn(B, C // 2, 3, 6)
+    _, out3 = odd(torch.randn(B, C // 2, 3, 6), d_lr3)
+    assert out3.shape == d_lr3.shape
+    bottom = torch.cat([d_lr3[..., 2:, :3], d_lr3[..., 2:, :3]], dim=-2)  # row 2 and its copy
+    expected = 0.9 * d_lr3[..., 2:, :3] + 0.1 * bottom.mean(dim=(-2, -1), keepdim=True)
+    assert torch.allclose(out3[..., 2:, :3], expected, atol=1e-6)
     with pytest.raises(ValueError, match="distinct maps"):
         mod(torch.randn(B, C // 2, 4, 4), torch.randn(B, C // 2, 4, 4))
 
