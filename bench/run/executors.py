@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,25 @@ def _timed_out(split: Split, method: str, seed: int, opts: RunOptions, why: str)
     return record, {"traceback": f"CellTimeout: {why}\n"}
 
 
+@contextlib.contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Start processes without multiprocessing re-running the caller's main script in them (a
+    notebook, stdin or a script without an ``if __name__ == "__main__"`` guard would run again,
+    or fail): the cell's process needs nothing from ``__main__``."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _context() -> Any:
     """A fresh-process start method: ``forkserver`` (torch imported once in the server; no
     inherited CUDA context, threads or open MLflow connections, which ``fork`` would copy)."""
@@ -116,7 +136,14 @@ def run_bounded(
     receive, send = ctx.Pipe(duplex=False)
     args = (send, split, method, seed, opts, workdir, entry(method))
     proc = ctx.Process(target=_child, args=args, name=f"cell {method} seed {seed}", daemon=True)
-    proc.start()
+    try:
+        with _main_not_rerun():
+            proc.start()
+    except OSError as err:  # no process could be started (out of memory, pids, ...)
+        send.close()
+        receive.close()
+        why = f"the cell's process could not start ({one_line(err)})"
+        return failed_record(split, method, seed, opts, why), {"traceback": why + "\n"}
     send.close()
     limit = f"--timeout {opts.timeout:g} s"
     try:

@@ -4,12 +4,18 @@ killed once its deadline has passed, and a cell that returns after its deadline 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from bench.run.cell import RunOptions
 from bench.run.executors import GRACE_S, run_bounded
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -58,3 +64,25 @@ def test_cooperative_timeout_and_memory_errors_keep_their_reasons(stubs, her2st)
     assert "Traceback" in extras["traceback"]  # stopped by its own alarm, with a traceback
     greedy, _ = run_bounded(her2st, "greedy", 0, opts)
     assert "MemoryError" in greedy.error
+
+
+def test_a_script_without_a_main_guard_is_not_run_again(root, tmp_path):
+    """A notebook or a plain script calling the runner: the cell's process must not re-run it."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path[:0] = [{str(REPO)!r}]\n"
+        "print('main ran', flush=True)\n"
+        "from bench.data import cache, cards\n"
+        "from bench.run.cell import RunOptions\n"
+        "from bench.run.executors import run_bounded\n"
+        f"split = cache.load(cards.load_card('her2st'), cards.data_dir({str(root)!r}), 2)\n"
+        "record, _ = run_bounded(split, 'bicubic', 0, RunOptions(preset='quick', timeout=60))\n"
+        "print(record.status, flush=True)\n"
+    )
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[:2] == ["main ran", "ok"], proc.stdout
