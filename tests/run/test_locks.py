@@ -71,7 +71,7 @@ def test_two_invocations_of_the_same_cells_compute_each_once(root, tmp_path):
         assert proc.returncode == 0, err.decode()[-2000:]
     fits = count.read_text().splitlines()
     assert sorted(line.split()[0] for line in fits) == ["0", "1", "2"], fits  # once per cell
-    records = read_records(results)
+    records = [r for r in read_records(results) if r.method in ("counting", "bicubic")]
     assert len(records) == 6 and all(r.ok for r in records)
     _, runs = _store(results)
     children = [r for r in runs if "record_id" in r.data.tags]
@@ -129,6 +129,7 @@ def test_repeated_seeds_are_one_cell(root, tmp_path):
             progress=False,
         )
     )
-    assert [(r.method, r.seed) for r in result.records] == [("bicubic", 0), ("bicubic", 1)]
+    cells = [(r.method, r.seed) for r in result.records if r.method == "bicubic"]
+    assert cells == [("bicubic", 0), ("bicubic", 1)]
     _, runs = _store(tmp_path / "r")
-    assert len([r for r in runs if "record_id" in r.data.tags]) == 2
+    assert len([r for r in runs if r.data.tags.get("method") == "bicubic"]) == 2
