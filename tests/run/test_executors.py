@@ -16,7 +16,7 @@ def _run(root, out, *extra):
     argv += ["--data-dir", str(root), "--results-dir", str(out), "--no-progress"]
     argv += ["--leaderboard", str(out / "LB.md"), *extra]
     assert cli.main(argv) == 0
-    return {(r.method, r.seed): r for r in read_records(out)}
+    return {(r.method, r.seed): r for r in read_records(out) if r.method != "ceiling"}
 
 
 def test_ray_executor_matches_local(root, tmp_path):
@@ -43,5 +43,5 @@ def test_ray_executor_matches_local(root, tmp_path):
         client = mlflow.MlflowClient(tracking_uri=default_uri(out))
         exp = client.get_experiment_by_name("stsr-bench")
         runs = client.search_runs([exp.experiment_id], max_results=100)
-        children = [r for r in runs if "record_id" in r.data.tags]
+        children = [r for r in runs if "record_id" in r.data.tags]  # the ceiling row has none
         assert len(children) == 8 and all(r.info.status == "FINISHED" for r in runs)
