@@ -55,7 +55,15 @@ def local(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iter
         yield cell, record, extras
 
 
-def _ray_cell(split: Split, method: str, seed: int, opts: RunOptions, workdir: str) -> tuple:
+def _ray_cell(
+    split: Split, method: str, seed: int, opts: RunOptions, workdir: str, entry: tuple
+) -> tuple:
+    """A Ray task: the method registered as in the driver (a plugin, a test's stub), then the
+    cell under its deadline."""
+    from methods.registry import register
+
+    module, cls, fixed = entry
+    register(method, module, cls, **fixed)
     return run_bounded(split, method, seed, opts, Path(workdir))
 
 
@@ -244,7 +252,7 @@ def start_ray(address: str | None = None) -> bool:
                 dashboard_host="127.0.0.1",
                 log_to_driver=False,
                 object_store_memory=256 * 2**20,
-                runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+                runtime_env={"env_vars": {"PYTHONPATH": _driver_path()}},
             )
         else:
             excludes = [".venv", ".git", "results", "leaderboard"]
@@ -268,6 +276,14 @@ def start_ray(address: str | None = None) -> bool:
     return True
 
 
+def _driver_path() -> str:
+    """PYTHONPATH for local Ray workers: this repository, then the driver's own import path (same
+    machine), so a method registered from a module the driver imports (a plugin, a test's stub)
+    imports in the workers too."""
+    paths = [str(REPO), *(p for p in sys.path if p and Path(p).is_dir())]
+    return os.pathsep.join(dict.fromkeys(paths))
+
+
 def stop_ray() -> None:
     import ray as ray_lib
 
@@ -281,7 +297,11 @@ def ray(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iterat
     gpus = 1 if ray_lib.cluster_resources().get("GPU", 0) > 0 else 0
     task = ray_lib.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_cell)
     by_name = {name: ray_lib.put(split) for name, split in splits.items()}
-    pending = {task.remote(by_name[d], m, s, opts, str(w)): (d, m, s, w) for d, m, s, w in cells}
+    from methods.registry import entry
+
+    pending = {
+        task.remote(by_name[d], m, s, opts, str(w), entry(m)): (d, m, s, w) for d, m, s, w in cells
+    }
     while pending:
         done, _ = ray_lib.wait(list(pending), num_returns=1)
         cell = pending.pop(done[0])

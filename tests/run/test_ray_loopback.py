@@ -67,3 +67,30 @@ def test_an_unreachable_ray_address_fails_fast():
     assert time.monotonic() - start < executors.RAY_CONNECT_S + 5
     with pytest.raises(BenchError, match="is not host:port"):
         executors.check_ray_address("no-port-here")
+
+
+def test_the_deadline_holds_in_ray_tasks_and_stubs_reach_the_workers(
+    root, tmp_path, register_method
+):
+    """A method registered in the driver runs in the Ray workers, and one that swallows the
+    deadline's alarm is killed there as locally."""
+    pytest.importorskip("ray")
+    from bench import RunConfig, run_grid
+
+    register_method("swallowing", "stub_methods", "Swallowing")
+    start = time.monotonic()
+    result = run_grid(
+        RunConfig(
+            methods="bicubic,swallowing",
+            executor="ray",
+            timeout=3,
+            data_dir=root,
+            results_dir=tmp_path / "r",
+            leaderboard=tmp_path / "LB.md",
+            progress=False,
+        )
+    )
+    by = {r.method: r for r in result.records}
+    assert by["bicubic"].ok
+    assert by["swallowing"].status == "failed" and "killed" in by["swallowing"].error
+    assert time.monotonic() - start < 120
