@@ -102,10 +102,16 @@ class Resumed(Method):
 
 
 class Swallowing(Method):
-    """Catches every exception, the deadline's alarm included, and trains on for ever."""
+    """Catches every exception, the deadline's alarm included, and trains on for ever (its pid
+    written to ``$STSR_PID_FILE`` when set)."""
 
     def fit(self, train: Sequence[Sample]) -> None:
+        import os
         import time
+
+        if os.environ.get("STSR_PID_FILE"):
+            with open(os.environ["STSR_PID_FILE"], "w") as fh:
+                fh.write(str(os.getpid()))
 
         while True:
             try:

@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,22 +71,30 @@ def _ray_cell(
 # ---------------------------------------------------------------- the deadline
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this process when its parent dies (a killed driver leaves
-    no cell running); elsewhere nothing."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def _die_with_driver(watch: Any) -> None:
+    """Kill this process group when the driver goes (``watch``'s other end closes: the driver
+    exited or was killed, SIGKILL included). A thread, so no code of the method can stop it.
+    The cell's parent is multiprocessing's fork server, which outlives a killed driver while any
+    cell runs, so a parent-death signal alone would not do."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def wait() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            watch.recv()
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=wait, name="driver watch", daemon=True).start()
 
 
-def _child(conn: Any, split: Split, method: str, seed: int, opts: RunOptions, workdir, entry):
-    """A cell's process: its own process group (killed as one), the method registered as in the
-    parent (a plugin or a test's stub), then :func:`run_cell`; the result goes back on ``conn``."""
+def _child(
+    conn: Any, watch: Any, split: Split, method: str, seed: int, opts: RunOptions, workdir, entry
+):
+    """A cell's process: its own process group (killed as one) that dies with the driver, the
+    method registered as in the driver (a plugin or a test's stub), then :func:`run_cell`; the
+    result goes back on ``conn``."""
     from methods.registry import register
 
     os.setpgrp()
-    _die_with_parent()
+    _die_with_driver(watch)
     module, cls, fixed = entry
     register(method, module, cls, **fixed)
     conn.send(("started", time.time()))
@@ -142,17 +151,21 @@ def run_bounded(
 
     ctx = _context()
     receive, send = ctx.Pipe(duplex=False)
-    args = (send, split, method, seed, opts, workdir, entry(method))
-    proc = ctx.Process(target=_child, args=args, name=f"cell {method} seed {seed}", daemon=True)
+    watch, alive = ctx.Pipe(duplex=False)  # the driver holds ``alive``; never written
+    args = (send, watch, split, method, seed, opts, workdir, entry(method))
+    # not a daemon, so a method may start processes of its own (data loaders, joblib); it is
+    # killed below whatever happens, and dies with this process (_die_with_driver)
+    proc = ctx.Process(target=_child, args=args, name=f"cell {method} seed {seed}")
     try:
         with _main_not_rerun():
             proc.start()
     except OSError as err:  # no process could be started (out of memory, pids, ...)
-        send.close()
-        receive.close()
+        for end in (send, receive, watch, alive):
+            end.close()
         why = f"the cell's process could not start ({one_line(err)})"
         return failed_record(split, method, seed, opts, why), {"traceback": why + "\n"}
     send.close()
+    watch.close()
     limit = f"--timeout {opts.timeout:g} s"
     try:
         try:
@@ -178,6 +191,7 @@ def run_bounded(
     finally:
         _kill(proc)
         receive.close()
+        alive.close()
 
 
 def _kill(proc: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,3 +87,38 @@ def test_a_script_without_a_main_guard_is_not_run_again(root, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split("\n")[:2] == ["main ran", "ok"], proc.stdout
+
+
+def test_a_cell_process_dies_with_its_killed_invocation(root, tmp_path):
+    """SIGKILL the driver while a deadline-bound cell runs: the cell's process goes too."""
+    pid_file = tmp_path / "cell.pid"
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]\n"
+        "from methods.registry import register\n"
+        "register('swallowing', 'stub_methods', 'Swallowing')\n"
+        "from bench.data import cache, cards\n"
+        "from bench.run.cell import RunOptions\n"
+        "from bench.run.executors import run_bounded\n"
+        f"split = cache.load(cards.load_card('her2st'), cards.data_dir({str(root)!r}), 2)\n"
+        "run_bounded(split, 'swallowing', 0, RunOptions(preset='quick', timeout=600))\n"
+    )
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "STSR_PID_FILE": str(pid_file)}
+    driver = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cell = int(pid_file.read_text())
+    os.kill(cell, 0)  # running
+    driver.kill()
+    driver.wait()
+    for _ in range(100):  # the forkserver sees its parent gone and exits; the cell follows
+        try:
+            os.kill(cell, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(cell, signal.SIGKILL)
+        raise AssertionError("the cell's process outlived its killed invocation")
