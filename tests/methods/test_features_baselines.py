@@ -160,16 +160,21 @@ def test_tesla_matches_a_hand_computed_idw_and_takes_a_spot_value_at_zero_distan
 # ---------------------------------------------------------------- iStar
 
 
-def test_istar_block_means_match_lr_and_beat_nearest_within_blocks():
+@pytest.mark.parametrize("residual", [False, True])
+def test_istar_block_means_match_lr_and_beat_nearest_within_blocks(residual):
     s = colour_sample(h=8, w=8, target=False, holes=False)
     truth = colour_sample(h=8, w=8, holes=False).hr
-    pred = IStarStyle(preset="quick", epochs=60, batch_size=8).predict([s])[0]
+    method = IStarStyle(preset="quick", epochs=60, batch_size=8, residual=residual)
+    pred = method.predict([s])[0]
+    assert method.params()["residual"] is residual and (pred >= 0).all()
     block_mean = pred.reshape(2, 8, 2, 8, 2).mean(axis=(2, 4))
     rmse = np.sqrt(((block_mean - s.lr) ** 2).mean())
     assert rmse < 0.1 * s.lr.std()  # the training objective is met
     nearest = upsample(s.lr[None], 2, "nearest")[0]
     assert pcc(pred[0], truth[0]) > pcc(nearest[0], truth[0]) + 0.2
-    assert pcc(pred[0], truth[0]) > 0.9
+    # a gene set by colour alone, with no smooth part: starting from bicubic costs the residual
+    # variant some of it here (on real data it gains: methods/istar.py)
+    assert pcc(pred[0], truth[0]) > (0.7 if residual else 0.9)
 
 
 # ---------------------------------------------------------------- linear probe
