@@ -45,6 +45,7 @@ Result = tuple[Cell, Record, dict[str, Any]]  # cell, record, extras
 GRACE_S = 2.0  # after the deadline, the time a cell has to report its own timeout
 START_S = 300.0  # the most a cell's process may take to start (import torch, unpickle the split)
 RAY_CONNECT_S = 10.0  # the most start_ray waits for a cluster address to answer
+_MAIN_LOCK = threading.Lock()
 
 
 def local(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iterator[Result]:
@@ -116,14 +117,15 @@ def _main_not_rerun() -> Iterator[None]:
     if main is None:
         yield
         return
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
-    main.__dict__.pop("__file__", None)
-    main.__spec__ = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(saved)
+    with _MAIN_LOCK:  # cells started from several threads: one hides and restores at a time
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 def _context() -> Any:
