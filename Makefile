@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: run test test-fast env
 run: $(VENV)/.installed
-	$(PY) -m bench fetch --datasets her2st
+	$(PY) -m bench fetch
 	$(PY) -m bench run --methods all
 
 test: $(VENV)/.installed

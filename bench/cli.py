@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.errors import BenchError, redact, writable_dir
 from bench.files import check_writable
-from bench.grid import DEFAULT_DATASET, DEFAULT_LEADERBOARD
+from bench.grid import DEFAULT_DATASETS, DEFAULT_LEADERBOARD
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         help="data directory (default: $STSR_DATA_DIR, else ~/.cache/stsr-bench/data)",
     )
-    data.add_argument("--datasets", default=DEFAULT_DATASET, help="'all' or comma-separated names")
+    data.add_argument(
+        "--datasets", default=DEFAULT_DATASETS, help="'all' (the default) or comma-separated names"
+    )
 
     run = sub.add_parser("run", parents=[data], help="run the benchmark grid")
     run.add_argument("--methods", default="all", help="'all' or comma-separated names")
@@ -118,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run cells in this process, or as Ray tasks (local Ray started on demand)",
     )
     run.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    run.add_argument(
+        "--jobs",
+        type=_positive,
+        default=None,
+        help="local cells at a time, each in its own process (default: one per CPU up to 4; "
+        "1 with a GPU)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     board = sub.add_parser("leaderboard", help="regenerate the leaderboard from the records")
@@ -132,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--k", "--scale", dest="k", type=_positive, default=None, help="pooling factor k"
     )
     export = sub.add_parser("export", help="write a cell's HR prediction as AnnData (.h5ad)")
-    export.add_argument("--dataset", default=DEFAULT_DATASET)
+    export.add_argument("--dataset", default="her2st")
     export.add_argument("--method", required=True)
     export.add_argument("--seed", type=_seed, default=0)
     export.add_argument(
@@ -161,6 +170,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         leaderboard=args.leaderboard,
         executor=args.executor,
         ray_address=args.ray_address,
+        jobs=args.jobs,
         progress=not args.no_progress,
         command="python -m bench " + shlex.join(argv),
     )

@@ -10,16 +10,18 @@ store checked, before anything is written; a bad input is a :class:`bench.errors
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from bench.errors import BenchError, redact, writable_dir
 from bench.files import FileLock, check_writable
 
-DEFAULT_DATASET = "her2st"
+DEFAULT_DATASETS = "all"  # every committed dataset (and any user card)
 DEFAULT_LEADERBOARD = Path("leaderboard") / "LEADERBOARD.md"
 
 
@@ -34,7 +36,7 @@ class RunConfig:
     """
 
     methods: str | Sequence[str] = "all"
-    datasets: str | Sequence[str] = DEFAULT_DATASET
+    datasets: str | Sequence[str] = DEFAULT_DATASETS
     seeds: Sequence[int] = (0,)
     preset: str = "default"
     draws: int = 8
@@ -45,6 +47,7 @@ class RunConfig:
     tracking_uri: str | None = None
     leaderboard: str | Path = DEFAULT_LEADERBOARD
     executor: str = "local"
+    jobs: int | None = None  # local cells at a time; None: auto_jobs()
     ray_address: str | None = None
     progress: bool = True
     command: str = "bench.run_grid(...)"
@@ -66,6 +69,22 @@ class GridResult:
     def exit_status(self) -> int:
         """0 when every cell is ok, else 1 (as ``python -m bench run``)."""
         return 1 if self.failed else 0
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (its affinity mask, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def auto_jobs() -> int:
+    """Local cells run at a time by default: one per CPU up to 4 (each with
+    ``cpu_count() // jobs`` torch threads), and one when a GPU is visible (cells share it)."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, min(4, cpu_count()))
 
 
 def _names(value: str | Sequence[str]) -> str:
@@ -137,6 +156,9 @@ def run_grid(config: RunConfig) -> GridResult:
         timeout=config.timeout,
         code_version=code_version(),
     )
+    jobs = config.jobs or auto_jobs()
+    if config.executor == "local" and jobs > 1:  # parallel cells share the cores
+        opts = dataclasses.replace(opts, threads=max(1, cpu_count() // jobs))
     for split in built.values():  # the noise ceiling of each split's test truth (a control row)
         write_ceiling(results, split, opts)
     command = redact(config.command)
@@ -188,7 +210,7 @@ def run_grid(config: RunConfig) -> GridResult:
         disable=not config.progress,
         file=sys.stderr,
     )
-    run = executors.ray if config.executor == "ray" else executors.local
+    run = executors.ray if config.executor == "ray" else partial(executors.local, jobs=jobs)
 
     def compute(todo: list[tuple[str, str, int]]) -> None:
         pending = [

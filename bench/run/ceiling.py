@@ -7,7 +7,7 @@ binomial thinnings of the test counts), and writes it as the record
 PCC ceiling in ``per_gene["pcc"]``, the split-half correlation in ``per_gene["r_half"]``, and no
 SSIM or RMSE (not available; the module docstring of :mod:`bench.scoring.ceiling` says why). The
 leaderboard shows it with the controls and scales every method by it ("share of ceiling").
-Written atomically and recomputed the same (seed 0) on every run, so resume has nothing to do.
+Written atomically (seed 0) and reused by a later run on the same split, as a cell's record is.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.data.splits import Split
 from bench.run.cell import RunOptions, new_record
-from bench.run.records import PerGene, Record, write_record
+from bench.run.records import PerGene, Record, read_record, record_path, write_record
 from bench.scoring.ceiling import REPEATS, ceiling
 
 __all__ = ["NAME", "ceiling_record", "write_ceiling"]
@@ -71,7 +71,16 @@ def ceiling_record(split: Split, opts: RunOptions) -> Record:
 
 
 def write_ceiling(results_dir, split: Split, opts: RunOptions) -> Record:
-    """Compute and write the ceiling record of ``split`` under ``results_dir``."""
+    """The ceiling record of ``split`` under ``results_dir``: the one there when it is for the
+    same split fingerprint and repeats (resume), else computed and written."""
+    old = read_record(record_path(results_dir, split.label, NAME, 0))
+    if (
+        old is not None
+        and old.ok
+        and old.split.fingerprint == split.fingerprint
+        and old.params.get("repeats") == REPEATS
+    ):
+        return old
     record = ceiling_record(split, opts)
     write_record(results_dir, record)
     return record

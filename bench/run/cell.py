@@ -41,6 +41,8 @@ class RunOptions:
     preset: str = "default"
     draws: int = 8  # K draws per input for stochastic methods
     timeout: float | None = None  # seconds per cell (fit + predict + score); None: no limit
+    threads: int | None = None  # torch intra-op threads of a cell; None: torch's default
+    bar: int = 1  # the terminal line of the cell's progress bar, under the grid's (line 0)
     code_version: str = "unknown"
     device: str = field(default_factory=device)
 
@@ -190,6 +192,8 @@ def run_cell(
     extras: dict[str, Any] = {}
     memory = PeakMemory()
     watcher: Watcher | None = None
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     try:
         with memory, deadline(opts.timeout):
             torch.manual_seed(seed)

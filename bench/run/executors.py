@@ -48,13 +48,40 @@ RAY_CONNECT_S = 10.0  # the most start_ray waits for a cluster address to answer
 _MAIN_LOCK = threading.Lock()
 
 
-def local(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iterator[Result]:
-    """Run the cells one after another (each in a child process under a deadline), yielding
-    each as it finishes."""
-    for cell in cells:
-        dataset, method, seed, workdir = cell
-        record, extras = run_bounded(splits[dataset], method, seed, opts, workdir)
-        yield cell, record, extras
+def local(
+    cells: list[Cell], splits: dict[str, Split], opts: RunOptions, jobs: int = 1
+) -> Iterator[Result]:
+    """Run the cells on this machine, yielding each as it finishes: one after another when
+    ``jobs`` is 1 (in this process, or in a child under a deadline), else ``jobs`` at a time,
+    each in a process of its own (:func:`run_bounded` with ``isolate``) with
+    ``opts.threads`` torch threads, so small networks share the cores instead of contending
+    inside one process."""
+    if jobs <= 1:
+        for cell in cells:
+            dataset, method, seed, workdir = cell
+            record, extras = run_bounded(splits[dataset], method, seed, opts, workdir)
+            yield cell, record, extras
+        return
+    import dataclasses
+    import queue
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    lines: queue.Queue[int] = queue.Queue()  # one progress line per running cell
+    for line in range(1, jobs + 1):
+        lines.put(line)
+
+    def one(cell: Cell) -> tuple[Record, dict]:
+        line = lines.get()
+        try:
+            mine = dataclasses.replace(opts, bar=line)
+            return run_bounded(splits[cell[0]], cell[1], cell[2], mine, cell[3], True)
+        finally:
+            lines.put(line)
+
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cell") as pool:
+        futures = {pool.submit(one, c): c for c in cells}
+        for future in as_completed(futures):
+            yield (futures[future], *future.result())
 
 
 def _ray_cell(
@@ -137,17 +164,24 @@ def _context() -> Any:
 
 
 def run_bounded(
-    split: Split, method: str, seed: int, opts: RunOptions, workdir: Path | None = None
+    split: Split,
+    method: str,
+    seed: int,
+    opts: RunOptions,
+    workdir: Path | None = None,
+    isolate: bool = False,
 ) -> tuple[Record, dict]:
     """:func:`run_cell` under ``opts.timeout`` that the method cannot swallow.
 
-    Without a timeout the cell runs here. With one, it runs in a child process; the child's own
-    alarm (:func:`bench.run.cell.deadline`) lets a cooperative method stop with a traceback, and
+    Without a timeout the cell runs here, unless ``isolate`` (parallel cells) asks for a child
+    process anyway, which then has no deadline. With one, it runs in a child process; the child's
+    own alarm (:func:`bench.run.cell.deadline`) lets a cooperative method stop with a traceback,
+    and
     :data:`GRACE_S` seconds after the deadline the child and its process group are killed. A record
     that comes back ok but took longer than the timeout is turned into a failed one; a child that
     dies (killed for memory, a crash) gives a failed record naming its exit code.
     """
-    if not opts.timeout:
+    if not opts.timeout and not isolate:
         return run_cell(split, method, seed, opts, workdir)
     from methods.registry import entry
 
@@ -168,14 +202,15 @@ def run_bounded(
         return failed_record(split, method, seed, opts, why), {"traceback": why + "\n"}
     send.close()
     watch.close()
-    limit = f"--timeout {opts.timeout:g} s"
+    limit = f"--timeout {opts.timeout:g} s" if opts.timeout else "no deadline"
+    wait = opts.timeout + GRACE_S if opts.timeout else None  # None: as long as the cell runs
     try:
         try:
             if not receive.poll(START_S):
                 why = f"the cell's process did not start in {START_S:g} s"
                 return _timed_out(split, method, seed, opts, why)
             receive.recv()
-            if not receive.poll(opts.timeout + GRACE_S):
+            if not receive.poll(wait):
                 why = f"the cell ran past {limit}; its process was killed"
                 return _timed_out(split, method, seed, opts, why)
             _, record, extras = receive.recv()
@@ -184,7 +219,7 @@ def run_bounded(
             why = f"the cell's process died (exit code {proc.exitcode}), e.g. killed for memory"
             return failed_record(split, method, seed, opts, why), {"traceback": why + "\n"}
         took = record.finished - record.started  # the cell's own clock, not the transfer
-        if record.ok and took > opts.timeout:
+        if record.ok and opts.timeout and took > opts.timeout:
             record.status = "failed"
             record.error = f"CellTimeout: the cell ran past {limit} ({took:.1f} s) and is failed"
             record.metrics, record.per_gene = {}, PerGene()

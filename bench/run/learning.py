@@ -65,12 +65,14 @@ class Watcher:
         device: str,
         label: str,
         bars: bool | None = None,
+        line: int = 1,
     ) -> None:
         self.method = method
         self.validation = validation
         self.device = device
         self.label = label
         self.bars = bars  # tqdm's disable=None: only on a terminal
+        self.line = line  # the terminal line under the grid's bar
         self.curve = Curve(validation=[s.region for s in validation])
         self._bar: Any = None
         self._phase = ""
@@ -107,7 +109,7 @@ class Watcher:
                 desc=f"  {self.label} {phase}",
                 unit="step",
                 leave=False,
-                position=1,
+                position=self.line,
                 file=sys.stderr,
                 mininterval=1.0,
                 disable=None if self.bars is None else not self.bars,

@@ -12,7 +12,18 @@ METHODS = "bicubic,mean,tesla,linear_probe"
 
 
 def _run(root, out, *extra):
-    argv = ["run", "--methods", METHODS, "--seeds", "0", "1", "--preset", "quick"]
+    argv = [
+        "run",
+        "--methods",
+        METHODS,
+        "--datasets",
+        "her2st",
+        "--seeds",
+        "0",
+        "1",
+        "--preset",
+        "quick",
+    ]
     argv += ["--data-dir", str(root), "--results-dir", str(out), "--no-progress"]
     argv += ["--leaderboard", str(out / "LB.md"), *extra]
     assert cli.main(argv) == 0

@@ -61,7 +61,17 @@ def _store(results: Path):
 def test_two_invocations_of_the_same_cells_compute_each_once(root, tmp_path):
     results, count = tmp_path / "results", tmp_path / "count.txt"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "STSR_COUNT_FILE": str(count)}
-    argv = [sys.executable, "-c", MAIN, str(TESTS), "run", "--methods", "counting,bicubic"]
+    argv = [
+        sys.executable,
+        "-c",
+        MAIN,
+        str(TESTS),
+        "run",
+        "--methods",
+        "counting,bicubic",
+        "--datasets",
+        "her2st",
+    ]
     argv += ["--seeds", "0", "1", "2", "--data-dir", str(root), "--results-dir", str(results)]
     argv += ["--leaderboard", str(tmp_path / "LB.md"), "--no-progress"]
     pipe = subprocess.PIPE
@@ -121,6 +131,7 @@ def test_repeated_seeds_are_one_cell(root, tmp_path):
 
     result = run_grid(
         RunConfig(
+            datasets="her2st",
             methods="bicubic",
             seeds=(0, 0, 1, 0),
             data_dir=root,

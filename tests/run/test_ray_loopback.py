@@ -81,6 +81,7 @@ def test_the_deadline_holds_in_ray_tasks_and_stubs_reach_the_workers(
     start = time.monotonic()
     result = run_grid(
         RunConfig(
+            datasets="her2st",
             methods="bicubic,swallowing",
             executor="ray",
             timeout=3,

@@ -29,7 +29,17 @@ def test_redact(text, shown):
 
 def test_credentials_stay_out_of_stderr(tmp_path, capsys):
     uri = f"http://bob:{SECRET}@127.0.0.1:9"
-    argv = ["run", "--methods", "bicubic", "--tracking-uri", uri, "--results-dir", str(tmp_path)]
+    argv = [
+        "run",
+        "--methods",
+        "bicubic",
+        "--datasets",
+        "her2st",
+        "--tracking-uri",
+        uri,
+        "--results-dir",
+        str(tmp_path),
+    ]
     assert cli.main(argv) == 2
     out, err = capsys.readouterr()
     assert SECRET not in out + err and "bob:***@127.0.0.1:9" in err
@@ -41,6 +51,7 @@ def test_credentials_stay_out_of_parameters_and_leaderboard(root, tmp_path, caps
     command = f"python -m bench run --tracking-uri https://alice:{SECRET}@mlflow.example.org"
     result = run_grid(
         RunConfig(
+            datasets="her2st",
             methods="bicubic",
             data_dir=root,
             results_dir=tmp_path / "r",

@@ -34,7 +34,18 @@ def _store(results: Path):
 
 def test_sigkill_at_a_random_moment_then_rerun_completes(root, tmp_path):
     results = tmp_path / "results"
-    argv = [sys.executable, "-m", "bench", "run", "--methods", METHODS, "--preset", "quick"]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--methods",
+        METHODS,
+        "--datasets",
+        "her2st",
+        "--preset",
+        "quick",
+    ]
     argv += ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
     argv += ["--leaderboard", str(tmp_path / "LB.md")]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -110,7 +121,18 @@ def test_two_concurrent_runs_share_results_and_store(root, tmp_path):
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     procs = []
     for methods in ("nearest,bicubic,tesla,mean", "bilinear,linear_probe,truth,shuffled"):
-        argv = [sys.executable, "-m", "bench", "run", "--methods", methods, "--preset", "quick"]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--methods",
+            methods,
+            "--datasets",
+            "her2st",
+            "--preset",
+            "quick",
+        ]
         argv += ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
         argv += ["--leaderboard", str(tmp_path / "LB.md")]
         pipe = subprocess.PIPE

@@ -81,6 +81,8 @@ def test_runs_reach_the_server_and_read_back_over_rest(server, root, tmp_path, c
             "run",
             "--methods",
             "bicubic,mean",
+            "--datasets",
+            "her2st",
             "--data-dir",
             str(root),
             "--results-dir",
