@@ -246,6 +246,8 @@ def cmd_split(args: argparse.Namespace) -> int:
         spec = splits.make_split(card, root, args.k or card.split["default_pooling"])
         path = splits.write_spec(card, spec)
         print(f"{name}: {path} fingerprint {spec.fingerprint}")
+        for note in spec.notes:  # e.g. control probes dropped by a transcript reader
+            print(f"  {note}")
     return 0
 
 

@@ -40,10 +40,18 @@ def verify(card: Card, root: Path) -> None:
     for rel, expected in card.files.items():
         got = sha256(confined(folder, rel, f"[files].{rel!r}"))
         if got != expected:
+            source = card.raw.get("source")
+            mirrored = isinstance(source, dict) and bool(source.get("mirrors"))
+            fix = (
+                f"delete the file and run 'python -m bench fetch --datasets {card.name}'"
+                if mirrored  # fetch can restore it
+                else "the card names no mirror to fetch it again, so keep the file: if it is "
+                "the right one, put its sha256 in the card's [files] (python -m bench split "
+                "then rebuilds the split), else copy the original back"
+            )
             raise BenchError(
                 f"{folder / rel}: sha256 {got[:12]}... does not match the card's "
-                f"{expected[:12]}...; "
-                f"delete the file and run 'python -m bench fetch --datasets {card.name}'"
+                f"{expected[:12]}...; {fix}"
             )
 
 

@@ -297,3 +297,27 @@ def test_xenium_pixel_size_is_read_from_experiment_xenium(env: Path) -> None:
     ds.card["read"]["um_per_px"] = 0.5
     ds.rehash()
     assert "pixel_size 0.2125" in message(ds)
+
+
+def test_split_prints_the_control_probes_it_dropped(env: Path, capsys) -> None:
+    from bench import cli
+
+    ds = syn.merscope(env / "cards", env / "data")
+    assert cli.main(["split", "--datasets", ds.name, "--data-dir", str(ds.data)]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(ds.folder / "detected_transcripts.csv", index_col=0)
+    dropped = int(table["gene"].str.startswith("Blank-").sum())
+    assert f"{dropped:,}" in out and "BLANK*" in out
+
+
+def test_a_checksum_mismatch_without_a_mirror_never_advises_deleting(env: Path) -> None:
+    from bench.data.fetch import verify
+
+    ds = syn.merscope(env / "cards", env / "data")
+    assert not ds.card["source"].get("mirrors")
+    with open(ds.folder / "detected_transcripts.csv", "a") as fh:
+        fh.write("\n")  # the only copy, changed
+    with pytest.raises(BenchError) as err:
+        verify(load_card(ds.name), ds.data)
+    text = str(err.value)
+    assert "does not match" in text and "no mirror" in text and "delete" not in text
