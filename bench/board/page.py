@@ -13,6 +13,7 @@ Rows (scores, intervals, significance, cost) are computed in :mod:`bench.board.r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -382,11 +383,26 @@ def render(records: list[Record], command: str) -> str:
     return _render(records, command)[0]
 
 
+STALE_S = 600.0  # a figure's temporary file this old was left by a killed writer
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove temporary files (:func:`bench.files.atomic_write`'s ``.<name>.*.tmp*``) that a
+    killed page writer left in ``folder``; younger ones may belong to a writer still running."""
+    import time
+
+    for tmp in folder.glob(".*.tmp*"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > STALE_S:
+                tmp.unlink()
+
+
 def write(results_dir: Path, path: Path, command: str) -> tuple[Path, list[Path]]:
     """Render the records under ``results_dir`` and write them atomically to ``path``, with the
     figures the page links, drawn in ``<path's folder>/figures`` (:mod:`bench.board.figures`)
     from the records and the runner's files beside them. Returns the page and the figures."""
     results_dir, folder = Path(results_dir), Path(path).parent / FIGURES
+    _remove_stale_temporaries(folder)
 
     def draw(rows: list, name: str, title: str, label: str, fingerprint: str) -> list[Path]:
         return board_figures.draw(rows, folder, name, title, (results_dir, label, fingerprint))

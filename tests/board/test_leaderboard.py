@@ -371,3 +371,21 @@ def test_write_draws_the_linked_figures_deterministically(tmp_path):
     _, again = write(results, board, CMD)
     assert {p.name: p.read_bytes() for p in again} == first  # same records, same bytes
     assert board.read_text() == text
+
+
+def test_a_killed_writers_temporary_figures_are_removed(tmp_path):
+    import os
+    import time
+
+    from bench.board import page
+
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    stale = figures / ".x-metrics.png.abc.tmp.png"
+    fresh = figures / ".y-metrics.png.def.tmp.png"
+    for f in (stale, fresh):
+        f.write_bytes(b"half a figure")
+    old = time.time() - page.STALE_S - 60
+    os.utime(stale, (old, old))
+    page.write(tmp_path / "results", tmp_path / "LB.md", "cmd")
+    assert not stale.exists() and fresh.exists()  # a running writer's file is left alone
