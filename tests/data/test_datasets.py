@@ -13,6 +13,7 @@ import pytest
 
 from bench.data import cache, cards, splits
 from bench.data.regions import sites
+from bench.errors import BenchError
 from bench.run import export
 
 SPLITS = [
@@ -128,7 +129,7 @@ def test_cache_is_used_and_invalidated(root, tmp_path, monkeypatch):
     card = cards.load_card("her2st")
     calls = []
     real_build = cache.build
-    monkeypatch.setattr(cache, "build", lambda *a: calls.append(1) or real_build(*a))
+    monkeypatch.setattr(cache, "build", lambda *a, **k: calls.append(1) or real_build(*a, **k))
     first = cache.load(card, root, 2)
     second = cache.load(card, root, 2)
     assert len(calls) == 1 and second.spec == first.spec
@@ -141,7 +142,7 @@ def test_cache_is_used_and_invalidated(root, tmp_path, monkeypatch):
     entry.write_bytes(b"not an npz")  # a damaged cache is rebuilt, never trusted
     cache.load(card, root, 2)
     assert len(calls) == 2
-    # an input file that changed since the cache was built forces a rebuild (and re-verify)
+    # the cache is keyed on the inputs' verified content, not their modification times
     data = tmp_path / "data"
     for n, rel in enumerate(sorted(card.files)):
         (data / "her2st" / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -150,9 +151,13 @@ def test_cache_is_used_and_invalidated(root, tmp_path, monkeypatch):
         else:
             os.symlink(root / "her2st" / rel, data / "her2st" / rel)
     cache.load(card, data, 2)
-    assert len(calls) == 3
-    cache.load(card, data, 2)
-    assert len(calls) == 3
+    assert len(calls) == 2  # same bytes, new modification time: served from the cache
+    changed = data / "her2st" / sorted(card.files)[0]
+    with open(changed, "ab") as fh:
+        fh.write(b"\0")  # same name, different bytes: refused, never served from the cache
+    with pytest.raises(BenchError, match="sha256"):
+        cache.load(card, data, 2)
+    assert len(calls) == 2
 
 
 def test_export_writes_anndata_on_the_hr_grid(built, sections, tmp_path):
