@@ -10,8 +10,8 @@ model scale (the LR map is upsampled on it, ``F.interpolate(..., mode="bilinear"
 align_corners=False)``), the U-Net pieces and widths (improved-diffusion ResBlocks with
 scale-shift norm, residual up/down sampling, diffst's middle block and decoder, output epsilon
 and the learned-range variance v in 2G channels), the linear schedule, the hybrid loss
-(Charbonnier + variational bound), the respaced DDPM / DDIM samplers with x0 clipping, K draws
-per input in one batch, AdamW, EMA, augmentation, checkpoints and the presets with the same
+(Charbonnier + variational bound), the respaced DDPM / DDIM samplers (x0 clipped as in diffst),
+K draws per input in one batch, AdamW, EMA, augmentation, checkpoints and the presets with the same
 channels and iterations (``methods/diffusion/config.py``).
 
 Simplified or left out: no tissue image, cell tiles, gene graph, cross-attention, disentangling

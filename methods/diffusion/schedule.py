@@ -41,19 +41,6 @@ from torch import Tensor
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
-# x0 clipping: True clips to the data range [-1, 1]; a (low, high) pair of tensors broadcasting
-# against x clips position by position (the residual formulation's shifted range); False: none.
-Clip = bool | tuple[Tensor, Tensor]
-
-
-def clip_x0(x0: Tensor, clip: Clip) -> Tensor:
-    """``x0`` clipped by ``clip`` (see :data:`Clip`)."""
-    if clip is True:
-        return x0.clamp(-1.0, 1.0)
-    if clip is False:
-        return x0
-    low, high = clip
-    return torch.maximum(torch.minimum(x0, high), low)
 
 
 def _extract(arr: np.ndarray, t: Tensor, x: Tensor) -> Tensor:
@@ -200,7 +187,7 @@ class GaussianDiffusion:
         return a * noise - s * x0
 
     def _p_from_output(
-        self, out: Tensor, x_t: Tensor, t: Tensor, clip: Clip, bound: bool = True
+        self, out: Tensor, x_t: Tensor, t: Tensor, clip: bool, bound: bool = True
     ) -> dict[str, Tensor]:
         """Mean and variance of ``p(x_{t-1} | x_t)`` from the model output ``(B, 2G, H, W)``;
         ``bound`` clamps the variance interpolant (sampling; the training loss passes False)."""
@@ -219,7 +206,8 @@ class GaussianDiffusion:
         max_log = _extract(np.log(self.betas), t, x_t)
         log_variance = frac * max_log + (1.0 - frac) * min_log
         pred_x0, eps = self.to_x0_eps(pred, x_t, t)
-        pred_x0 = clip_x0(pred_x0, clip)  # the release clips x0 to the data range [-1, 1]
+        if clip:  # the release clips x0 to the data range [-1, 1]
+            pred_x0 = pred_x0.clamp(-1.0, 1.0)
         mean = self.q_posterior_mean(pred_x0, x_t, t)  # iDDPM eq. 11 with x0 predicted
         variance = torch.exp(log_variance)
         return dict(
@@ -234,13 +222,13 @@ class GaussianDiffusion:
         )
 
     def p_mean_variance(
-        self, model_fn: ModelFn, x_t: Tensor, t: Tensor, clip: Clip = True
+        self, model_fn: ModelFn, x_t: Tensor, t: Tensor, clip: bool = True
     ) -> dict[str, Tensor]:
         """Evaluate the network once and return ``p(x_{t-1} | x_t)`` (iDDPM eqs. 13-15).
 
         ``model_fn(x_t, timesteps)`` receives original timesteps ``(B,)`` long and returns
         ``(B, 2G, H, W)``; ``x_t`` is ``(B, G, H, W)``; ``t`` ``(B,)`` long indexes this schedule;
-        ``clip`` clips the predicted x0 (:data:`Clip`) before the posterior mean. Returns a dict of
+        ``clip`` clamps the predicted x0 to [-1, 1] before the posterior mean. Returns a dict of
         ``mean``, ``variance``, ``log_variance``, ``pred_x0`` and ``eps``, each ``(B, G, H, W)``.
         """
         out = model_fn(x_t, self._model_timesteps(t, x_t))
@@ -321,7 +309,7 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def p_sample_step(
-        self, model_fn: ModelFn, x: Tensor, t: int, generator: torch.Generator, clip: Clip = True
+        self, model_fn: ModelFn, x: Tensor, t: int, generator: torch.Generator, clip: bool = True
     ) -> Tensor:
         """One ancestral step ``x_t -> x_{t-1}`` (DDPM Algorithm 2); no noise at ``t = 0``."""
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -337,7 +325,7 @@ class GaussianDiffusion:
         shape: tuple[int, ...],
         generator: torch.Generator,
         device: torch.device | str | None = None,
-        clip: Clip = True,
+        clip: bool = True,
         progress: bool = False,
         x_T: Tensor | None = None,
     ) -> Tensor:
@@ -358,7 +346,7 @@ class GaussianDiffusion:
         t: int,
         generator: torch.Generator,
         eta: float = 0.0,
-        clip: Clip = True,
+        clip: bool = True,
     ) -> Tensor:
         """One DDIM step ``x_t -> x_{t-1}`` (DDIM eq. 12, sigma from eq. 16 scaled by ``eta``)."""
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -383,7 +371,7 @@ class GaussianDiffusion:
         generator: torch.Generator,
         device: torch.device | str | None = None,
         eta: float = 0.0,
-        clip: Clip = True,
+        clip: bool = True,
         progress: bool = False,
         x_T: Tensor | None = None,
     ) -> Tensor:
