@@ -25,11 +25,22 @@ iterations this way against 0.17 / 0.29 for eps of the residual, and diffst with
 on the HR map only 0.12 after 1,000 and 0.16 after 1,500: within a CPU budget the paper's
 parameterisation is far from its knee. A documented deviation; the run name carries it.
 
-Sampler: ``quick`` draws with deterministic DDIM (eta = 0, 20 respaced steps) instead of the
-release's 20-step ancestral DDPM. Same network and cost; on her2st's validation section diffst
-(v, residual) scored PCC 0.540 / spread-skill 1.03 with DDIM against 0.513 / 1.07 with DDPM
-after 1,000 iterations (0.551 against 0.526 after 2,000), and on Xenium's 0.561 against 0.531
-after 500: the draws stay as spread, and their mean is closer to the truth.
+Sampler: every preset draws with the release's 20-step ancestral DDPM. ``quick`` used
+deterministic DDIM (eta = 0) for a while: with x0 clipped at every step it gave a better mean of
+K = 8 draws (her2st validation PCC 0.540 against 0.513 after 1,000 iterations). Since the residual
+draws are no longer clipped (``trainer.py``), and at the leaderboard's K = 32, the two means are
+level (her2st diffst 0.585 DDIM / 0.588 DDPM, sr3 0.600 / 0.599; Xenium diffst 0.625 / 0.620,
+sr3 0.560 / 0.554) while DDPM's draws are better spread (spread-skill her2st sr3 0.87 -> 0.98,
+Xenium diffst 0.68 -> 0.71, sr3 0.60 -> 0.63; 90% coverage up on all four), so the deviation went.
+``sampler="ddim"`` remains an option.
+
+Precision (``amp``): the network trains under bfloat16 autocast on every device, the losses, the
+EMA and sampling stay float32 (the paper trained in mixed precision on GPUs). On this project's
+2-core CPU (AMD EPYC with AVX512-BF16), her2st, 1,000 iterations, two fits side by side at one
+thread each: sr3 fits in 189 s against 303 s in float32, diffst in 198 s against 223 s, and the
+validation scores are level (K = 32, DDPM: diffst PCC 0.588 / 0.588, sr3 0.599 / 0.597; the
+unet regressor 0.564 / 0.586 at 500 iterations and 0.501 / 0.511 at 1,000, 1.07x faster). A CPU
+without bfloat16 instructions emulates it and may be slower: ``amp=False`` is plain float32.
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ class DiffusionConfig:
     # generate HR minus the bicubic upsampled LR map (SRDiff, ResShift) instead of HR itself
     residual: bool = False
     augment: bool = True  # flips and 90-degree rotations of map, LR and image together
-    amp: bool = True  # bfloat16 autocast for training on CUDA only; sampling stays float32
+    amp: bool = True  # bfloat16 autocast of the network when training (module docstring)
     checkpoint_every: int = 500
     # ablation switches, one per contribution
     graph: bool = True
@@ -95,7 +106,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         # learns fastest within the CPU budget (benchmarks/diffusion_learning.py, issue 13)
         "prediction": "v",
         "residual": True,
-        "sampler": "ddim",  # a better mean of the draws at the same cost (module docstring)
     },
 }
 

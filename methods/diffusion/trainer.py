@@ -218,9 +218,9 @@ class UNetTrainer(Method):
 
     # --- training ---------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast for training on CUDA with ``amp``; a no-op otherwise."""
-        enabled = self.config.amp and self.device.type == "cuda"
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+        """bfloat16 autocast of the network for training with ``amp`` (config.py); a no-op
+        otherwise. Losses and sampling stay float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
 
     def fit(self, train: Sequence[Sample]) -> None:
         """Train on the (augmented) training samples; resumes from ``workdir`` when possible.
