@@ -1,5 +1,5 @@
 """Issue 13: the width check, every parameterisation's sampler, the residual formulation, the
-paper's parameter count, and that one training step lowers each variant's loss."""
+paper's parameter count, that one training step lowers each variant's loss, and the precision."""
 
 from __future__ import annotations
 
@@ -201,3 +201,25 @@ def test_one_training_step_lowers_the_loss(name, prediction, residual):
     with torch.no_grad():
         after = loss()
     assert after.item() < before.item(), (before.item(), after.item())
+
+
+# ------------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_amp_trains_the_network_in_bfloat16_on_cpu_and_samples_in_float32(amp):
+    """``amp`` autocasts the network to bfloat16 for training on any device (config.py); the
+    loss and the sampling network calls stay float32."""
+    m = registry.create("sr3", preset="quick", **TINY, residual=True, prediction="v", amp=amp)
+    train = samples(genes=3)
+    m._build(train)
+    seen: list[torch.dtype] = []
+    m.net.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    m.ema.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    loss = m._loss(m._encode(train), torch.Generator().manual_seed(7), 1.0)
+    assert seen == [torch.bfloat16 if amp else torch.float32]
+    assert loss.dtype == torch.float32
+    seen.clear()
+    draws = m.sample(samples(n=1, genes=3, seed=3, target=False), 2, seed=0)
+    assert seen and set(seen) == {torch.float32}
+    assert draws.dtype == np.float32 and np.isfinite(draws).all()
