@@ -36,8 +36,8 @@ floor cuts one side of the draws only and shifts the chain. Measured on validati
 iterations (quick, K = 32): her2st unchanged to three decimals (diffst PCC 0.585, sr3 0.600, with
 DDIM and with DDPM); Xenium diffst PCC 0.623 -> 0.625, CRPS 0.178 -> 0.173 with DDIM and 0.613 ->
 0.620, CRPS 0.199 -> 0.174, 90% coverage 0.79 -> 0.88 with DDPM; sr3 0.553 -> 0.560, coverage
-0.845 -> 0.863 with DDIM and 0.755 -> 0.871 with DDPM (``benchmarks/diffusion_learning.py``'s
-split, issue 13).
+0.845 -> 0.863 with DDIM and 0.755 -> 0.871 with DDPM (one trained model per dataset sampled both
+ways on the validation carve of ``benchmarks/diffusion_learning.py``, issue 13).
 """
 
 from __future__ import annotations
