@@ -16,9 +16,14 @@ noise draws. Were the draws exact samples of one posterior, their mean would app
 grows; below bicubic it says the learned part itself hurts, above the draws' mean that K (or the
 sampler) limits the point prediction.
 
+``--final-draws 32 128``: after the last iteration, each sampler's draws are scored once more at
+each of these K (column ``K``), which measures how much of the gap between the draws' mean and
+``PCC@T`` is Monte-Carlo error (it shrinks as 1/K) rather than the network.
+
 Usage: ``python benchmarks/diffusion_learning.py [--datasets her2st xenium_bone_marrow]
 [--methods unet sr3 diffst] [--variants eps eps+res x0+res v+res] [--iterations 2000]
-[--every 250] [--draws 8] [--samplers ddpm ddim] [--csv out.csv] [--set amp=false ...]``.
+[--every 250] [--draws 8] [--final-draws 32 128] [--samplers ddpm ddim] [--csv out.csv]
+[--set amp=false ...]``.
 """
 
 from __future__ import annotations
@@ -81,7 +86,15 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["eps", "eps+res", "x0+res", "v+res"])
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--every", type=int, default=250)
-    parser.add_argument("--draws", type=int, default=8)
+    parser.add_argument("--draws", type=int, default=8, help="K draws at every checkpoint")
+    parser.add_argument(
+        "--final-draws",
+        nargs="*",
+        type=int,
+        default=[],
+        metavar="K",
+        help="also score each sampler at these K after the last iteration",
+    )
     parser.add_argument(
         "--samplers",
         nargs="+",
@@ -134,7 +147,7 @@ def main() -> None:
         )
         print(
             f"  {'method':7} {'variant':8} {'iter':>5} {'s/step':>6} {'PCC':>6} {'RMSE':>6} "
-            f"{'CRPS':>6} {'sp-sk':>6} {'PCC@T':>6} {'width':>5} sampler",
+            f"{'CRPS':>6} {'sp-sk':>6} {'PCC@T':>6} {'width':>5} {'K':>4} sampler",
             flush=True,
         )
         for method_name in args.methods:
@@ -165,7 +178,7 @@ def main() -> None:
                     truth=(hr, mask),
                     name=name,
                 ) -> None:
-                    if phase != "train" or step % args.every:
+                    if phase != "train" or (step % args.every and step != total):
                         return
                     train_s = time.perf_counter() - clock["t"] - clock["eval"]
                     t0 = time.perf_counter()
@@ -175,31 +188,38 @@ def main() -> None:
                         one_call = conditional_mean(method, inputs, args.draws, args.seed)
                         at_t = scores(one_call.mean(axis=1, keepdims=True), *truth)["pcc"]
                     for sampler in args.samplers if method.stochastic else ["-"]:
-                        if method.stochastic:
-                            method.config = dataclasses.replace(base, sampler=sampler)
-                            draws = method.sample(inputs, args.draws, seed=args.seed)
-                        else:
-                            draws = method.predict(inputs)[:, None]
-                        s = scores(draws, *truth)
-                        row = dict(
-                            dataset=name,
-                            method=method.name,
-                            variant=variant,
-                            iter=step,
-                            sampler=sampler,
-                            s_per_step=train_s / step,
-                            width=method.config.channels,
-                            pcc_at_t=at_t,
-                            **s,
-                        )
-                        rows.append(row)
-                        print(
-                            f"  {method.name:7} {variant:8} {step:5d} {row['s_per_step']:6.3f} "
-                            f"{s['pcc']:6.3f} {s['rmse']:6.3f} {s.get('crps', math.nan):6.3f} "
-                            f"{s.get('spread_skill', math.nan):6.2f} {at_t:6.3f} "
-                            f"{row['width']:5d} {sampler}",
-                            flush=True,
-                        )
+                        for k in (
+                            [args.draws, *args.final_draws]
+                            if method.stochastic and step == total
+                            else [args.draws]
+                        ):
+                            if method.stochastic:
+                                method.config = dataclasses.replace(base, sampler=sampler)
+                                draws = method.sample(inputs, k, seed=args.seed)
+                            else:
+                                draws = method.predict(inputs)[:, None]
+                            s = scores(draws, *truth)
+                            row = dict(
+                                dataset=name,
+                                method=method.name,
+                                variant=variant,
+                                iter=step,
+                                sampler=sampler,
+                                draws=draws.shape[1],
+                                s_per_step=train_s / step,
+                                width=method.config.channels,
+                                pcc_at_t=at_t,
+                                **s,
+                            )
+                            rows.append(row)
+                            print(
+                                f"  {method.name:7} {variant:8} {step:5d} "
+                                f"{row['s_per_step']:6.3f} {s['pcc']:6.3f} {s['rmse']:6.3f} "
+                                f"{s.get('crps', math.nan):6.3f} "
+                                f"{s.get('spread_skill', math.nan):6.2f} {at_t:6.3f} "
+                                f"{row['width']:5d} {row['draws']:4d} {sampler}",
+                                flush=True,
+                            )
                     method.config = base
                     clock["eval"] += time.perf_counter() - t0
 
