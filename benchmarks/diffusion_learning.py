@@ -187,14 +187,12 @@ def main() -> None:
                     if method.stochastic:
                         one_call = conditional_mean(method, inputs, args.draws, args.seed)
                         at_t = scores(one_call.mean(axis=1, keepdims=True), *truth)["pcc"]
+                    final = method.stochastic and step == total
                     for sampler in args.samplers if method.stochastic else ["-"]:
-                        for k in (
-                            [args.draws, *args.final_draws]
-                            if method.stochastic and step == total
-                            else [args.draws]
-                        ):
+                        if method.stochastic:
+                            method.config = dataclasses.replace(base, sampler=sampler)
+                        for k in [args.draws, *args.final_draws] if final else [args.draws]:
                             if method.stochastic:
-                                method.config = dataclasses.replace(base, sampler=sampler)
                                 draws = method.sample(inputs, k, seed=args.seed)
                             else:
                                 draws = method.predict(inputs)[:, None]
