@@ -77,3 +77,58 @@ def test_importing_bench_loads_no_wing():
     code = "import sys, bench; print(sorted(m for m in sys.modules if m.startswith('bench')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "['bench']", out.stderr
+
+
+# The test truth reaches the scorer alone (bench/data/splits.py, Truth): these modules may read a
+# split's ``.truth``; nothing in methods/ or benchmarks/ (tuning code) and no other harness
+# module may. Benchmarks tune on ``split.fit`` and ``split.validation``.
+TRUTH_READERS = {
+    "bench/data/splits.py",  # defines it
+    "bench/data/cache.py",  # stores it
+    "bench/run/cell.py",  # the scorer (and the positive control's targets)
+    "bench/run/ceiling.py",  # the noise ceiling, a property of the test truth
+    "bench/run/outputs.py",  # the first test region's truth for the page's gene-map figures
+    "bench/run/export.py",  # the truth layer of an exported cell, for the user
+    # checks the ceiling estimators by simulation on the test regions' own depths, as the
+    # ceiling itself reads them; it prints a diagnostic and chooses nothing
+    "benchmarks/ceiling_check.py",
+}
+
+
+def truth_reads(path: Path) -> list[str]:
+    """``file:line`` of every ``<expr>.truth`` read in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    name = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    return [
+        f"{name}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in ("truth", "test_counts")
+    ]
+
+
+def test_only_the_scorer_reads_the_test_truth():
+    offenders = [
+        use
+        for p in files("bench", "methods", "benchmarks")
+        if p.relative_to(REPO).as_posix() not in TRUTH_READERS
+        for use in truth_reads(p)
+    ]
+    assert not offenders, "test truth read outside the scorer:\n" + "\n".join(offenders)
+
+
+def test_test_inputs_carry_no_target(her2st):
+    import numpy as np
+
+    assert all(s.hr is None for s in her2st.test)
+    assert all(s.hr is not None for s in her2st.fit + her2st.validation)
+    truth = her2st.truth
+    assert np.array_equal(truth.tissue, np.stack([s.hr_mask for s in her2st.test]))
+    assert truth.hr.shape == (len(her2st.test), len(her2st.genes), *her2st.test[0].hr_shape)
+    back = truth.targets(her2st.test)  # only the positive control is handed these
+    assert np.array_equal(back[1].hr, truth.hr[1]) and her2st.test[1].hr is None
+
+
+def test_the_truth_checker_sees_a_read(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("def tune(split):\n    return split.truth.hr.mean()\n")
+    assert truth_reads(probe) == [f"{probe}:2"]

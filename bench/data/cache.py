@@ -24,12 +24,13 @@ import numpy as np
 
 from bench.data.cards import Card, require_files
 from bench.data.fetch import verify
-from bench.data.splits import RegionCounts, Split, SplitSpec, build, load_spec
+from bench.data.splits import Split, SplitSpec, Truth, build, load_spec
 from bench.files import atomic_write
 from methods.contract import Sample
 
 CACHE_ENV = "STSR_CACHE_DIR"
 _ARRAYS = ("lr", "lr_mask", "hr_mask", "image", "hr")
+_TRUTH = ("hr", "tissue", "scored", "counts", "totals")
 
 
 def code_hash() -> str:
@@ -64,9 +65,9 @@ def _save(path: Path, split: Split, stamp: dict[str, str]) -> None:
     arrays: dict[str, np.ndarray] = {"data_range": split.data_range}
     for role, samples in (("train", split.train), ("test", split.test)):
         for i, s in enumerate(samples):
-            arrays.update({f"{role}/{i}/{name}": getattr(s, name) for name in _ARRAYS})
-    for i, c in enumerate(split.test_counts):
-        arrays.update({f"test/{i}/counts": c.counts, f"test/{i}/totals": c.totals})
+            names = _ARRAYS if role == "train" else _ARRAYS[:-1]  # test inputs carry no hr
+            arrays.update({f"{role}/{i}/{name}": getattr(s, name) for name in names})
+    arrays.update({f"truth/{name}": getattr(split.truth, name) for name in _TRUTH})
     meta = {"spec": split.spec.to_json(), "stamp": stamp, "code": code_hash()}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     atomic_write(path, lambda p: np.savez(p, **arrays))
@@ -82,21 +83,19 @@ def _load(path: Path, stamp: dict[str, str]) -> Split | None:
             genes, k = spec.genes, spec.k
 
             def samples(role: str) -> list[Sample]:
+                names = _ARRAYS if role == "train" else _ARRAYS[:-1]
                 return [
                     Sample(
                         region=rid,
                         genes=genes,
                         scale=k,
-                        **{name: z[f"{role}/{i}/{name}"] for name in _ARRAYS},
+                        **{name: z[f"{role}/{i}/{name}"] for name in names},
                     )
                     for i, rid in enumerate(getattr(spec, role))
                 ]
 
-            counts = [
-                RegionCounts(z[f"test/{i}/counts"], z[f"test/{i}/totals"])
-                for i in range(len(spec.test))
-            ]
-            return Split(spec, samples("train"), samples("test"), z["data_range"], counts)
+            truth = Truth(**{name: z[f"truth/{name}"] for name in _TRUTH})
+            return Split(spec, samples("train"), samples("test"), z["data_range"], truth)
     except Exception:  # noqa: BLE001 - a damaged or foreign cache file is rebuilt, never trusted
         return None
 

@@ -337,6 +337,8 @@ def check_card(where: Path, name: str, raw: dict[str, Any]) -> None:
         if canvas[0] % k or canvas[1] % k:
             raise _fail(where, "[split].canvas", canvas, f"is not divisible by pooling k = {k}")
     check_number(where, "[split].image_px", split.get("image_px"), integer=True)
+    if "qc_nmads" in split:  # spot QC (bench/data/qc.py); default 3 MADs below the median
+        check_number(where, "[split].qc_nmads", split["qc_nmads"], low=0.0, low_open=False)
     if split.get("normalisation") not in NORMALISATIONS:
         raise _fail(
             where,

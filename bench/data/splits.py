@@ -23,6 +23,7 @@ Construction of one sample from a region (metrics.md, "Splits"):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.data import qc
 from bench.data.cards import NORMALISATIONS, Card, require_files
 from bench.data.histology import crop_grids
 from bench.data.readers import reader
@@ -53,6 +55,7 @@ _FINGERPRINTED = (
     "test",
     "genes",
     "normalisation",
+    "qc_min_total",
     "inputs",
 )
 
@@ -85,6 +88,7 @@ class SplitSpec:
     gene_rule: str
     region_rule: str
     normalisation: str
+    qc_min_total: int  # spot QC (:mod:`bench.data.qc`): scored test positions have this total
     inputs: dict[str, str]
     fingerprint: str
     # what the readers dropped or inferred (e.g. control probes), for the user; not fingerprinted
@@ -138,6 +142,7 @@ class SplitSpec:
             gene_rule=str(data["gene_rule"]),
             region_rule=str(data["region_rule"]),
             normalisation=str(data["normalisation"]),
+            qc_min_total=int(data["qc_min_total"]),
             inputs=dict(data["inputs"]),
             fingerprint=str(data["fingerprint"]),
             notes=tuple(str(n) for n in data.get("notes", ())),
@@ -145,29 +150,51 @@ class SplitSpec:
 
 
 @dataclass(frozen=True, eq=False)
-class RegionCounts:
-    """The raw HR counts behind one test region's ``hr``, for the noise ceiling
-    (:mod:`bench.scoring.ceiling`): ``counts`` (G, H, W) int64 of the split's genes, ``totals``
-    (H, W) int64 all-gene totals, both 0 outside ``hr_mask``."""
+class Truth:
+    """The test regions' truth: what the scorer alone reads (:mod:`bench.run.cell`'s ``score``
+    and the ceiling). Tuning code (benchmarks, method defaults) never gets it: they use
+    :attr:`Split.fit` and :attr:`Split.validation`, and :attr:`Split.test` holds the inputs only
+    (``tests/test_layout.py`` checks that nothing else reads ``.truth``).
 
+    ``hr`` (N, G, H, W) float32 on the split's scale, 0 outside ``tissue``; ``tissue`` (N, H, W)
+    bool, the measured in-tissue positions (each test sample's ``hr_mask``); ``scored`` (N, H, W)
+    bool, the positions every score uses: ``tissue`` less the positions that spot QC drops
+    (:mod:`bench.data.qc`); ``counts`` (N, G, H, W) and ``totals`` (N, H, W) int64, the raw HR
+    counts of the split's genes and all-gene totals behind ``hr``, 0 outside ``tissue`` (the
+    ceiling's input).
+    """
+
+    hr: np.ndarray
+    tissue: np.ndarray
+    scored: np.ndarray
     counts: np.ndarray
     totals: np.ndarray
+
+    @property
+    def dropped(self) -> int:
+        """In-tissue test positions that spot QC drops from every score."""
+        return int(self.tissue.sum() - self.scored.sum())
+
+    def targets(self, inputs: Sequence[Sample]) -> list[Sample]:
+        """``inputs`` with their HR truth put back: only the positive control sees this."""
+        return [dataclasses.replace(s, hr=hr) for s, hr in zip(inputs, self.hr, strict=True)]
 
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """A materialised split: its spec, training and test samples, and the SSIM data range.
+    """A materialised split: its spec, training samples, test inputs, the test truth and the
+    SSIM data range.
 
-    ``data_range`` is (G,) float64, gene g's maximum over the training HR maps (metrics.md, SSIM).
-    ``test_counts`` holds one :class:`RegionCounts` per test sample (the ceiling's input; no
-    method sees it).
+    ``train`` samples carry ``hr``; ``test`` samples never do (the inputs a method predicts
+    from); their truth is :attr:`truth` (:class:`Truth`), for the scorer alone.
+    ``data_range`` is (G,) float64, gene g's maximum over the TRAINING HR maps (metrics.md, SSIM).
     """
 
     spec: SplitSpec
     train: list[Sample]
     test: list[Sample]
     data_range: np.ndarray
-    test_counts: list[RegionCounts] = field(default_factory=list)
+    truth: Truth | None = None
 
     @property
     def validation(self) -> list[Sample]:
@@ -377,6 +404,12 @@ def make_split(card: Card, root: Path, k: int) -> SplitSpec:
         "gene_rule": gene_cfg.get("rule", ""),
         "region_rule": cfg.get("region_rule", ""),
         "normalisation": cfg["normalisation"],
+        "qc_min_total": qc.min_total(
+            np.concatenate(
+                [s.totals[in_window(s, origin, canvas) & (s.totals > 0)] for s, origin in train]
+            ),
+            float(cfg.get("qc_nmads", qc.NMADS)),
+        ),
         "inputs": card.files,
     }
     spec["fingerprint"] = fingerprint(spec)
@@ -394,6 +427,11 @@ def load_spec(card: Card, k: int) -> SplitSpec:
         )
     try:
         raw = json.loads(path.read_text())
+        if isinstance(raw, dict) and "fingerprint" in raw and "qc_min_total" not in raw:
+            raise BenchError(
+                f"{path}: split file predates spot QC (no qc_min_total); regenerate it with "
+                f"'python -m bench split --datasets {card.name} --k {k}'"
+            )
         ok = raw["fingerprint"] == fingerprint(raw)
         spec = SplitSpec.from_json(raw)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as err:
@@ -458,12 +496,20 @@ def materialise(spec: SplitSpec, sections: dict[str, Section]) -> Split:
         raise BenchError(
             f"gene {gene} is never expressed in the training HR maps; regenerate the split"
         )
-    test_counts = []
-    for rid in spec.test:
-        ref = spec.regions[rid]
-        counts, totals, mask = _grid(sections[ref.section], ref.origin, spec.canvas, spec.genes)
-        test_counts.append(RegionCounts((counts * mask).astype(np.int64), totals.astype(np.int64)))
-    return Split(spec, train, test, data_range, test_counts)
+    grids = [
+        _grid(sections[spec.regions[r].section], spec.regions[r].origin, spec.canvas, spec.genes)
+        for r in spec.test
+    ]
+    tissue = np.stack([mask for _, _, mask in grids])
+    totals = np.stack([totals for _, totals, _ in grids]).astype(np.int64)
+    truth = Truth(
+        hr=np.stack([s.hr for s in test]),
+        tissue=tissue,
+        scored=qc.scored(totals, tissue, spec.qc_min_total),
+        counts=np.stack([(c * m).astype(np.int64) for c, _, m in grids]),
+        totals=totals,
+    )
+    return Split(spec, train, [s.without_target() for s in test], data_range, truth)
 
 
 def build(card: Card, root: Path, k: int, verify_inputs: bool = True) -> Split:

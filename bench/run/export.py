@@ -101,7 +101,7 @@ def to_anndata(
         xs.append(values[:, i, j].T)
         if spread is not None:
             spreads.append(spread[n][:, i, j].T)
-        truths.append(np.where(measured[:, None], sample.hr[:, i, j].T, 0.0))
+        truths.append(np.where(measured[:, None], split.truth.hr[n][:, i, j].T, 0.0))
         spatial.append(xy)
         spatial_um.append(xy * um_per_px(section))
     frame = pd.concat(obs, ignore_index=True)

@@ -65,20 +65,20 @@ def _artifacts(results_dir: Path, split: Split, record: Record, extras: dict) ->
         if "spread" in extras:
             arrays["spread"] = extras["spread"]
         side(".pred.npz", lambda p: np.savez_compressed(p, **arrays))  # for 'bench export'
-        s = split.test[0]
-        idx = figures.pick_genes(s.hr, s.hr_mask, split.genes, n=3)
+        s, hr = split.test[0], split.truth.hr[0]  # figures of the first test region
+        idx = figures.pick_genes(hr, s.hr_mask, split.genes, n=3)
         genes = [split.genes[i] for i in idx]
         where = f"{record.dataset} {s.region}: {record.method} (seed {record.seed})"
         side(
             ".genes.png",
             lambda p: figures.gene_panel(
-                s.lr[idx], s.hr[idx], extras["pred"][0][idx], s.hr_mask, s.lr_mask, genes, p,
+                s.lr[idx], hr[idx], extras["pred"][0][idx], s.hr_mask, s.lr_mask, genes, p,
                 title=where,
             ),
         )  # fmt: skip
         if "spread" in extras:
             fig = figures.error_spread_figure(
-                s.hr[idx], extras["pred"][0][idx], extras["spread"][0][idx], s.hr_mask, genes,
+                hr[idx], extras["pred"][0][idx], extras["spread"][0][idx], s.hr_mask, genes,
                 title=f"{where}: sample spread beside error",
             )  # fmt: skip
             side(".spread.png", lambda p: figures.save_png(fig, p))
@@ -100,7 +100,7 @@ def save_test_maps(results_dir: Path, split: Split) -> Path:
     if not path.is_file():
         s = split.test[0]
         arrays = {
-            "lr": s.lr.astype(np.float32), "hr": s.hr.astype(np.float32),
+            "lr": s.lr.astype(np.float32), "hr": split.truth.hr[0].astype(np.float32),
             "lr_mask": s.lr_mask, "hr_mask": s.hr_mask,
             "region": np.array(s.region), "genes": np.array(list(split.genes)),
         }  # fmt: skip

@@ -930,5 +930,5 @@ def test_a_truncated_cache_file_is_rebuilt(env: Path) -> None:
     cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 3])
     again = cache.load(card, ds.data, 2)
     assert again.spec == fresh.spec
-    np.testing.assert_array_equal(again.test[0].hr, fresh.test[0].hr)
+    np.testing.assert_array_equal(again.truth.hr, fresh.truth.hr)
     assert cached.stat().st_size > 1000 and cache.load(card, ds.data, 2).spec == fresh.spec

@@ -115,8 +115,8 @@ def test_binned_transcripts_use_the_area_scale(built):
     split = built["xenium_bone_marrow"]
     k = split.spec.k
     assert split.spec.normalisation == "log1p_area" and k == 4
-    for s in split.test[:3]:
-        counts = np.expm1(s.hr.astype(np.float64)) * s.hr_mask
+    for s, hr in zip(split.test[:3], split.truth.hr, strict=False):
+        counts = np.expm1(hr.astype(np.float64)) * s.hr_mask
         np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)  # whole transcripts
         g, h, w = counts.shape
         pooled = counts.reshape(g, h // k, k, w // k, k).sum(axis=(2, 4)) / k**2
@@ -180,7 +180,7 @@ def test_export_writes_anndata_on_the_hr_grid(built, sections, tmp_path):
     measured = first.obs.measured.to_numpy()
     assert measured.sum() == split.test[0].hr_mask.sum()
     np.testing.assert_allclose(
-        first.layers["truth"][measured], split.test[0].hr[:, i[measured], j[measured]].T
+        first.layers["truth"][measured], split.truth.hr[0][:, i[measured], j[measured]].T
     )
     # obsm["spatial"] is the spot centre in full-resolution pixels (the selection table's)
     section = sections["her2st"][split.test[0].region]

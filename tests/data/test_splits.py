@@ -60,7 +60,8 @@ def test_split_content(her2st, card):
     assert [s.region for s in her2st.test] == card.split["test"]
     assert len(spec.genes) == card.raw["genes"]["n"] == len(set(spec.genes))
     assert not any(g.startswith(("MT-", "RPL", "RPS")) for g in spec.genes)
-    for s in her2st.train + her2st.test:
+    targets = her2st.truth.targets(her2st.test)
+    for s in her2st.train + targets:
         assert s.lr.shape == (50, 12, 12) and s.hr.shape == (50, 24, 24)
         assert s.image.shape == (3, 24 * 32, 24 * 32) and s.image.dtype == np.uint8
         assert (s.hr[:, ~s.hr_mask] == 0).all() and (s.lr[:, ~s.lr_mask] == 0).all()
@@ -79,7 +80,7 @@ def test_split_content(her2st, card):
 
 
 def test_hr_and_lr_values_follow_the_counts(her2st, sections):
-    sample, section = her2st.test[0], sections[her2st.test[0].region]
+    sample, section = her2st.truth.targets(her2st.test)[0], sections[her2st.test[0].region]
     spec, k = her2st.spec, her2st.spec.k
     row0, col0 = spec.regions[section.id].origin
     genes = spec.genes

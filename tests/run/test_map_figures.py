@@ -82,7 +82,8 @@ def test_runner_keeps_the_spread_of_the_draws_and_draws_it(noisy, her2st, tmp_pa
     np.testing.assert_allclose(extras["spread"], draws.std(axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(extras["pred"], draws.mean(axis=1), rtol=1e-5, atol=1e-6)
     # the figure's map is the metric's map: its in-tissue mean is the recorded spread
-    means = [extras["spread"][i][:, s.hr_mask].mean(axis=1) for i, s in enumerate(her2st.test)]
+    scored = her2st.truth.scored  # every score is over the positions past spot QC
+    means = [extras["spread"][i][:, m].mean(axis=1) for i, m in enumerate(scored)]
     assert record.metrics["spread"] == pytest.approx(float(np.mean(means)), rel=1e-4)
 
     results = tmp_path / "results"
@@ -109,7 +110,7 @@ def test_leaderboard_links_the_gallery_and_spread_figures_it_drew(noisy, her2st,
     maps = outputs.save_test_maps(results, her2st)
     assert maps.name == f"maps-{her2st.fingerprint}.npz"
     with np.load(maps) as z:
-        np.testing.assert_array_equal(z["hr"], her2st.test[0].hr.astype(np.float32))
+        np.testing.assert_array_equal(z["hr"], her2st.truth.hr[0].astype(np.float32))
         assert str(z["region"]) == her2st.test[0].region and list(z["genes"]) == list(her2st.genes)
     page, drawn = write(results, tmp_path / "LB.md", "cmd")
     stem = f"her2st-{her2st.fingerprint[:8]}"
