@@ -4,7 +4,8 @@ The ceiling is a property of the test truth, not of a method, so it is not a reg
 and no cell trains for it: every ``run`` computes it for each split it builds (seconds: 20
 binomial thinnings of the test counts), and writes it as the record
 ``<results>/<dataset>/ceiling/seed-0.json`` with ``control = "ceiling"``, the per-(region, gene)
-PCC ceiling in ``per_gene["pcc"]``, the split-half correlation in ``per_gene["r_half"]``, and no
+PCC ceiling in ``per_gene["pcc"]``, the LR-aware bound in ``per_gene["pcc_lr"]``, the split-half
+correlation in ``per_gene["r_half"]``, all on exactly the scored positions, and no
 SSIM or RMSE (not available; the module docstring of :mod:`bench.scoring.ceiling` says why). The
 leaderboard shows it with the controls and scales every method by it ("share of ceiling").
 Written atomically (seed 0) and reused by a later run on the same split, as a cell's record is.
@@ -19,7 +20,7 @@ import numpy as np
 from bench.data.splits import Split
 from bench.run.cell import RunOptions, new_record
 from bench.run.records import PerGene, Record, read_record, record_path, write_record
-from bench.scoring.ceiling import REPEATS, ceiling
+from bench.scoring.ceiling import ESTIMATOR, REPEATS, ceiling
 
 __all__ = ["NAME", "ceiling_record", "write_ceiling"]
 
@@ -28,22 +29,20 @@ NAME = "ceiling"
 
 def ceiling_record(split: Split, opts: RunOptions) -> Record:
     """The ceiling of ``split``'s test regions as an ok control record (seed 0)."""
-    from methods.contract import stack
-
-    if len(split.test_counts) != len(split.test):
-        raise ValueError(f"split {split.label} carries no test counts; rebuild its cache")
+    truth = split.truth
     start = time.perf_counter()
     result = ceiling(
-        np.stack([c.counts for c in split.test_counts]),
-        np.stack([c.totals for c in split.test_counts]),
-        stack(split.test, "hr_mask"),
+        truth.counts,
+        truth.totals,
+        truth.scored,  # exactly the positions every method is scored on
         split.normalise,
+        split.spec.k,
         repeats=REPEATS,
         seed=0,
     )
     record = new_record(split, NAME, 0, opts)
     record.control, record.status, record.name = "ceiling", "ok", f"{NAME}-seed0"
-    record.params = {"repeats": REPEATS, "preset": opts.preset}
+    record.params = {"repeats": REPEATS, "estimator": ESTIMATOR, "preset": opts.preset}
     n, g = result.pcc.shape
 
     def column(values: np.ndarray) -> list[float | None]:
@@ -54,6 +53,7 @@ def ceiling_record(split: Split, opts: RunOptions) -> Record:
         gene=list(split.genes) * n,
         scores={
             "pcc": column(result.pcc),
+            "pcc_lr": column(result.pcc_lr),
             "r_half": column(result.r_half),
             "ssim": [None] * (n * g),
             "rmse": [None] * (n * g),
@@ -61,6 +61,7 @@ def ceiling_record(split: Split, opts: RunOptions) -> Record:
     )
     record.metrics = {
         "pcc": float(np.nanmean(result.pcc)),
+        "pcc_lr": float(np.nanmean(result.pcc_lr)),
         "r_half": float(np.nanmean(result.r_half)),
     }
     record.timings = {"fit_s": 0.0, "predict_s": 0.0, "score_s": time.perf_counter() - start}
@@ -79,6 +80,7 @@ def write_ceiling(results_dir, split: Split, opts: RunOptions) -> Record:
         and old.ok
         and old.split.fingerprint == split.fingerprint
         and old.params.get("repeats") == REPEATS
+        and old.params.get("estimator") == ESTIMATOR
     ):
         return old
     record = ceiling_record(split, opts)
