@@ -1,6 +1,9 @@
-"""Diversity and mode-collapse metrics for stochastic methods, plus RVD and collapse ratio.
+"""Diversity and mode-collapse metrics: sampler scores, RVD, draw diversity, input response.
 
-Definitions follow ``shared/design/metrics.md`` ("Diversity and mode collapse").
+Definitions follow ``shared/design/metrics.md`` ("Diversity and mode collapse"). Two collapse
+flags: :func:`input_response` below ``COLLAPSE_BELOW`` (outputs do not follow the inputs; any
+method) and :func:`draw_diversity` below ``DIVERSE_ABOVE`` (a sampler's K draws of one input are
+the same pattern).
 
 Conventions
 -----------
@@ -33,10 +36,13 @@ from bench.scoring.tensors import (
 )
 
 __all__ = [
-    "collapse_ratio",
+    "COLLAPSE_BELOW",
+    "DIVERSE_ABOVE",
     "coverage",
     "crps",
     "diversity_scores",
+    "draw_diversity",
+    "input_response",
     "rvd",
     "spread",
     "spread_map",
@@ -45,6 +51,10 @@ __all__ = [
 
 COVERAGE_MIN_K = 10
 COVERAGE_LEVELS = (0.05, 0.95)
+COLLAPSE_BELOW = 0.5  # input_response below this: the method's outputs ignore its inputs
+DIVERSE_ABOVE = 0.05  # mean draw_diversity below this: a sampler's draws are collapsed
+INPUT_RESPONSE_MIN_POSITIONS = 3  # shared LR positions a region pair needs
+_PAIR_CHUNK = 1 << 20  # float64 elements per chunk of region pairs (input_response)
 
 
 def _prepare_samples(
@@ -134,47 +144,88 @@ def _spread_skill_t(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> tor
     return torch.where(err > 0, _spread_t(x, mask) / torch.where(err > 0, err, 1.0), torch.nan)
 
 
-def _pair_pcc(
-    x: torch.Tensor, mask: torch.Tensor, pairs: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PCC between regions i and j of the same gene over ``mask_i & mask_j``.
+def _draw_diversity_t(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per (region, gene) ``1 - mean_{a<b} PCC(X_a, X_b)`` over the mask -> ``(N, G)``.
 
-    Parameters
-    ----------
-    x : ``(N, G, H, W)`` float64; mask : ``(N, H, W)`` bool; pairs : ``(2, P)`` indices, i < j.
-
-    Returns
-    -------
-    ``(r, const_i | const_j | n < 2, const_i | const_j)`` each ``(G, P)``; ``r`` is PCC(x_i, x_j)
-    with :mod:`bench.scoring.metrics`' conventions (NaN if x_j constant or n < 2, 0 if x_i
-    constant).
-
-    Moments over every pair mask come from three batched matrix products over positions, after
-    centring each map on its own masked mean (which keeps the raw-moment variance well away from
-    catastrophic cancellation), instead of materialising (P, G, H, W) pair tensors.
+    Closed form, no K x K matrix: with ``z_k`` the draws standardised over the mask
+    (``z_k = (x_k - mean x_k) / std x_k``, population moments, ``c`` masked positions) and
+    ``S = sum_k z_k`` over the non-constant draws, ``sum_{a != b} PCC(X_a, X_b) = (|S|^2 -
+    sum_k |z_k|^2) / c``. Pairs of two constant draws count as PCC 1, pairs of one constant and
+    one varying draw as PCC 0.
     """
-    n_reg, g = x.shape[:2]
-    m = mask.reshape(n_reg, -1).to(x.dtype)  # (N, P)
-    shift = torch.nan_to_num(masked_mean(x, mask))  # (N, G); 0 for empty masks
-    a = (x.reshape(n_reg, g, -1) - shift[..., None]) * m[:, None]
-    a = a.transpose(0, 1)  # (G, N, P), zero outside each region's own mask
-    cnt = m @ m.T  # (N, N) positions in both masks
-    s1 = a @ m.T  # s1[g, i, j] = sum over mask_i & mask_j of a_i
-    s2 = (a * a) @ m.T
-    sxy = a @ a.transpose(1, 2)
-    i, j = pairs
-    n = cnt[i, j]
-    nn = n.clamp_min(1.0)
-    mu_i, mu_j = s1[:, i, j] / nn, s1[:, j, i] / nn
-    var_i = (s2[:, i, j] / nn - mu_i * mu_i).clamp_min(0.0)
-    var_j = (s2[:, j, i] / nn - mu_j * mu_j).clamp_min(0.0)
-    cov = sxy[:, i, j] / nn - mu_i * mu_j
-    # mean square on the original (unshifted) scale, for the relative constant-map test
-    msq_i = var_i + (mu_i + shift.T[:, i]) ** 2
-    msq_j = var_j + (mu_j + shift.T[:, j]) ** 2
-    r = pcc_from_moments(cov, var_i, var_j, msq_i, msq_j, n.expand_as(cov))
-    either_const = is_constant(var_i, msq_i) | is_constant(var_j, msq_j)
-    return r, either_const | (n < 2), either_const
+    n_reg, k, g = x.shape[:3]
+    out = torch.full((n_reg, g), torch.nan, dtype=x.dtype, device=x.device)
+    if k < 2:
+        return out
+    flat_mask = mask.reshape(n_reg, -1)
+    n_pairs = k * (k - 1) / 2
+    for n in range(n_reg):
+        m = flat_mask[n]
+        c = int(m.sum())
+        if c < 2:
+            continue
+        sel = x[n].reshape(k, g, -1)[..., m]  # (K, G, c)
+        mu = sel.mean(dim=-1, keepdim=True)
+        xc = sel - mu
+        var = (xc * xc).mean(dim=-1)  # (K, G)
+        const = is_constant(var, var + mu[..., 0] ** 2)
+        z = xc / torch.where(const, 1.0, var).sqrt()[..., None]
+        z = torch.where(const[..., None], 0.0, z)
+        s = z.sum(dim=0)  # (G, c)
+        off = (torch.linalg.vecdot(s, s) - torch.linalg.vecdot(z, z).sum(dim=0)) / (2 * c)
+        n_const = const.sum(dim=0).to(x.dtype)
+        mean_r = (off + n_const * (n_const - 1) / 2) / n_pairs
+        out[n] = 1.0 - mean_r.clamp(-1.0, 1.0)
+    return out
+
+
+def _pool_to_lr(
+    pred: torch.Tensor, hr_mask: torch.Tensor, h: int, w: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``pred`` over the in-tissue HR positions of each k x k block -> ``(N, G, h, w)``,
+    and the ``(N, h, w)`` mask of blocks with at least one such position (0 elsewhere)."""
+    n_reg, g, hh, ww = pred.shape
+    k = hh // h
+    m = hr_mask.to(pred.dtype)
+    s = (pred * m[:, None]).reshape(n_reg, g, h, k, w, k).sum(dim=(3, 5))
+    cnt = m.reshape(n_reg, h, k, w, k).sum(dim=(2, 4))
+    return s / cnt.clamp_min(1.0)[:, None], cnt > 0
+
+
+def _input_response_t(
+    pooled: torch.Tensor, lr: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of the valid ``PCC(P_i - P_j, L_i - L_j)`` over genes and pairs i < j.
+
+    The pair differences are formed explicitly (in chunks of pairs), not from cross moments, so
+    identical pooled predictions give an exactly zero difference (a constant map: PCC 0) instead
+    of rounding noise.
+    """
+    n_reg, g = pooled.shape[:2]
+    P, L = pooled.reshape(n_reg, g, -1), lr.reshape(n_reg, g, -1)
+    V = valid.reshape(n_reg, 1, -1).to(pooled.dtype)
+    ii, jj = torch.triu_indices(n_reg, n_reg, offset=1, device=pooled.device)
+    total = torch.zeros((), dtype=pooled.dtype, device=pooled.device)
+    count = torch.zeros((), dtype=pooled.dtype, device=pooled.device)
+    step = max(1, _PAIR_CHUNK // (g * P.shape[-1]))
+    for s in range(0, ii.numel(), step):
+        i, j = ii[s : s + step], jj[s : s + step]
+        m = V[i] * V[j]  # (B, 1, l)
+        n = m.sum(dim=-1).expand(-1, g)  # (B, G)
+        nn = n.clamp_min(1.0)
+        moments = []
+        for d in (P[i] - P[j], L[i] - L[j]):
+            mu = (d * m).sum(dim=-1) / nn
+            dc = (d - mu[..., None]) * m
+            var = torch.linalg.vecdot(dc, dc) / nn
+            moments.append((dc, var, var + mu * mu))
+        (dp, var_p, msq_p), (dl, var_l, msq_l) = moments
+        cov = torch.linalg.vecdot(dp, dl) / nn
+        r = pcc_from_moments(cov, var_p, var_l, msq_p, msq_l, n)
+        ok = torch.isfinite(r) & (n >= INPUT_RESPONSE_MIN_POSITIONS)
+        total = total + torch.where(ok, r, 0.0).sum()
+        count = count + ok.sum()
+    return total, count
 
 
 # --- public API ----------------------------------------------------------------------------------
@@ -253,41 +304,93 @@ def rvd(pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) 
     return to_numpy(torch.where(ok, out, torch.nan))
 
 
-def collapse_ratio(
-    pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None
-) -> float:
-    """Inter-input collapse ratio: mean PCC between different regions' predictions / same on hr.
+def draw_diversity(samples: ArrayLike, mask: ArrayLike, device: Device = None) -> np.ndarray:
+    """Draw diversity: mean dissimilarity of the K draws of one input, per (region, gene).
 
-    For every gene g and region pair i < j, ``PCC(pred_i, pred_j)`` and ``PCC(hr_i, hr_j)`` over
-    the positions in both masks (``mask_i & mask_j``). Pairs whose hr PCC is undefined (either hr
-    map constant there, or fewer than 2 shared positions) are dropped from both means; a constant
-    prediction counts as PCC 0, as in :func:`bench.scoring.metrics.pcc`.
+    ``diversity = mean_{a<b} (1 - PCC(X_a, X_b))`` over the draws a < b of one region and gene,
+    each PCC over the masked positions (population moments). Conventions: two constant draws
+    (variance <= ``CONSTANT_RTOL`` * mean square, as in :mod:`bench.scoring.metrics`) have PCC 1,
+    a constant draw against a varying one PCC 0; so identical draws, constant or not, give 0.
+    Computed in closed form from the sum of the standardised draws (no K x K matrix):
+    ``sum_{a != b} PCC_ab = (sum_pos (sum_k z_k)^2 - sum_k sum_pos z_k^2) / c``, ``z_k`` the k-th
+    draw standardised over the ``c`` masked positions.
 
-    ``ratio = mean_{(g, i<j) valid} PCC(pred) / mean_{(g, i<j) valid} PCC(hr)``.
-
-    Above 1: predictions are more alike across inputs than reality (inter-input mode collapse);
-    near 1: as alike as the truth. Interpretable only when the truth's mean PCC is clearly
-    positive (regions of one tissue share structure); a denominator near 0 makes it unstable.
+    0: every draw has the same pattern (collapsed draws, whatever their levels); about 1: draws
+    unrelated; at most ``1 + 1 / (K - 1)``. A sampler whose mean draw diversity is below
+    ``DIVERSE_ABOVE`` is flagged as collapsed.
 
     Returns
     -------
-    float; NaN if N < 2, no valid pair, or the denominator is 0.
+    float64 ``(N, G)``; NaN where fewer than 2 positions are masked or K < 2.
     """
-    p, h, m = prepare_maps(pred, hr, mask, device)
-    n_reg = p.shape[0]
-    if n_reg < 2:
+    x, _, m = _prepare_samples(samples, None, mask, device)
+    return to_numpy(_draw_diversity_t(x, m))
+
+
+def input_response(
+    pred: ArrayLike,
+    lr: ArrayLike,
+    lr_mask: ArrayLike,
+    hr_mask: ArrayLike,
+    device: Device = None,
+) -> float:
+    """Input response: how far a method's outputs differ between inputs as the inputs differ.
+
+    A mode-collapse score framed by the input, defined for every method (deterministic or not).
+    The point prediction is pooled to the LR lattice: ``P_n[b]`` = mean of ``pred_n`` over the
+    in-tissue HR positions of k x k block b (``k = H / h``); blocks with none are not used. For
+    every gene g and region pair i < j, over the LR positions ``S_ij`` in ``lr_mask_i &
+    lr_mask_j`` where both pooled maps are defined,
+
+    ``r_gij = PCC( P_i - P_j , L_i - L_j )``   (``L`` the LR input maps),
+
+    with :mod:`bench.scoring.metrics`' conventions, ``L_i - L_j`` in the truth's role: the pair is
+    excluded when ``L_i - L_j`` is constant on ``S_ij`` or ``|S_ij| < 3``; when ``P_i - P_j`` is
+    constant ``r = 0`` (the outputs do not change as the inputs do).
+
+    ``input_response = mean_{(g, i<j) valid} r_gij``.
+
+    1: outputs differ between inputs exactly as the inputs differ (e.g. any upsampling whose
+    block means reproduce the LR); near 0: the output does not follow the input (collapsed onto
+    one output, or independent of it). Invariant to adding a per-gene constant to every
+    prediction, and to adding any map common to all regions' predictions where the regions'
+    in-tissue HR positions coincide within the blocks compared (e.g. full blocks). A method
+    scoring below ``COLLAPSE_BELOW`` is flagged as collapsed.
+
+    Parameters
+    ----------
+    pred : ``(N, G, H, W)`` point prediction on the HR grid.
+    lr : ``(N, G, h, w)`` LR input maps, ``H = k h``, ``W = k w``.
+    lr_mask : ``(N, h, w)`` bool, LR spots.
+    hr_mask : ``(N, H, W)`` bool, in-tissue HR positions.
+
+    Returns
+    -------
+    float; NaN if N < 2 or no (gene, pair) is valid.
+    """
+    dev = resolve_device(device)
+    n, g, hh, ww = check_ndim(pred, "pred", "(N, G, H, W)")
+    l_shape = check_ndim(lr, "lr", "(N, G, h, w)")
+    if l_shape[:2] != (n, g):
+        raise MetricInputError(
+            f"pred has shape {(n, g, hh, ww)} but lr has shape {l_shape}; lr must be "
+            f"(N, G, h, w) with (N, G) = {(n, g)}"
+        )
+    h, w = l_shape[2:]
+    if h < 1 or w < 1 or hh % h or ww % w or hh // h != ww // w:
+        raise MetricInputError(
+            f"pred's grid {(hh, ww)} is not a k-fold upsampling of lr's grid {(h, w)}; need "
+            "H = k h and W = k w for one integer k"
+        )
+    p = as_float64(pred, "pred", dev)
+    low = as_float64(lr, "lr", dev)
+    lm = as_mask(lr_mask, (n, h, w), dev)
+    hm = as_mask(hr_mask, (n, hh, ww), dev)
+    if n < 2:
         return float("nan")
-    pairs = torch.triu_indices(n_reg, n_reg, offset=1, device=p.device)
-    r_hr, undefined, _ = _pair_pcc(h, m, pairs)
-    r_pred, _, pred_const = _pair_pcc(p, m, pairs)
-    valid = ~undefined
-    if not bool(valid.any()):
-        return float("nan")
-    r_pred = torch.where(pred_const, 0.0, r_pred)  # either prediction constant -> 0
-    den = r_hr[valid].mean()
-    if float(den) == 0.0:
-        return float("nan")
-    return float(r_pred[valid].mean() / den)
+    pooled, defined = _pool_to_lr(p, hm, h, w)
+    total, count = _input_response_t(pooled, low, lm & defined)
+    return float(total / count) if float(count) > 0 else float("nan")
 
 
 def diversity_scores(
@@ -297,14 +400,15 @@ def diversity_scores(
 
     Returns
     -------
-    dict with ``"spread"``, ``"crps"``, ``"spread_skill"`` (float64 ``(N, G)`` each), plus
-    ``"coverage"`` when K >= 10.
+    dict with ``"spread"``, ``"crps"``, ``"spread_skill"``, ``"draw_diversity"`` (float64
+    ``(N, G)`` each), plus ``"coverage"`` when K >= 10.
     """
     x, y, m = _prepare_samples(samples, hr, mask, device)
     out: dict[str, np.ndarray | float] = {
         "spread": to_numpy(_spread_t(x, m)),
         "crps": to_numpy(_crps_t(x, y, m)),
         "spread_skill": to_numpy(_spread_skill_t(x, y, m)),
+        "draw_diversity": to_numpy(_draw_diversity_t(x, m)),
     }
     if x.shape[1] >= COVERAGE_MIN_K:
         out["coverage"] = to_numpy(_coverage_t(x, y, m))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter, zoom
 from scipy.stats import pearsonr
 
 from bench.scoring import diversity
@@ -102,10 +103,13 @@ def test_diversity_scores_keys():
     rng = np.random.default_rng(5)
     samples, hr, mask = _samples(rng, k=10)
     out = diversity.diversity_scores(samples, hr, mask, device="cpu")
-    assert set(out) == {"spread", "crps", "spread_skill", "coverage"}
+    assert set(out) == {"spread", "crps", "spread_skill", "draw_diversity", "coverage"}
     np.testing.assert_array_equal(out["crps"], diversity.crps(samples, hr, mask, device="cpu"))
     out8 = diversity.diversity_scores(samples[:, :8], hr, mask, device="cpu")
-    assert set(out8) == {"spread", "crps", "spread_skill"}
+    assert set(out8) == {"spread", "crps", "spread_skill", "draw_diversity"}
+    np.testing.assert_array_equal(
+        out["draw_diversity"], diversity.draw_diversity(samples, mask, device="cpu")
+    )
 
 
 def test_validation_errors():
@@ -138,52 +142,193 @@ def test_rvd_matches_numpy():
     np.testing.assert_allclose(diversity.rvd(flat, hr, mask, device="cpu")[0], 1.0, atol=1e-12)
 
 
-def _collapse_brute(pred: np.ndarray, hr: np.ndarray, mask: np.ndarray) -> float:
-    rp, rh = [], []
-    n, g = pred.shape[:2]
+# --- input response and draw diversity -----------------------------------------------------------
+
+
+def _is_const(v: np.ndarray) -> bool:
+    """metrics' constant-map rule: population variance <= CONSTANT_RTOL * mean square."""
+    return bool(np.var(v) <= 1e-12 * np.mean(v * v))
+
+
+def _pcc_ref(x: np.ndarray, y: np.ndarray) -> float:
+    """PCC(x, y) with metrics' conventions: y constant or < 2 values -> NaN; x constant -> 0."""
+    if len(y) < 2 or _is_const(y):
+        return float("nan")
+    return 0.0 if _is_const(x) else float(pearsonr(x, y)[0])
+
+
+def _pool(hr: np.ndarray, hr_mask: np.ndarray, k: int):
+    """LR maps as the benchmark makes them: means of k x k blocks over in-tissue positions."""
+    n, g, hh, ww = hr.shape
+    m = hr_mask[:, None].astype(float)
+    s = (hr * m).reshape(n, g, hh // k, k, ww // k, k).sum(axis=(3, 5))
+    c = m.reshape(n, 1, hh // k, k, ww // k, k).sum(axis=(3, 5))
+    return s / np.maximum(c, 1.0), c[:, 0] > 0, hr_mask
+
+
+def _input_response_brute(pred, lr, lr_mask, hr_mask) -> float:
+    n, g, hh, ww = pred.shape
+    k = hh // lr.shape[2]
+    pooled, defined, _ = _pool(pred, hr_mask, k)
+    ok = lr_mask & defined
+    vals = []
     for gene in range(g):
         for i in range(n):
             for j in range(i + 1, n):
-                m = mask[i] & mask[j]
-                hi, hj = hr[i, gene][m], hr[j, gene][m]
-                if m.sum() < 2 or np.ptp(hi) == 0 or np.ptp(hj) == 0:
+                m = ok[i] & ok[j]
+                if m.sum() < 3:
                     continue
-                rh.append(pearsonr(hi, hj)[0])
-                pi, pj = pred[i, gene][m], pred[j, gene][m]
-                rp.append(0.0 if np.ptp(pi) == 0 or np.ptp(pj) == 0 else pearsonr(pi, pj)[0])
-    return float(np.mean(rp) / np.mean(rh)) if rh else float("nan")
+                r = _pcc_ref(
+                    pooled[i, gene][m] - pooled[j, gene][m], lr[i, gene][m] - lr[j, gene][m]
+                )
+                if np.isfinite(r):
+                    vals.append(r)
+    return float(np.mean(vals)) if vals else float("nan")
 
 
-def test_collapse_ratio_matches_brute_force():
+def test_input_response_matches_brute_force():
     rng = np.random.default_rng(8)
-    n, g, h, w = 5, 3, 9, 8
-    common = rng.random((1, g, h, w))
-    hr = common + 0.8 * rng.random((n, g, h, w)) + 10.0  # offset: exercises the centring
-    pred = common + 0.3 * rng.random((n, g, h, w)) + 10.0
-    mask = rng.random((n, h, w)) > 0.25
-    pred[2, 1] = 4.0  # constant prediction -> PCC 0
-    hr[3, 0] = 1.5  # constant truth -> pairs with region 3, gene 0 dropped
-    hr[1, 2, 0, :] = 7.0  # constant only where region 1 meets region 4's mask (row 0)
-    mask[4] = False
-    mask[4, 0, :2] = True  # tiny mask: few shared positions with the others
-    ref = _collapse_brute(pred, hr, mask)
-    out = diversity.collapse_ratio(pred, hr, mask, device="cpu")
+    n, g, k, h, w = 6, 4, 2, 5, 4
+    pred = rng.random((n, g, k * h, k * w)) + 10.0  # offset: exercises the centring
+    hr_mask = rng.random((n, k * h, k * w)) > 0.2
+    lr = rng.random((n, g, h, w)) + 5.0
+    lr_mask = rng.random((n, h, w)) > 0.15
+    hr_mask[0, :k, :k] = False
+    lr_mask[0, 0, 0] = True  # an LR spot whose block has no in-tissue HR position: not used
+    pred[2], hr_mask[2] = pred[1], hr_mask[1]  # identical pooled predictions: PCC 0
+    lr[3, 1] = lr[4, 1]  # identical inputs for gene 1: pair (3, 4) excluded
+    lr[5, 2] = lr[0, 2] + 1.0  # inputs differ by a constant: pair (0, 5) excluded
+    lr_mask[4] = False
+    lr_mask[4, 0, :3] = True  # few shared positions: pairs with < 3 excluded
+    ref = _input_response_brute(pred, lr, lr_mask, hr_mask)
+    out = diversity.input_response(pred, lr, lr_mask, hr_mask, device="cpu")
     assert isinstance(out, float)
-    assert abs(out - ref) <= TOL
+    assert abs(out - ref) <= 1e-12
 
 
-def test_collapse_ratio_detects_identical_predictions():
+def test_input_response_units():
     rng = np.random.default_rng(9)
-    n, g, h, w = 6, 4, 10, 10
-    common = rng.random((1, g, h, w))
-    hr = common + rng.random((n, g, h, w))  # regions share structure but differ
-    pred = np.repeat(rng.random((1, g, h, w)), n, axis=0)  # the same map for every region
-    mask = np.ones((n, h, w), dtype=bool)
-    assert diversity.collapse_ratio(pred, hr, mask, device="cpu") > 1.5
-    assert diversity.collapse_ratio(hr, hr, mask, device="cpu") == pytest.approx(1.0, abs=1e-12)
-    assert np.isnan(diversity.collapse_ratio(pred[:1], hr[:1], mask[:1], device="cpu"))
-    flat = np.ones_like(hr)
-    assert np.isnan(diversity.collapse_ratio(pred, flat, mask, device="cpu"))
+    n, g, k, h = 5, 3, 2, 6
+    hr = rng.random((n, g, k * h, k * h))
+    hr_mask = rng.random((n, k * h, k * h)) > 0.1
+    lr, lr_mask, _ = _pool(hr, hr_mask, k)
+    pred = hr + 0.5 * rng.random(hr.shape)
+    a = diversity.input_response(pred, lr, lr_mask, hr_mask, device="cpu")
+    level = 3.0 * rng.random((1, g, 1, 1))  # a constant per gene, common to every region
+    b = diversity.input_response(pred + level, lr, lr_mask, hr_mask, device="cpu")
+    assert abs(a - b) <= 1e-10
+    # any map common to every region's prediction, where the tissue fills the blocks alike
+    full = np.ones_like(hr_mask)
+    common = 3.0 * rng.random((1, g, k * h, k * h))
+    a = diversity.input_response(pred, lr, lr_mask, full, device="cpu")
+    b = diversity.input_response(pred + common, lr, lr_mask, full, device="cpu")
+    assert abs(a - b) <= 1e-10
+    assert diversity.input_response(hr, lr, lr_mask, hr_mask, device="cpu") == pytest.approx(1.0)
+    assert np.isnan(diversity.input_response(pred[:1], lr[:1], lr_mask[:1], hr_mask[:1]))
+    same = np.broadcast_to(pred[:1], pred.shape)  # one output for every input, same tissue
+    assert diversity.input_response(same, lr, lr_mask, full, device="cpu") == 0.0
+    with pytest.raises(MetricInputError, match="k-fold upsampling"):
+        diversity.input_response(pred[..., :-1], lr, lr_mask, hr_mask[..., :-1], device="cpu")
+    with pytest.raises(MetricInputError, match="lr has shape"):
+        diversity.input_response(pred, lr[:, :2], lr_mask, hr_mask, device="cpu")
+
+
+def _draw_diversity_brute(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    n, k, g = x.shape[:3]
+    out = np.full((n, g), np.nan)
+    for i in range(n):
+        for gene in range(g):
+            v = x[i, :, gene][:, mask[i]]  # (K, c)
+            if v.shape[1] < 2 or k < 2:
+                continue
+            const = [_is_const(d) for d in v]
+            rs = []
+            for a in range(k):
+                for b in range(a + 1, k):
+                    if const[a] and const[b]:
+                        rs.append(1.0)
+                    elif const[a] or const[b]:
+                        rs.append(0.0)
+                    else:
+                        rs.append(pearsonr(v[a], v[b])[0])
+            out[i, gene] = 1.0 - np.mean(rs)
+    return out
+
+
+def test_draw_diversity_matches_brute_force():
+    rng = np.random.default_rng(11)
+    samples, _, mask = _samples(rng, n=3, k=6)
+    samples[0, 2, 0] = 4.0  # one constant draw
+    samples[1, 1, 1], samples[1, 4, 1] = 2.0, 3.0  # two constant draws (different levels)
+    samples[2, :, 2] = 1.5  # every draw constant -> 0
+    mask[2] = False
+    mask[2, 1, 1:4] = True
+    out = diversity.draw_diversity(samples, mask, device="cpu")
+    assert out.shape == (3, 3) and out.dtype == np.float64
+    np.testing.assert_allclose(out, _draw_diversity_brute(samples, mask), atol=1e-12, rtol=0)
+    assert out[2, 2] == 0.0
+
+
+def test_draw_diversity_identical_draws_and_nan_cases():
+    rng = np.random.default_rng(12)
+    samples, _, mask = _samples(rng, n=2, k=7)
+    same = np.repeat(samples[:, :1], 7, axis=1)
+    np.testing.assert_allclose(diversity.draw_diversity(same, mask, device="cpu"), 0.0, atol=1e-12)
+    assert np.isnan(diversity.draw_diversity(samples[:, :1], mask, device="cpu")).all()  # K = 1
+    mask[1] = False
+    out = diversity.draw_diversity(samples, mask, device="cpu")
+    assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
+
+
+def _field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Smooth random maps, unit std per map."""
+    f = gaussian_filter(rng.normal(size=shape), sigma=(0, 0, 2.0, 2.0))
+    return (f - f.mean(axis=(-2, -1), keepdims=True)) / f.std(axis=(-2, -1), keepdims=True)
+
+
+def _world(seed: int, n: int = 8, g: int = 4, k: int = 2, h: int = 8):
+    """Truth = smooth expected map (a part shared by the regions + a part of each) + noise of
+    the same size; LR by pooling the truth over k x k blocks of in-tissue positions."""
+    rng = np.random.default_rng(seed)
+    smooth = 3.0 + _field(rng, (1, g, k * h, k * h)) + _field(rng, (n, g, k * h, k * h))
+    truth = smooth + rng.normal(0.0, 1.0, size=smooth.shape)
+    hr_mask = rng.random((n, k * h, k * h)) > 0.1
+    lr, lr_mask, _ = _pool(truth, hr_mask, k)
+    return rng, smooth, lr, lr_mask, hr_mask
+
+
+def _flags(draws: np.ndarray, lr, lr_mask, hr_mask) -> tuple[float, float]:
+    resp = diversity.input_response(draws.mean(axis=1), lr, lr_mask, hr_mask, device="cpu")
+    div = float(np.nanmean(diversity.draw_diversity(draws, hr_mask, device="cpu")))
+    return resp, div
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_synthetic_generators_are_flagged_as_expected(seed):
+    rng, smooth, lr, lr_mask, hr_mask = _world(seed)
+    n, g, hh, ww = smooth.shape
+    k_draws = 16
+    noise = rng.normal(0.0, 1.0, size=(n, k_draws, g, hh, ww))
+    # (a) ignores its input: one map for every region, independent noise per draw
+    ignores = smooth.mean(axis=0, keepdims=True)[:, None] + noise
+    resp, div = _flags(ignores, lr, lr_mask, hr_mask)
+    assert resp < diversity.COLLAPSE_BELOW and div >= diversity.DIVERSE_ABOVE
+    # (b) zero spread: K identical draws of the truth's smooth part
+    frozen = np.repeat(smooth[:, None], k_draws, axis=1)
+    resp, div = _flags(frozen, lr, lr_mask, hr_mask)
+    assert resp >= diversity.COLLAPSE_BELOW and div < diversity.DIVERSE_ABOVE
+    # (c) faithful: the truth's expected map + independent noise of the truth's size
+    faithful = smooth[:, None] + noise
+    resp, div = _flags(faithful, lr, lr_mask, hr_mask)
+    assert resp >= diversity.COLLAPSE_BELOW and div >= diversity.DIVERSE_ABOVE
+    # (d) deterministic upsampling of the LR input: nearest (block means reproduce the LR) and
+    # cubic spline
+    nearest = np.repeat(np.repeat(lr, 2, axis=2), 2, axis=3)
+    assert diversity.input_response(nearest, lr, lr_mask, hr_mask, device="cpu") == pytest.approx(
+        1.0
+    )
+    cubic = zoom(lr, (1, 1, 2, 2), order=3)
+    assert diversity.input_response(cubic, lr, lr_mask, hr_mask) >= diversity.COLLAPSE_BELOW
 
 
 def test_default_device_matches_cpu():
@@ -201,5 +346,6 @@ def test_default_device_matches_cpu():
         atol=1e-6,
         rtol=0,
     )
-    a = diversity.collapse_ratio(pred, hr, mask, device=None)
-    assert abs(a - diversity.collapse_ratio(pred, hr, mask, device="cpu")) <= 1e-6
+    lr, lr_mask, hr_mask = _pool(hr, mask, 1)  # k = 1: the LR grid is the HR grid
+    a = diversity.input_response(pred, lr, lr_mask, hr_mask, device=None)
+    assert abs(a - diversity.input_response(pred, lr, lr_mask, hr_mask, device="cpu")) <= 1e-6
