@@ -29,7 +29,7 @@ from bench.run.learning import Watcher, converged
 from bench.run.records import PerGene, Record, SplitRef, read_record, record_path
 from bench.run.resources import PeakMemory, Timer, device
 from bench.run.tracking import run_name
-from bench.scoring import diversity, metrics, paper_metrics
+from bench.scoring import diversity, influence, metrics, paper_metrics, protocols
 from methods import create
 from methods.contract import stack
 
@@ -64,24 +64,38 @@ def _mean(values: np.ndarray | float) -> float | None:
 
 def score(
     split: Split, pred: np.ndarray, draws: np.ndarray | None, dev: str
-) -> tuple[dict[str, float | None], PerGene]:
-    """Scalar metrics and the per-(section, gene) table of one prediction.
+) -> tuple[dict[str, float | None], PerGene, list[float | None]]:
+    """Scalar metrics, the per-(region, gene) table and the influence column of one prediction.
+
+    The test truth (:attr:`Split.truth`) reaches this function and the ceiling alone. Every
+    score is over the scored positions (``truth.scored``: in tissue, past spot QC).
 
     Parameters
     ----------
     pred : (N, G, H, W) point prediction for ``split.test``.
     draws : (N, K, G, H, W) stochastic draws, or None for a deterministic method.
+
+    Returns
+    -------
+    ``(scalars, per_gene, influence)``; ``influence`` holds, for each scored position in C
+    order of ``truth.scored``, the change of the mean PCC when that position alone is dropped
+    (:func:`bench.scoring.influence.pcc_influence`).
     """
-    hr, mask = stack(split.test, "hr"), stack(split.test, "hr_mask")
+    truth = split.truth
+    hr, mask = truth.hr, truth.scored
     tables = metrics.score_maps(pred, hr, mask, split.data_range, device=dev)
     tables["rvd"] = diversity.rvd(pred, hr, mask, device=dev)
     scalars: dict[str, float | None] = {}
+    lr, lr_mask = stack(split.test, "lr"), stack(split.test, "lr_mask")
+    scalars["input_response"] = _finite(
+        diversity.input_response(pred, lr, lr_mask, truth.tissue, device=dev)
+    )
     if draws is not None:
         tables.update(diversity.diversity_scores(draws, hr, mask, device=dev))
-        scalars["collapse_ratio"] = _mean(diversity.collapse_ratio(pred, hr, mask, device=dev))
         first = metrics.score_maps(draws[:, 0], hr, mask, split.data_range, device=dev)
         scalars.update({f"first_sample_{k}": _mean(v) for k, v in first.items()})
     scalars.update({k: _mean(v) for k, v in tables.items()})
+    scalars.update(protocols.alternatives(pred, hr, truth.tissue, mask, split.data_range, dev))
     paper = paper_metrics.paper_scores(pred, hr)  # the release's scoring, kept apart
     scalars.update({k: _finite(paper_metrics.nonzero_mean(v)) for k, v in paper.items()})
     tables.update(paper)
@@ -91,7 +105,8 @@ def score(
         gene=list(split.genes) * n,
         scores={k: _nan_to_none(v) for k, v in tables.items()},
     )
-    return scalars, per_gene
+    delta = influence.pcc_influence(pred, hr, mask)
+    return scalars, per_gene, _nan_to_none(delta[mask])
 
 
 class CellTimeout(Exception):
@@ -139,6 +154,9 @@ def new_record(split: Split, method_name: str, seed: int, opts: RunOptions) -> R
             k=split.spec.k,
             genes=split.genes,
             test=tuple(split.spec.test),
+            qc_min_total=split.spec.qc_min_total,
+            scored=int(split.truth.scored.sum()),
+            dropped=split.truth.dropped,
         ),
         code_version=opts.code_version,
         device=opts.device,
@@ -213,9 +231,7 @@ def run_cell(
             timings["fit_s"] = t.seconds + method.resumed_fit_s  # the whole fit when resumed
             if method.resumed_fit_s:
                 timings["fit_resumed_s"] = method.resumed_fit_s
-            inputs = (
-                split.test if method.needs_target else [s.without_target() for s in split.test]
-            )
+            inputs = split.truth.targets(split.test) if method.needs_target else split.test
             n, g, (h, w) = len(inputs), len(split.genes), inputs[0].hr_shape
             with Timer() as t:
                 if method.stochastic:
@@ -235,7 +251,9 @@ def run_cell(
             if watcher.curve:  # a trained method: its learning curve and the verdict
                 record.curve, record.converged = watcher.curve, converged(watcher.curve)
             with Timer() as t:
-                record.metrics, record.per_gene = score(split, pred, draws, opts.device)
+                record.metrics, record.per_gene, record.influence = score(
+                    split, pred, draws, opts.device
+                )
             timings["score_s"] = t.seconds
         record.status = "ok"
         extras["pred"] = pred
@@ -245,7 +263,7 @@ def run_cell(
         if watcher is not None:
             watcher.close()
         record.status, record.error = "failed", one_line(err)[:1000]
-        record.metrics, record.per_gene = {}, PerGene()
+        record.metrics, record.per_gene, record.influence = {}, PerGene(), []
         extras["traceback"] = traceback.format_exc()
     record.timings = timings
     record.peak_memory_mb = round(max(memory.cpu_mb, memory.gpu_mb or 0.0), 1)

@@ -5,7 +5,8 @@ Layout: ``<results-dir>/<dataset>/<method>/seed-<seed>.json``, one :class:`Recor
 ``control``, ``split`` (:class:`SplitRef`: fingerprint, k, genes, test regions), ``metrics``
 (scalar means), ``per_gene`` (:class:`PerGene`: one row per (region, gene) with every per-map
 metric), ``timings`` (seconds), ``peak_memory_mb``, ``memory``, ``device``, ``code_version``,
-``name`` (the run name), start/finish times (Unix seconds), and for trained methods the
+``name`` (the run name), start/finish times (Unix seconds), ``influence`` (per scored test
+position, the change of the mean PCC when it alone is dropped), and for trained methods the
 learning ``curve`` (:class:`Curve`) and its ``converged`` verdict.
 
 Schema 1 on disk. Records written before the shared vocabulary named the per-gene region column
@@ -28,12 +29,16 @@ _LEGACY_PARAMS = {"samples": "draws"}  # written before the shared vocabulary
 
 @dataclass(frozen=True)
 class SplitRef:
-    """What a record keeps of its split: the fingerprint, pooling k, genes and test regions."""
+    """What a record keeps of its split: the fingerprint, pooling k, genes, test regions and its
+    spot QC (:mod:`bench.data.qc`): the threshold, the scored test positions and those dropped."""
 
     fingerprint: str = "unknown"
     k: int = 0
     genes: tuple[str, ...] = ()
     test: tuple[str, ...] = ()
+    qc_min_total: int = 0
+    scored: int = 0
+    dropped: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +46,9 @@ class SplitRef:
             "k": self.k,
             "genes": list(self.genes),
             "test": list(self.test),
+            "qc_min_total": self.qc_min_total,
+            "scored": self.scored,
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -51,6 +59,9 @@ class SplitRef:
             k=int(data.get("k") or 0),
             genes=tuple(data.get("genes") or ()),
             test=tuple(data.get("test") or ()),
+            qc_min_total=int(data.get("qc_min_total") or 0),
+            scored=int(data.get("scored") or 0),
+            dropped=int(data.get("dropped") or 0),
         )
 
 
@@ -135,6 +146,9 @@ class Record:
     finished_ms: int = 0
     curve: Curve = field(default_factory=Curve)  # trained methods only (else empty)
     converged: bool | None = None  # the learning-curve verdict; None: not trained / no curve
+    # per scored test position (C order of the split's scored mask): the change of the mean PCC
+    # when that position alone is dropped (bench.scoring.influence); empty for failed cells
+    influence: list[float | None] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -180,6 +194,7 @@ class Record:
             value = raw.get(key)
             known[key] = float(value) if value is not None else 0.0
         known["finished_ms"] = int(raw.get("finished_ms") or 0)
+        known["influence"] = list(raw.get("influence") or [])
         return cls(**known)
 
 
