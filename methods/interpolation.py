@@ -66,6 +66,10 @@ class Interpolation(Method):
     def params(self) -> dict[str, Any]:
         return {"mode": self.mode}
 
+    def label_params(self) -> dict[str, Any]:
+        """Nothing: the registered name says the mode."""
+        return {}
+
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
         scale = samples[0].scale
         filled = np.stack([fill_empty(s.lr, s.lr_mask) for s in samples])

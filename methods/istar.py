@@ -160,6 +160,10 @@ class IStarStyle(Method):
             "residual": self.residual,
         }
 
+    def label_params(self) -> dict[str, Any]:
+        """The variant: whether it starts from the LR map (the rest are fixed per preset)."""
+        return {"residual": self.residual}
+
     def fit(self, train: Sequence[Sample]) -> None:
         """Nothing to learn across slides: every slide is fitted on its own LR map."""
 

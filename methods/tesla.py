@@ -124,6 +124,10 @@ class TeslaStyle(Method):
     def params(self) -> dict[str, Any]:
         return {"n_neighbors": self.n_neighbors, "power": self.power, "z_weight": self.z_weight}
 
+    def label_params(self) -> dict[str, Any]:
+        """Nothing: one variant (its parameters are fixed)."""
+        return {}
+
     def predict_one(self, sample: Sample) -> np.ndarray:
         """HR prediction ``(G, H, W)`` float32 of one sample (LR scale)."""
         from sklearn.neighbors import NearestNeighbors

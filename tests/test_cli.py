@@ -229,7 +229,7 @@ def test_failing_cells_are_recorded_and_the_grid_goes_on(stubs, root, tmp_path, 
     )
     noisy = by[("noisy", 0)]
     assert noisy.status == "ok" and noisy.params["draws"] == 10
-    assert {"spread", "crps", "spread_skill", "coverage", "collapse_ratio", "rvd"} <= set(
+    assert {"spread", "crps", "spread_skill", "coverage", "draw_diversity", "rvd"} <= set(
         noisy.metrics
     )
     assert noisy.metrics["spread"] > 0.2 and noisy.metrics != by[("noisy", 1)].metrics

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.board import figures as board_figures
 from bench.board import ranking
 from bench.board import rows as board_rows
@@ -36,7 +38,14 @@ MAIN = tuple(zip(board_rows.MAIN, ("PCC ↑", "SSIM ↑", "RMSE ↓"), strict=Tr
 DIVERSITY = tuple(
     zip(
         board_rows.DIVERSITY,
-        ("spread", "CRPS ↓", "spread-skill (→1)", "coverage (→0.9)", "RVD ↓", "collapse (→1)"),
+        (
+            "spread",
+            "CRPS ↓",
+            "spread-skill (→1)",
+            "coverage (→0.9)",
+            "draw diversity",
+            "RVD ↓",
+        ),
         strict=True,
     )
 )
@@ -81,35 +90,117 @@ def _scaled(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> lis
     ]
     for r in ranked:
         cells = [_num(ranking.scaled(r, neg, pos, metric)) for metric, _ in MAIN]
-        out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + " |")
+        out.append(f"| {_cell(r['variant'])} | " + " | ".join(cells) + " |")
     return out
 
 
 def _share_of_ceiling(ranked: list[dict[str, Any]], controls: list[dict[str, Any]]) -> list[str]:
-    """PCC as a share of the noise ceiling's, above the negative control; nothing without both."""
-    pair = ranking.ceiling_pair(controls)
-    if not ranked or pair is None:
+    """PCC against the two ceilings, above the negative control; nothing without them."""
+    neg = ranking.negative_control(controls)
+    plain, lr = ranking.ceilings(controls)
+    if not ranked or neg is None or lr is None or plain is None:
         return []
-    neg, ceil = pair
+    top = max(ranked, key=lambda r: r["pcc"][0])
+    above = [r["variant"] for r in ranked if r["pcc"][0] > lr["pcc"][0]]
+    held = (
+        f"No ranked method exceeds the LR-aware bound (best: `{_cell(top['variant'])}` "
+        f"{_num(top['pcc'][0])} against {_num(lr['pcc'][0])})."
+        if not above
+        else f"**{len(above)} ranked method(s) exceed the LR-aware bound** ("
+        + ", ".join(f"`{_cell(v)}`" for v in above)
+        + "): the bound's assumptions (Poisson counting noise) do not hold here."
+    )
     out = [
         "",
-        "### Share of the noise ceiling",
+        "### Share of the ceiling",
         "",
-        f"(PCC - `{neg['method']}`) / (`ceiling` - `{neg['method']}`): 0 = the negative control, "
-        f"1 = what a perfect predictor of expected expression would reach against this noisy "
-        f"truth (`ceiling` PCC {_num(ceil['pcc'][0])}; split-half binomial thinning of the test "
-        "counts with Spearman-Brown, bench/scoring/ceiling.py). SSIM and RMSE have no ceiling "
-        "(not available: see that module). A share above 1 is possible: the LR input is pooled "
-        "from the very counts the truth holds, so part of the truth's noise reaches every method "
-        "through it (most at small k), and the ceiling does not credit that.",
+        f"Two ceilings on the scored positions (bench/scoring/ceiling.py). The noise ceiling "
+        f"(`ceiling`, PCC {_num(plain['pcc'][0])}) is what a perfect predictor of expected "
+        "expression reaches from information independent of the test counts. The LR-aware bound "
+        f"(`ceiling (LR-aware)`, PCC {_num(lr['pcc'][0])}) also knows the observed LR block "
+        "totals, which are pooled from the very counts the truth holds, so it bounds every "
+        f"method that sees the LR input. {held} Share = (PCC - `{neg['variant']}`) / (bound - "
+        f"`{neg['variant']}`).",
         "",
-        "| method | PCC | share of ceiling |",
-        "|---|---:|---:|",
+        "| method | PCC | share of noise ceiling | share of LR-aware bound |",
+        "|---|---:|---:|---:|",
     ]
     for r in ranked:
-        share = ranking.scaled(r, neg, ceil, "pcc")
-        out.append(f"| {_cell(r['method'])} | {_num(r['pcc'][0])} | {_num(share)} |")
+        shares = [_num(ranking.scaled(r, neg, c, "pcc")) for c in (plain, lr)]
+        out.append(f"| {_cell(r['variant'])} | {_num(r['pcc'][0])} | " + " | ".join(shares) + " |")
     return out
+
+
+def _verdict(ranked: list[dict[str, Any]]) -> list[str]:
+    """One sentence per dataset from the paired tests: who is level with the best, who below."""
+    if not ranked:
+        return []
+    best = ranked[0]
+    level = [r["variant"] for r in ranked[1:] if not r.get("vs_best", "").endswith("*")]
+    below = [r["variant"] for r in ranked[1:] if r.get("vs_best", "").endswith("*")]
+
+    def names(xs: list[str]) -> str:
+        return ", ".join(f"`{_cell(x)}`" for x in xs) if xs else "none"
+
+    return [
+        f"**Verdict** (Holm-corrected paired Wilcoxon on PCC, p < {ALPHA}): best by mean PCC "
+        f"`{_cell(best['variant'])}` ({_num(best['pcc'][0])}); level with it (not "
+        f"separated by the test): {names(level)}; below it: {names(below)}.",
+        "",
+    ]
+
+
+def _rank_stability(ranked: list[dict[str, Any]]) -> list[str]:
+    """Kendall's tau between the headline ranking and each alternative protocol's."""
+    if len(ranked) < 2:
+        return []
+    by_ssim = sorted(ranked, key=lambda r: (-r["ssim"][0], r["variant"]))
+    cases = [
+        (board_rows.ALTERNATIVES[0], "PCC, spot QC off", ranked, "PCC"),
+        (board_rows.ALTERNATIVES[1], "PCC pooled per gene across regions", ranked, "PCC"),
+        (board_rows.ALTERNATIVES[2], "PCC on the linear scale (expm1)", ranked, "PCC"),
+        (board_rows.ALTERNATIVES[3], "SSIM with a 7 x 7 uniform window", by_ssim, "SSIM"),
+    ]
+    out = [
+        "",
+        "### Rank stability",
+        "",
+        "Kendall's tau-b between the headline ranking (PCC; SSIM for the SSIM row) and the "
+        "ranking under one defensible alternative protocol (bench/scoring/protocols.py); 1 = the "
+        "same order. Top 3: the first three under the alternative, those not in the headline's "
+        "first three in bold.",
+        "",
+        "| alternative | Kendall's tau | top 3 under it | top-3 places that change |",
+        "|---|---:|---|---:|",
+    ]
+    for key, label, order, _ in cases:
+        tau, top = ranking.kendall(order, key)
+        head = [r["variant"] for r in order[:3]]
+        shown = [f"**{_cell(v)}**" if v not in head else _cell(v) for v in top]
+        changed = sum(1 for a, b in zip(head, top, strict=False) if a != b)
+        out.append(
+            f"| {label} | {_num(tau, 2)} | {', '.join(shown) or 'n/a'} | "
+            f"{changed if top else 'n/a'} |"
+        )
+    return out
+
+
+def _influence(ranked: list[dict[str, Any]]) -> str:
+    """The influence diagnostic in one sentence: the largest change of any ranked row's mean
+    PCC from dropping one scored position."""
+    found = [
+        (float(np.nanmax(np.abs(r["influence"]))), r["variant"])
+        for r in ranked
+        if r.get("influence") is not None and np.isfinite(r["influence"]).any()
+    ]
+    if not found:
+        return ""
+    worst, who = max(found)
+    return (
+        f"Largest single-position influence: dropping one scored position changes a ranked "
+        f"method's mean PCC by at most {worst:.4f} (`{_cell(who)}`; closed form, "
+        "bench/scoring/influence.py). "
+    )
 
 
 def _convergence(rows: list[dict[str, Any]], name: str) -> list[str]:
@@ -136,7 +227,7 @@ def _convergence(rows: list[dict[str, Any]], name: str) -> list[str]:
             at["75"].append(points.get(math.ceil(0.75 * c.total)))
             at["end"].append(points.get(c.total))
         cells = [
-            _cell(r["method"]),
+            _cell(r["variant"]),
             str(max(c.total for _, c in r["curves"])),
             _num(board_rows.mean_of(at["75"])),
             _num(board_rows.mean_of(at["end"])),
@@ -156,7 +247,7 @@ def _summary(sections: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
     if not rows:
         return []
     n = len(sections) * len(MAIN)
-    by = [{r["method"]: r for r in ranked} for _, ranked in sections]
+    by = [{r["variant"]: r for r in ranked} for _, ranked in sections]
     out = [
         "## Summary across datasets",
         "",
@@ -196,7 +287,7 @@ def _score_table(rows: list[dict[str, Any]], first: str) -> list[str]:
     for i, row in enumerate(rows, start=1):
         lead = str(i) if first == "rank" else _cell(row["control"])
         cis = [f"{_num(m)} [{_num(lo)}, {_num(hi)}]" for m, lo, hi in (row[k] for k, _ in MAIN)]
-        cells = [lead, _cell(row["method"]), *cis, str(row["seeds"]), _num(row["time"], 1)]
+        cells = [lead, _cell(row["variant"]), *cis, str(row["seeds"]), _num(row["time"], 1)]
         if first == "rank":
             cells += [row.get("vs_best", "n/a"), VERDICT[row.get("converged")]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -234,10 +325,15 @@ def _section(
     split = next((r.split for r in group if r.split.k), SplitRef())
     genes = list(split.genes)
     dataset, k, fingerprint = group[0].dataset, split.k or "n/a", _fingerprint(group[0])
+    ranked, controls = board_rows.rows(group, genes)
     out = [
         f"## {dataset} · k = {k} · split `{fingerprint}`",
         "",
-        f"{len(split.test)} test regions, {len(genes)} genes. Scores are means over "
+        f"{len(split.test)} test regions, {len(genes)} genes, {split.scored} scored test "
+        f"positions. Spot QC (bench/data/qc.py): {split.dropped} in-tissue test position(s) "
+        f"with an all-gene total below {split.qc_min_total} counts (3 MADs of log depth below "
+        "the training regions' median, or the card's `qc_nmads`) are dropped from every score. "
+        f"{_influence(ranked)}Scores are means over "
         f"(region, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of seeds "
         "and of genes within regions, seed 0); a method's seeds are averaged per (region, gene) "
         f"first. {_regions_are(split.test)} "
@@ -245,7 +341,7 @@ def _section(
         f"first-ranked method on the same (region, gene) pairs; * marks p < {ALPHA}.",
         "",
     ]
-    ranked, controls = board_rows.rows(group, genes)
+    out += _verdict(ranked)
     name = board_figures.stem(str(dataset), fingerprint)
     title = f"{dataset} · k = {k} · split {fingerprint[:8]}"
     drawn = (
@@ -260,8 +356,8 @@ def _section(
     out += _scaled(ranked, controls)
     out += _share_of_ceiling(ranked, controls)
     out += _convergence(ranked + controls, name)
-    if any(r["stochastic"] for r in ranked + controls):
-        out += _diversity(ranked + controls)
+    out += _diversity(ranked + controls)
+    out += _rank_stability(ranked)
     costed = [r for r in ranked + controls if r["control"] != "ceiling"]  # computed, not run
     out += [
         "",
@@ -276,7 +372,8 @@ def _section(
     ]
     for r in costed:
         cells = [_num(r["fit_s"], 1), _num(r["predict_s"], 1), _num(r["memory"], 0)]
-        out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + f" | {_cell(r['device'])} |")
+        device = _cell(r["device"])
+        out.append(f"| {_cell(r['variant'])} | " + " | ".join(cells) + f" | {device} |")
     if any(r["paper_pcc"] is not None for r in costed):
         out += ["", "### Paper-compatible metrics (`paper` set)", ""]
         out += [
@@ -291,7 +388,7 @@ def _section(
         ]
         for r in costed:
             cells = [_num(r[k]) for k in ("paper_pcc", "paper_ssim", "paper_rmse")]
-            out.append(f"| {_cell(r['method'])} | " + " | ".join(cells) + " |")
+            out.append(f"| {_cell(r['variant'])} | " + " | ".join(cells) + " |")
     failed = [r for r in group if not r.ok]
     out += ["", "### Failed or skipped", ""]
     out += [
@@ -302,32 +399,53 @@ def _section(
     excluded = [r for r in ranked + controls if r["excluded"]]
     if excluded:
         out += ["", "### Pairs excluded from PCC", "", "Constant truth (null in every seed):", ""]
-        out += [f"- {_cell(r['method'])}: {r['excluded']} of {r['pairs']}" for r in excluded]
+        out += [f"- {_cell(r['variant'])}: {r['excluded']} of {r['pairs']}" for r in excluded]
     return out + [""], ranked, drawn
 
 
 def _diversity(rows: list[dict[str, Any]]) -> list[str]:
-    """The diversity table with its legend; coverage only where some run has it (K >= 10)."""
-    cols = [(k, t) for k, t in DIVERSITY if k != "coverage" or any(_finite(r[k]) for r in rows)]
+    """Collapse for every method, diversity for samplers, with the legend and the flags."""
+    from bench.scoring.diversity import COLLAPSE_BELOW, DIVERSE_ABOVE
+
+    rows = [r for r in rows if r["control"] != "ceiling"]
+    samplers = any(r["stochastic"] for r in rows)
+    cols = [
+        (k, t)
+        for k, t in DIVERSITY
+        if (samplers or k == "rvd") and (k != "coverage" or any(_finite(r[k]) for r in rows))
+    ]
     out = [
         "",
-        "### Diversity",
+        "### Collapse and diversity",
         "",
-        "Means over seeds of each run's scalar metrics (definitions in `bench/diversity.py`). "
-        "spread: per-position std over the K draws, averaged in tissue (0: every draw the same). "
-        "CRPS: the draws' continuous ranked probability score against the truth. spread-skill: "
-        "spread / RMSE of the draws' mean (1 calibrated, above 1 under-confident, below 1 "
-        "over-confident, near 0 collapsed). coverage (K >= 10): share of truth values inside the "
-        "draws' 5-95% interval. RVD: relative variance distance of the point prediction (0 "
-        "perfect, towards 1 over-smoothed). collapse: inter-input collapse ratio, mean PCC "
-        "between different regions' predictions over the same for the truth (above 1: inputs "
-        "collapse onto one output).",
+        "input response (every method; bench/scoring/diversity.py): for every pair of test "
+        "regions and gene, the PCC between how the prediction (pooled to the LR lattice) "
+        "differs between the two inputs and how the LR inputs themselves differ, averaged: 1 = "
+        "outputs follow their inputs, near 0 = one output whatever the input (mode collapse). "
+        f"Flagged **collapsed** below {COLLAPSE_BELOW}. RVD: relative variance distance of the "
+        "point prediction (0 perfect, towards 1 over-smoothed).",
+    ]
+    if samplers:
+        out[-1] += (
+            " Samplers: spread, per-position std over the K draws, averaged in tissue; CRPS of "
+            "the draws; spread-skill, spread / RMSE of the draws' mean (1 calibrated, near 0 "
+            "collapsed); coverage (K >= 10), share of truth values inside the draws' 5-95% "
+            "interval; draw diversity, per input the mean over pairs of draws of 1 - PCC "
+            f"between them (0: every draw the same), flagged **collapsed** below {DIVERSE_ABOVE}."
+        )
+    out += [
         "",
-        "| method | " + " | ".join(t for _, t in cols) + " |",
-        "|---|" + "---:|" * len(cols),
+        "| method | input response (→1) | " + " | ".join(t for _, t in cols) + " | flag |",
+        "|---|---:|" + "---:|" * len(cols) + "---|",
     ]
     for r in rows:
-        out.append("| " + " | ".join([_cell(r["method"]), *(_num(r[k]) for k, _ in cols)]) + " |")
+        flags = []
+        if _finite(r["input_response"]) and r["input_response"] < COLLAPSE_BELOW:
+            flags.append("**collapsed (input)**")
+        if _finite(r["draw_diversity"]) and r["draw_diversity"] < DIVERSE_ABOVE:
+            flags.append("**collapsed (draws)**")
+        cells = [_cell(r["variant"]), _num(r["input_response"]), *(_num(r[k]) for k, _ in cols)]
+        out.append("| " + " | ".join([*cells, ", ".join(flags) or "–"]) + " |")
     return out
 
 

@@ -49,12 +49,12 @@ def control_pair(controls: Sequence[Row]) -> tuple[Row, Row] | None:
     return None if neg is None or pos is None else (neg, pos)
 
 
-def ceiling_pair(controls: Sequence[Row]) -> tuple[Row, Row] | None:
-    """(negative, ceiling) rows for the share-of-ceiling view: :func:`negative_control` and the
-    ``ceiling`` row (:mod:`bench.run.ceiling`); None when either is missing."""
-    neg = negative_control(controls)
-    ceiling = next((r for r in controls if r["control"] == "ceiling"), None)
-    return None if neg is None or ceiling is None else (neg, ceiling)
+def ceilings(controls: Sequence[Row]) -> tuple[Row | None, Row | None]:
+    """(noise ceiling, LR-aware bound) rows (:mod:`bench.run.ceiling`), each None if missing."""
+    rows = [r for r in controls if r["control"] == "ceiling"]
+    plain = next((r for r in rows if r["variant"] == "ceiling"), None)
+    lr = next((r for r in rows if r["variant"] != "ceiling"), None)
+    return plain, lr
 
 
 def scaled(row: Row, neg: Row, pos: Row, metric: str) -> float:
@@ -62,6 +62,27 @@ def scaled(row: Row, neg: Row, pos: Row, metric: str) -> float:
     (for RMSE too, where lower is better); NaN when the controls tie."""
     span = pos[metric][0] - neg[metric][0]
     return (row[metric][0] - neg[metric][0]) / span if span else math.nan
+
+
+def kendall(ranked: Sequence[Row], metric: str, lower: bool = False) -> tuple[float, list[str]]:
+    """Kendall's tau-b between the ranked rows' order (the headline ranking) and their order by
+    ``metric`` (the rows' mean of an alternative protocol; ``lower`` is better when True), and
+    the top three under ``metric``. Rows without a finite value are left out; NaN with fewer
+    than two."""
+    from scipy.stats import kendalltau
+
+    kept = [(i, r) for i, r in enumerate(ranked) if _finite(r.get(metric))]
+    if len(kept) < 2:
+        return math.nan, []
+    sign = 1.0 if lower else -1.0
+    alt = sorted(kept, key=lambda p: (sign * float(p[1][metric]), p[0]))
+    position = {i: k for k, (i, _) in enumerate(alt)}
+    tau = kendalltau([i for i, _ in kept], [position[i] for i, _ in kept]).statistic
+    return float(tau), [r["variant"] for _, r in alt[:3]]
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and not isinstance(x, tuple) and math.isfinite(float(x))
 
 
 def aggregated_rank(
@@ -85,7 +106,7 @@ def aggregated_rank(
                 sign * r[metric][0] if math.isfinite(r[metric][0]) else math.inf for r in ranked
             ]
             for r, rank in zip(ranked, rankdata(keyed, method="average"), strict=True):
-                ranks[r["method"]].append(float(rank))
-                wins[r["method"]] += int(rank == 1.0)
+                ranks[r["variant"]].append(float(rank))
+                wins[r["variant"]] += int(rank == 1.0)
     order = sorted(ranks, key=lambda m: (-len(ranks[m]), sum(ranks[m]) / len(ranks[m]), m))
     return [(m, sum(ranks[m]) / len(ranks[m]), len(ranks[m]), wins[m]) for m in order]

@@ -18,8 +18,9 @@ Holm-corrected together (:func:`bench.board.stats.holm`) and shown in the "vs be
 
 from __future__ import annotations
 
+import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -32,8 +33,10 @@ from bench.run.records import Record
 __all__ = ["mean_of", "rows", "seed_mean_table"]
 
 MAIN = ("pcc", "ssim", "rmse")  # ranked on the first; all three in the aggregated rank
-DIVERSITY = ("spread", "crps", "spread_skill", "coverage", "rvd", "collapse_ratio")
-STOCHASTIC = ("spread", "crps", "spread_skill", "collapse_ratio")  # only samplers have these
+DIVERSITY = ("spread", "crps", "spread_skill", "coverage", "draw_diversity", "rvd")
+STOCHASTIC = ("spread", "crps", "spread_skill", "draw_diversity")  # only samplers have these
+COLLAPSE = "input_response"  # every method's (bench.scoring.diversity.input_response)
+ALTERNATIVES = ("alt_pcc_noqc", "alt_pcc_pooled", "alt_pcc_linear", "alt_ssim_uniform7")
 N_BOOT = 1000
 LEVEL = 0.95
 ALPHA = 0.05  # significance level of the Holm-corrected paired tests against the best method
@@ -45,23 +48,46 @@ def rows(
     """``(ranked, controls)`` rows of one (dataset, fingerprint) group of records (sorted by
     method, seed): ranked rows best PCC first with ``vs_best`` set; controls by kind, then PCC.
 
-    Each row holds ``method``, ``control``, ``seeds``, ``first_seed``, ``<metric>`` = (mean,
-    low, high) and ``<metric>_table`` (S, G) for pcc/ssim/rmse, ``excluded``/``pairs``, ``time``,
-    ``fit_s``, ``predict_s``, ``memory`` (MiB), ``device``, ``paper_*``, the diversity means,
+    One row per variant (:func:`variant`): records of one method with different parameters are
+    never averaged. Each row holds ``method``, ``variant`` (its label and key), ``control``,
+    ``seeds``, ``first_seed``, ``<metric>`` = (mean, low, high) and ``<metric>_table`` (S, G) for
+    pcc/ssim/rmse, ``excluded``/``pairs``, ``time``, ``fit_s``, ``predict_s``, ``memory`` (MiB),
+    ``device``, ``paper_*``, the diversity means, ``input_response``, the alternative protocols'
+    means, ``influence`` (the seed-mean change of its mean PCC per scored position, or None),
     ``stochastic``, ``curves`` ((seed, :class:`Curve`) of trained methods) and ``converged``
-    (every seed's verdict yes; None without any verdict).
+    (every seed's verdict yes; None without any verdict). The ``ceiling`` record gives two
+    control rows: the noise ceiling and the LR-aware bound (``ceiling (LR-aware)``).
     """
-    by_method: dict[str, list[Record]] = defaultdict(list)
+    by_variant: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
     for rec in group:
         if rec.ok:
-            by_method[rec.method].append(rec)
-    every = [_summarise(m, by_method[m], genes) for m in sorted(by_method)]
+            params = {k: v for k, v in rec.params.items() if k != "seed"}
+            key = (rec.method, variant(rec), json.dumps(params, sort_keys=True, default=str))
+            by_variant[key].append(rec)
+    labels = Counter(v for _, v, _ in by_variant)
+    every = [  # the label alone names the variant, unless other parameters differ too
+        _summarise(m, v if labels[v] == 1 else f"{v} {p}", by_variant[(m, v, p)], genes)
+        for m, v, p in sorted(by_variant)
+    ]
+    every += [_lr_bound(r) for r in every if r["control"] == "ceiling" and r.get("pcc_lr")]
     ranked = sorted((r for r in every if not r["control"]), key=_rank_key)
     _significance(ranked)
     controls = sorted(
         (r for r in every if r["control"]), key=lambda r: (str(r["control"]), *_rank_key(r))
     )
     return ranked, controls
+
+
+def variant(record: Record) -> str:
+    """The row label and key of a record: its method with the parameters that name its run
+    (``Record.name``: preset, parameterisation, overrides), the seed left out; e.g.
+    ``diffst[prediction=v,preset=quick,residual=True]``. Controls keep their method name."""
+    name = record.name or record.method
+    if record.control or not name.startswith(record.method + "["):
+        return record.method
+    inner = name[len(record.method) + 1 : -1]
+    parts = [p for p in inner.split(",") if not p.startswith("seed=")]
+    return f"{record.method}[{','.join(parts)}]" if parts else record.method
 
 
 def mean_of(values: Iterable[Any]) -> float:
@@ -111,11 +137,15 @@ def seed_mean_table(
     return table, sum(1 for c in counts.values() if c == 0)
 
 
-def _summarise(method: str, recs: list[Record], genes: Sequence[str]) -> dict[str, Any]:
-    """Everything one table row needs for one method's ok records (sorted by seed)."""
-    row: dict[str, Any] = {"method": method, "control": recs[0].control, "seeds": len(recs)}
-    row["first_seed"] = int(recs[0].seed)
-    for metric in MAIN:
+def _summarise(
+    method: str, label: str, recs: list[Record], genes: Sequence[str]
+) -> dict[str, Any]:
+    """Everything one table row needs for one variant's ok records (sorted by seed)."""
+    row: dict[str, Any] = {"method": method, "variant": label, "control": recs[0].control}
+    row["seeds"], row["first_seed"] = len(recs), int(recs[0].seed)
+    for metric in (*MAIN, "pcc_lr"):
+        if metric == "pcc_lr" and not any("pcc_lr" in r.per_gene.scores for r in recs):
+            continue
         table, excluded = seed_mean_table(recs, metric, genes)
         per_seed = [seed_mean_table([rec], metric, genes)[0] for rec in recs]
         if len({t.shape for t in per_seed}) != 1 or per_seed[0].shape != table.shape:
@@ -139,13 +169,32 @@ def _summarise(method: str, recs: list[Record], genes: Sequence[str]) -> dict[st
         values = [rec.metrics.get(key) for rec in recs]
         row[key] = mean_of(values) if any(v is not None for v in values) else None
     row["device"] = ", ".join(sorted({str(rec.device) for rec in recs}))
-    for metric in DIVERSITY:
+    for metric in (*DIVERSITY, COLLAPSE, *ALTERNATIVES):
         row[metric] = mean_of(rec.metrics.get(metric) for rec in recs)
+    row["influence"] = _influence(recs)
     row["stochastic"] = any(m in rec.metrics for rec in recs for m in STOCHASTIC)
     row["curves"] = [(int(rec.seed), rec.curve) for rec in recs if rec.curve]
     verdicts = [rec.converged for rec in recs if rec.converged is not None]
     # converged when every seed with a verdict converged; None when no seed has one
     row["converged"] = all(verdicts) if verdicts else None
+    return row
+
+
+def _influence(recs: list[Record]) -> np.ndarray | None:
+    """The seed-mean influence column (one value per scored position), None when a seed lacks
+    it or the seeds disagree on the positions."""
+    cols = [r.influence for r in recs]
+    if not cols or not cols[0] or len({len(c) for c in cols}) != 1:
+        return None
+    stacked = np.array([[np.nan if v is None else float(v) for v in c] for c in cols])
+    return np.nanmean(stacked, axis=0) if np.isfinite(stacked).any() else None
+
+
+def _lr_bound(ceiling: dict[str, Any]) -> dict[str, Any]:
+    """The LR-aware bound as a control row of its own, from the ``ceiling`` row."""
+    row = dict(ceiling)
+    row["variant"] = "ceiling (LR-aware)"
+    row["pcc"], row["pcc_table"] = ceiling["pcc_lr"], ceiling["pcc_lr_table"]
     return row
 
 
@@ -158,4 +207,4 @@ def _significance(ranked: list[dict[str, Any]]) -> None:
 
 def _rank_key(row: dict[str, Any]) -> tuple[float, str]:
     pcc = row["pcc"][0]
-    return (-pcc if math.isfinite(pcc) else math.inf, row["method"])
+    return (-pcc if math.isfinite(pcc) else math.inf, row["variant"])

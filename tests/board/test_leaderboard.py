@@ -71,7 +71,8 @@ def _record(
     rec["metrics"] = {"pcc": float(valid.mean()) if valid.size else None, "ssim": 0.3, "rmse": 1.0}
     if stochastic:
         rec["metrics"] |= {"spread": 0.2, "crps": 0.4, "spread_skill": 0.5 + seed,
-                           "collapse_ratio": 1.1, "rvd": 0.3}  # fmt: skip
+                           "draw_diversity": 0.02, "rvd": 0.3}  # fmt: skip
+    rec["metrics"]["input_response"] = 0.9 if method != "fixed" else 0.1
     return rec
 
 
@@ -215,23 +216,72 @@ def test_seeds_are_averaged_per_pair_and_resampled_in_the_interval():
     assert high - low > g_high - g_low
 
 
-def test_diversity_table_only_with_stochastic_metrics():
-    (plain,) = _sections(render(_records(), CMD))
-    assert "### Diversity" not in plain
+def test_collapse_for_every_method_and_diversity_columns_only_with_samplers():
+    (plain,) = _sections(render(_records() + [_record("fixed", pcc=0.2)], CMD))
+    table = _part(plain, "Collapse and diversity")
+    rows = {r[0]: r[1:] for r in _tables(table)[0]}
+    assert rows["alpha"] == ["0.900", "n/a", "–"]  # input response, RVD, flag: no sampler columns
+    assert rows["fixed"] == ["0.100", "n/a", "**collapsed (input)**"]
     records = _records() + [_record("gen", 0, stochastic=True), _record("gen", 1, stochastic=True)]
     (section,) = _sections(render(records, CMD))
-    rows = {r[0]: r[1:] for r in _tables(_part(section, "Diversity"))[0]}
-    assert rows["gen"] == ["0.200", "0.400", "1.000", "0.300", "1.100"]  # no coverage column
-    assert rows["alpha"] == ["n/a"] * 5
-    assert "coverage (K >= 10)" in _part(section, "Diversity")  # the legend names it anyway
+    rows = {r[0]: r[1:] for r in _tables(_part(section, "Collapse and diversity"))[0]}
+    # input response, spread, CRPS, spread-skill, draw diversity, RVD (no coverage), flag
+    assert rows["gen"] == ["0.900", "0.200", "0.400", "1.000", "0.020", "0.300"] + [
+        "**collapsed (draws)**"
+    ]
+    assert rows["alpha"] == ["0.900"] + ["n/a"] * 5 + ["–"]
+    assert "coverage (K >= 10)" in _part(section, "Collapse and diversity")
     for rec in records[-2:]:  # K >= 10: the runs have coverage; seeds 0.8 and 0.9
         rec["metrics"]["coverage"] = 0.8 + 0.1 * rec["seed"]
     (section,) = _sections(render(records, CMD))
-    head, *_ = (line for line in _part(section, "Diversity").splitlines() if line.startswith("|"))
+    part = _part(section, "Collapse and diversity")
+    head, *_ = (line for line in part.splitlines() if line.startswith("|"))
     assert "| coverage (→0.9) |" in head
-    rows = {r[0]: r[1:] for r in _tables(_part(section, "Diversity"))[0]}
-    assert rows["gen"] == ["0.200", "0.400", "1.000", "0.850", "0.300", "1.100"]
-    assert rows["alpha"] == ["n/a"] * 6
+    rows = {r[0]: r[1:] for r in _tables(part)[0]}
+    assert rows["gen"][:5] == ["0.900", "0.200", "0.400", "1.000", "0.850"]
+
+
+def test_different_variants_are_never_averaged():
+    quick, default = _record("zeta", 0, pcc=0.7), _record("zeta", 1, pcc=0.2)
+    quick["name"], quick["params"] = "zeta[preset=quick,seed=0]", {"preset": "quick"}
+    default["name"], default["params"] = "zeta[preset=default,seed=1]", {"preset": "default"}
+    (section,) = _sections(render([quick, default, _record("alpha", pcc=0.4)], CMD))
+    ranked = _tables(section.split("### Controls")[0])[0]
+    rows = {r[1]: r for r in ranked}
+    assert list(rows) == ["zeta[preset=quick]", "alpha", "zeta[preset=default]"]
+    assert rows["zeta[preset=quick]"][5] == "1" and rows["zeta[preset=default]"][5] == "1"
+    same = _record("zeta", 1, pcc=0.7)
+    same["name"], same["params"] = "zeta[preset=quick,seed=1]", {"preset": "quick"}
+    (section,) = _sections(render([quick, same], CMD))  # one variant, two seeds: one row
+    (row,) = _tables(section.split("### Controls")[0])[0]
+    assert row[1] == "zeta[preset=quick]" and row[5] == "2"
+
+
+def test_verdict_follows_the_paired_test():
+    level = _maps(0.7, 1) + 0.001  # paired with zeta's table: a tiny shift, one direction
+    records = _records() + [_record("twin", pcc=level)]
+    records[1]["per_gene"]["pcc"] = [float(v) for v in (level - 0.001).ravel()]
+    (section,) = _sections(render(records, CMD))
+    verdict = next(line for line in section.splitlines() if line.startswith("**Verdict**"))
+    ranked = [r[1] for r in _tables(section.split("### Controls")[0])[0]]
+    marks = {r[1]: r[7].endswith("*") for r in _tables(section.split("### Controls")[0])[0]}
+    below = verdict.split("below it: ")[1]
+    for name in ranked[1:]:
+        assert (f"`{name}`" in below) == marks[name]
+    assert f"best by mean PCC `{ranked[0]}`" in verdict
+
+
+def test_rank_stability_reports_kendall_tau():
+    records = _records() + [_record("mid", pcc=0.5)]
+    alts = {"alpha": 0.9, "zeta": 0.1, "mid": 0.5}  # the alternative reverses the order
+    for rec in records:
+        if rec["status"] == "ok" and not rec["control"]:
+            rec["metrics"] |= {"alt_pcc_noqc": alts[rec["method"]], "alt_pcc_pooled": 0.3}
+    (section,) = _sections(render(records, CMD))
+    rows = {r[0]: r for r in _tables(_part(section, "Rank stability"))[0]}
+    noqc = rows["PCC, spot QC off"]
+    assert noqc[1] == "-1.00" and noqc[2].startswith("alpha") and noqc[3] == "2"
+    assert rows["PCC on the linear scale (expm1)"][1] == "n/a"
 
 
 def test_excluded_pairs_and_nan_shown_as_na():
