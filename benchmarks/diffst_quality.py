@@ -1,8 +1,11 @@
 """diffst on her2st: quality and cost against sampling steps and sampler, to pick the knee.
 
-Trains diffst once (``--preset``, default quick; the checkpoint is kept in ``--workdir`` so a rerun
-only samples), then for each sampler (DDPM over respaced timesteps, DDIM with eta 0) and each
-number of steps draws K samples for every test region in one batched call and prints
+Trains diffst once (``--preset``, default quick) on the split's fit regions, the training regions
+less the validation quarter (``split.fit``; the checkpoint is kept in ``--workdir`` so a rerun only
+samples), then for each sampler (DDPM over respaced timesteps, DDIM with eta 0) and each number of
+steps draws K samples for every VALIDATION region (``split.validation``, carved from the training
+regions; the test regions are never used, so the knee is not chosen on them) in one batched call
+and prints
 
 - seconds, and the share of them spent inside the network (the rest is the sampler loop:
   schedule arithmetic, noise, conditioning reuse);
@@ -46,10 +49,10 @@ def main() -> None:
     method = DiffST(preset=args.preset, seed=0)
     method.workdir = Path(args.workdir) / args.preset
     start = time.perf_counter()
-    method.fit(split.train)
+    method.fit(split.fit)
     fit_s = time.perf_counter() - start
-    inputs = [s.without_target() for s in split.test]
-    hr, mask = stack(split.test, "hr"), stack(split.test, "hr_mask")
+    inputs = [s.without_target() for s in split.validation]
+    hr, mask = stack(split.validation, "hr"), stack(split.validation, "hr_mask")
 
     network = {"s": 0.0, "t": 0.0}
 
@@ -64,7 +67,7 @@ def main() -> None:
     method.ema.register_forward_hook(finished)
     k = args.samples
     print(
-        f"device {device_name()}; her2st k={split.spec['k']}, {len(inputs)} test regions, "
+        f"device {device_name()}; her2st k={split.spec.k}, {len(inputs)} validation regions, "
         f"K={k}; preset {args.preset}, fit {fit_s:.0f} s (0 = checkpoint reused)"
     )
     print(f"{'sampler':>8} {'steps':>6} {'seconds':>8} {'network':>8} {'PCC':>7} {'CRPS':>7}")

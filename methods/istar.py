@@ -29,10 +29,8 @@ Simplified (stated):
 Option (not iStar's): ``residual=True`` starts from the LR map: the network (linear output)
 learns ``r`` with the prediction ``bicubic(LR) + r`` (clipped at 0) and the mean constraint on
 ``bicubic + r``, so ``r`` only has to fill in what interpolation misses (issue 13's "learners that
-see the LR map start from it"); ``quick`` uses it. Measured on the test regions (quick, seed 0,
-PCC / RMSE): her2st 0.302 / 0.676 -> 0.476 / 0.530 (bicubic 0.464 / 0.535), Xenium 0.424 / 0.401
--> 0.473 / 0.327 (bicubic 0.420 / 0.342), Visium embryo 0.568 / 1.659 -> 0.676 / 1.374 (bicubic
-0.670 / 1.333).
+see the LR map start from it"); ``quick`` uses it (decided on validation regions: the entry
+"istar starts from the LR map" of ``docs/decisions.md``).
 
 Deterministic for ``seed`` (weights and batch order drawn from ``seed``, global RNG untouched).
 """

@@ -21,10 +21,9 @@ Deviations from the released code, each deliberate:
 - Scale: the release min-max scales every (region, gene) map to [0, 1] using the target's own
   range. Here the split's scale is used (log1p-CP10k) and mapped to the diffusion's [-1, 1] by
   the per-gene maximum over the TRAINING HR maps, ``x = 2 v / r_g - 1`` (LR maps the same way), so
-  no score depends on the target's range. Positions outside tissue (0 in the split) are set to
-  the gene's training mean instead of -1: otherwise the tissue outline dominates the loss and a
-  regression through the same network learns the in-tissue pattern about 3x slower (measured on
-  her2st, test PCC 0.09 vs 0.28 after 300 steps). Outside tissue is never scored.
+  no score depends on the target's range. Positions outside tissue (0 in the split) are -1, as
+  in the release (``outside="floor"``; decided on validation regions: ``docs/decisions.md``,
+  "Outside tissue: the release's floor"). Outside tissue is never scored.
 - The release concatenates a constant channel to x_t that its first conv does not accept (it
   crashes): x_t is fed alone.
 - The release hard-codes the cell-tile ratio to 1; the 0.25 / 0.5 / 1.0 curriculum is implemented

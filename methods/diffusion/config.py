@@ -77,6 +77,10 @@ class DiffusionConfig:
     prediction: Prediction = "eps"
     # generate HR minus the bicubic upsampled LR map (SRDiff, ResShift) instead of HR itself
     residual: bool = False
+    # outside tissue, the model-scale value of HR and LR maps: the model's floor -1 ("floor", the
+    # split's 0, as the release) or the gene's training mean ("mean"); trainer.py ``_to_model``;
+    # docs/decisions.md, "Outside tissue: the release's floor"
+    outside: Literal["mean", "floor"] = "floor"
     augment: bool = True  # flips and 90-degree rotations of map, LR and image together
     amp: bool = True  # bfloat16 autocast of the network when training (module docstring)
     checkpoint_every: int = 500
@@ -128,6 +132,8 @@ def make_config(preset: str, on_gpu: bool, **overrides: Any) -> DiffusionConfig:
         raise ValueError(
             f"prediction must be one of {PREDICTIONS}, not {overrides['prediction']!r}"
         )
+    if overrides.get("outside", "floor") not in ("mean", "floor"):
+        raise ValueError(f"outside must be 'mean' or 'floor', not {overrides['outside']!r}")
     values = {**PRESETS[preset], **overrides}
     if "channel_mult" in values:
         values["channel_mult"] = tuple(values["channel_mult"])

@@ -165,12 +165,14 @@ class UNetTrainer(Method):
         return (batch["base"] + self.residual_std * y).clamp(-1.0, 1.0)
 
     def _to_model(self, values: np.ndarray, mask: np.ndarray) -> Tensor:
-        """(N, G, h, w) log1p-CP10k -> model scale ``2 v / r_g - 1`` in [-1, 1] (r_g: the gene's
-        maximum over the training HR maps); outside tissue the gene's training mean, so the
-        network spends no capacity on the tissue outline (which the mask already gives)."""
+        """(N, G, h, w) split scale -> model scale ``2 v / r_g - 1`` in [-1, 1] (r_g: the gene's
+        maximum over the training HR maps); outside tissue -1 (``outside="floor"``, the
+        split's 0) or the gene's training mean (``outside="mean"``)."""
         r = self.scale.cpu().numpy()[None, :, None, None]
         mu = self.mean.cpu().numpy()[None, :, None, None]
         x = np.where(mask[:, None], values, mu) * (2.0 / r) - 1.0
+        if self.config.outside == "floor":
+            x = np.where(mask[:, None], x, -1.0)
         return torch.from_numpy(np.clip(x, -1.0, 1.0)).float()
 
     def _from_model(self, x: Tensor) -> Tensor:

@@ -223,3 +223,17 @@ def test_amp_trains_the_network_in_bfloat16_on_cpu_and_samples_in_float32(amp):
     draws = m.sample(samples(n=1, genes=3, seed=3, target=False), 2, seed=0)
     assert seen and set(seen) == {torch.float32}
     assert draws.dtype == np.float32 and np.isfinite(draws).all()
+
+
+@pytest.mark.parametrize("outside", ["floor", "mean"])
+def test_outside_tissue_is_the_floor_or_the_gene_mean(outside):
+    m = registry.create("sr3", preset="quick", **TINY, outside=outside)
+    assert registry.create("sr3", preset="quick").config.outside == "floor"  # the release's
+    m.scale = torch.tensor([2.0, 4.0])
+    m.mean = torch.tensor([0.5, 1.0])
+    values = np.full((1, 2, 2, 2), 1.0, np.float32)
+    mask = np.array([[[True, False], [True, True]]])
+    x = m._to_model(values, mask).numpy()
+    np.testing.assert_allclose(x[0, :, 0, 0], [0.0, -0.5])  # in tissue: 2 v / r - 1
+    want = [-1.0, -1.0] if outside == "floor" else [2 * 0.5 / 2 - 1, 2 * 1.0 / 4 - 1]
+    np.testing.assert_allclose(x[0, :, 0, 1], want)
