@@ -1,4 +1,4 @@
-"""Spot QC (bench/data/qc.py): the threshold from training depths, one scored mask for every score."""
+"""Spot QC (bench/data/qc.py): the threshold from training depths, one mask for every score."""
 
 from __future__ import annotations
 
