@@ -96,6 +96,7 @@ def test_bicubic_beats_mean_on_pcc_and_the_leaderboard_shows_it(main_job):
     by = {r.method: r for r in read_records(out / "results")}
     assert by["bicubic"].metrics["pcc"] > by["mean"].metrics["pcc"] + 0.2
     board = (out / "LEADERBOARD.md").read_text()
+
     def method(line: str) -> str:  # a row's label is its variant, e.g. diffst[preset=quick,...]
         return line.split("|")[2].strip().split("[")[0]
 
