@@ -250,7 +250,7 @@ def test_each_fault_kind_is_isolated(stubs, root, tmp_path):
     and traceback; the good cell after them still runs; exit status 1."""
     results = tmp_path / "r"
     argv = ["run", "--methods", "broken,nan,shape,slow,greedy,bicubic", "--datasets", "her2st"]
-    argv += ["--timeout", "2"]
+    argv += ["--timeout", "5"]  # bicubic's cell (scoring included) fits on a loaded 2-core machine
     argv += ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
     assert cli.main(argv + ["--leaderboard", str(tmp_path / "LB.md")]) == 1
     by = {r.method: r for r in read_records(results)}
@@ -259,14 +259,14 @@ def test_each_fault_kind_is_isolated(stubs, root, tmp_path):
         "broken": "RuntimeError: deliberately broken",
         "nan": "NaN",
         "shape": "has shape (2, 1, 3, 3)",
-        "slow": "CellTimeout: the cell ran past --timeout 2 s",
+        "slow": "CellTimeout: the cell ran past --timeout 5 s",
         "greedy": "MemoryError",
     }
     for method, needle in reasons.items():
         assert by[method].status == "failed" and needle in by[method].error, method
         tb = results / "her2st" / method / "seed-0.traceback.txt"
         assert tb.read_text().strip(), method
-    assert by["slow"].timings["fit_s"] == 0.0 and by["slow"].finished - by["slow"].started < 10
+    assert by["slow"].timings["fit_s"] == 0.0 and by["slow"].finished - by["slow"].started < 15
 
 
 BAD = [
