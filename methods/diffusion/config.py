@@ -19,30 +19,16 @@ networks refuse a narrower explicit width at construction (``check_width``).
 Parameterisation (``prediction``, ``residual``): see ``schedule.py`` and ``trainer.py``; the paper
 predicts the noise of the HR map itself (``prediction="eps"``, ``residual=False``), and so does
 ``paper``. ``quick`` predicts v of the residual over bicubic (``prediction="v"``,
-``residual=True``): on her2st's validation section (trained on the other three training
-sections, ``benchmarks/diffusion_learning.py``) sr3 reached PCC 0.27 / 0.36 after 250 / 500
-iterations this way against 0.17 / 0.29 for eps of the residual, and diffst with the paper's eps
-on the HR map only 0.12 after 1,000 and 0.16 after 1,500: within a CPU budget the paper's
-parameterisation is far from its knee. A documented deviation; the run name carries it.
+``residual=True``), a documented deviation that the run name carries; its measurements are in
+docs/decisions.md ("Quick preset: v of the residual").
 
-Sampler: every preset draws with the release's 20-step ancestral DDPM. ``quick`` used deterministic
-DDIM (eta = 0) for a while: with x0 clipped at every step it gave a better mean of K = 8 draws
-(her2st validation PCC 0.540 against 0.513 after 1,000 iterations). Since the residual draws are no
-longer clipped (``trainer.py``), and at K = 32, the two means are level (her2st diffst 0.585 DDIM /
-0.588 DDPM, sr3 0.600 / 0.599; Xenium diffst 0.625 / 0.620, sr3 0.560 / 0.554) while DDPM's draws
-are better spread (spread-skill her2st sr3 0.87 -> 0.98, Xenium diffst 0.68 -> 0.71, sr3 0.60 ->
-0.63; 90% coverage up on all four), so the deviation went. ``sampler="ddim"`` remains an option.
-More steps buy nothing: her2st diffst, K = 32, 20 / 50 / 100 steps, validation PCC 0.588 / 0.587 /
-0.587 (the draws' mean approaches the network's one-call conditional mean, 0.612, as K grows
-instead: 0.597 at K = 64, 0.605 at 128; README).
+Sampler: every preset draws with the release's 20-step ancestral DDPM; ``sampler="ddim"``
+(deterministic, eta = 0) remains an option (docs/decisions.md, "Sampling steps" and "Sampler").
 
 Precision (``amp``): the network trains under bfloat16 autocast on every device, the losses, the
-EMA and sampling stay float32 (the paper trained in mixed precision on GPUs). On this project's
-2-core CPU (AMD EPYC with AVX512-BF16), her2st, 1,000 iterations, two fits side by side at one
-thread each: sr3 fits in 189 s against 303 s in float32, diffst in 198 s against 223 s, and the
-validation scores are level (K = 32, DDPM: diffst PCC 0.588 / 0.588, sr3 0.599 / 0.597; the
-unet regressor 0.564 / 0.586 at 500 iterations and 0.501 / 0.511 at 1,000, 1.07x faster). A CPU
-without bfloat16 instructions emulates it and may be slower: ``amp=False`` is plain float32.
+EMA and sampling stay float32 (the paper trained in mixed precision on GPUs). A CPU without
+bfloat16 instructions emulates it and may be slower: ``amp=False`` is plain float32
+(docs/decisions.md, "bfloat16 training").
 """
 
 from __future__ import annotations
