@@ -26,9 +26,9 @@ own counts by split-half reliability:
      ``pcc_ceiling = sqrt(2 r / (1 + r))`` (0 when ``r <= 0``).
    - RMSE: not available. The additive model gives ``rmse_ceiling = sqrt(E[(h1 - h2)^2]) / 2``,
      but log1p is far from linear at a few counts per position: on synthetic Poisson maps that
-     formula gave 0.69-0.96 of what the expected map really scores under ``log1p_cp10k`` and
-     0.85-1.02 under ``log1p_area`` (0.3 to 10 counts per position), against -0.03 to +0.015
-     for the PCC ceiling; a bound that wrong would mislead, so none is printed.
+     formula missed what the expected map really scores by far more than the PCC ceiling did
+     (docs/decisions.md, "No RMSE ceiling"); a bound that wrong would mislead, so none is
+     printed.
    - SSIM: not available. SSIM's local means, variances and covariance do not decompose into a
      signal part and an additive noise part with one reliability, so no split-half formula
      gives it.

@@ -19,8 +19,9 @@ SSIM_RADIUS = 5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 # Upper bound on the float32 elements of one SSIM chunk (stacked moments of the chunk's maps),
-# so hundreds of 256 x 256 maps do not allocate several GiB of temporaries at once.
-_SSIM_CHUNK_ELEMENTS = 1 << 20  # measured best (2 cores): 29 ms vs 59 ms at 2^23 for 3200 x 32^2
+# so hundreds of 256 x 256 maps do not allocate several GiB of temporaries at once; the size is
+# measured (docs/decisions.md, "Metric chunk sizes").
+_SSIM_CHUNK_ELEMENTS = 1 << 20
 _TILE = 32  # output tile of the banded filter on long axes
 
 

@@ -16,7 +16,8 @@ ArrayLike = np.ndarray | torch.Tensor
 Device = str | torch.device | None
 
 CONSTANT_RTOL = 1e-12
-_CHUNK_ELEMENTS = 1 << 17  # PCC/RMSE chunk (float64 elements per batch of regions), measured
+# PCC/RMSE chunk (float64 elements per batch of regions); docs/decisions.md, "Metric chunk sizes"
+_CHUNK_ELEMENTS = 1 << 17
 
 _NONFINITE_HINT = {
     "pred": "methods must return finite maps",
