@@ -60,9 +60,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         heads=4,
         lr=1e-3,
         epochs=None,
-        # a fixed budget: many small regions (tiled sections) cost no more. 150, not 300: on
-        # Xenium validation PCC peaked at 150 steps and fell by 300 (seeds 0-2: 0.473, 0.470,
-        # 0.477 -> 0.446, 0.451, 0.439) while 300 cost 420-500 s a cell, the grid's largest
+        # a fixed budget: many small regions (tiled sections) cost no more. 150, not 300
+        # (docs/decisions.md, "histogene quick: 150 steps")
         steps=150,
         batch_size=4,
         patch_px=8,

@@ -84,7 +84,8 @@ def single_thread() -> Iterator[None]:
     """Run torch on one intra-op thread for the duration, then restore the previous count.
 
     The network is tiny: OpenMP fork/join costs more than its matrix products, and on a busy
-    2-core machine multi-threaded steps measured 30-100 times slower than single-threaded ones.
+    2-core machine multi-threaded steps were far slower than single-threaded ones
+    (docs/decisions.md, "istar trains on one thread").
     """
     import torch
 

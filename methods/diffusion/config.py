@@ -84,7 +84,8 @@ class DiffusionConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # about 90 s of training on 2 CPU cores for her2st (24 x 24 HR, 50 genes)
+    # minutes of training on 2 CPU cores (docs/decisions.md, "Quick diffusion preset: minutes
+    # on two CPU cores")
     "quick": {
         "channels": None,
         "groups": 8,
@@ -95,7 +96,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 5e-4,
         "ema_decay": 0.99,
         "checkpoint_every": 250,
-        # learns fastest within the CPU budget (benchmarks/diffusion_learning.py, issue 13)
+        # learns fastest within the CPU budget (docs/decisions.md, "Quick preset: v of the
+        # residual")
         "prediction": "v",
         "residual": True,
     },

@@ -16,10 +16,10 @@ Parameterisations (``prediction``), with ``a = sqrt(acp_t)`` and ``s = sqrt(1 - 
 Whatever the parameterisation, the first G channels are trained with the Charbonnier loss to
 their own target, and the sampler turns them into x0 (clipped) and eps. **Decision**: the learned
 variance interpolant is clamped to [-1, 1] when sampling (iDDPM eq. 15 does not clamp it): outside
-that range the log variance extrapolates beyond ``[log beta~_t, log beta_t]``; an unclamped
-x0-predicting model drove it to 23 and sampled NaN (issue 13's audit). The training loss leaves it
-unclamped, as iDDPM does: a clamp there has zero gradient outside the range, and 42-70% of
-positions stuck at the maximum variance for good (measured on her2st, quick, 1,000 iterations).
+that range the log variance extrapolates beyond ``[log beta~_t, log beta_t]``, and an unclamped
+x0-predicting model sampled NaN (issue 13's audit). The training loss leaves it unclamped, as
+iDDPM does: a clamp there has zero gradient outside the range, and positions stuck at the maximum
+variance for good (docs/decisions.md, "Variance interpolant: clamped when sampling only").
 
 Schedule arrays are float64 NumPy, shape ``(T,)``; they are cast to the input tensor's dtype and
 device when used. ``t`` arguments are indices into *this* schedule (``LongTensor (B,)``); the

@@ -23,21 +23,15 @@ capacity goes to the tissue outline. A zero network therefore returns the bicubi
 **Decision**: ``c`` is the residual's standard deviation over the in-tissue positions of the
 training maps (LDM, Rombach et al., CVPR 2022, section 4.3.2, rescales its latents to unit
 variance the same way), so the residual enters the diffusion at the unit scale its noise schedule
-was made for. Unscaled, the residual's std is 0.39 on her2st, 0.31 on Xenium and 0.45 on the
-Visium embryo (model scale), so every noise level hides 2-3 times more of it than the schedule
-intends: diffst (v, residual, 1,000 iterations) reached validation PCC 0.380 / spread-skill 1.70
-unscaled against 0.514 / 1.05 scaled (``benchmarks/diffusion_learning.py``, her2st, validation
-section C4).
+was made for. Unscaled, the residual's std is well below 1 on every dataset, so every noise level
+hides more of it than the schedule intends, and diffst learned less on validation
+(docs/decisions.md, "Residual scaled to unit variance").
 
 **Decision**: the residual formulation's draws are not clipped at each sampling step (the release
 clips x0 to the data range at every step, and so does the HR formulation here); the final map is
 clamped once (:meth:`_finish`). Counts are mostly zeros, so a per-step clip at the data range's
-floor cuts one side of the draws only and shifts the chain. Measured on validation after 1,000
-iterations (quick, K = 32): her2st unchanged to three decimals (diffst PCC 0.585, sr3 0.600, with
-DDIM and with DDPM); Xenium diffst PCC 0.623 -> 0.625, CRPS 0.178 -> 0.173 with DDIM and 0.613 ->
-0.620, CRPS 0.199 -> 0.174, 90% coverage 0.79 -> 0.88 with DDPM; sr3 0.553 -> 0.560, coverage
-0.845 -> 0.863 with DDIM and 0.755 -> 0.871 with DDPM (one trained model per dataset sampled both
-ways on the validation carve of ``benchmarks/diffusion_learning.py``, issue 13).
+floor cuts one side of the draws only and shifts the chain (measured on validation:
+docs/decisions.md, "Residual draws: clamped once, not at every step").
 """
 
 from __future__ import annotations
