@@ -267,7 +267,6 @@ def transcripts(cards: Path, data: Path, name: str = "synth_tx", seed: int = 2) 
         "licence": "synthetic",
         "source": {"repository": "none", "commit": "none", "mirrors": []},
         "read": {
-            "format": "table",
             "columns": {"gene": "gene", "x": "x_px", "y": "y_px"},
             "unit": "px",
             "um_per_px": 1.0,
@@ -347,12 +346,14 @@ def _genes_with(rng: np.random.Generator, n: int, controls: list[str]) -> np.nda
     return rng.choice(gene_names() + controls, size=n, p=p / p.sum())
 
 
-def _tiles_card(name: str, platform: str, read: dict, sections: dict, files: dict) -> dict:
+def _tiles_card(
+    name: str, platform: str, reader: str, read: dict, sections: dict, files: dict
+) -> dict:
     return {
         "name": name,
         "title": f"synthetic {platform} transcript table for tests",
         "platform": platform,
-        "reader": "transcripts",
+        "reader": reader,
         "citation": "synthetic",
         "licence": "synthetic",
         "source": {"repository": "none", "commit": "none", "mirrors": []},
@@ -387,7 +388,7 @@ def merscope(cards: Path, data: Path, name: str = "synth_merscope", seed: int = 
     in pixels, fov, gene, transcript_id, cell_id; ``Blank-*`` probes) and
     ``images/micron_to_mosaic_pixel_transform.csv`` (3 x 3, space separated) mapping micrometres
     to mosaic pixels with an offset. The DAPI mosaic is stored at 1/8 size (``image_scale``) as a
-    16-bit TIFF to keep the test small; the card sets only format, bin size and the files."""
+    16-bit TIFF to keep the test small; the card sets only the reader, bin size and the files."""
     rng = np.random.default_rng(seed)
     ds = Dataset(name, cards, data)
     (ds.folder / "images").mkdir(parents=True, exist_ok=True)
@@ -426,8 +427,8 @@ def merscope(cards: Path, data: Path, name: str = "synth_merscope", seed: int = 
         "transform": "images/micron_to_mosaic_pixel_transform.csv",
     }
     files = dict.fromkeys([entry["transcripts"], entry["image"], entry["transform"]], "")
-    read = {"format": "merscope", "bin_um": 10}
-    ds.card = _tiles_card(name, "merscope", read, {"region0": entry}, files)
+    read = {"bin_um": 10}
+    ds.card = _tiles_card(name, "merscope", "merscope", read, {"region0": entry}, files)
     ds.rehash()
     return ds
 
@@ -479,8 +480,8 @@ def cosmx(cards: Path, data: Path, name: str = "synth_cosmx", seed: int = 4) -> 
     with gzip.open(ds.folder / "Run1000_S1_tx_file.csv.gz", "wt") as fh:
         pd.concat(frames).to_csv(fh, index=False)
     files["Run1000_S1_tx_file.csv.gz"] = ""
-    read = {"format": "cosmx", "um_per_px": COSMX_UM_PER_PX, "bin_um": 20}
-    ds.card = _tiles_card(name, "cosmx", read, sections, files)
+    read = {"um_per_px": COSMX_UM_PER_PX, "bin_um": 20}
+    ds.card = _tiles_card(name, "cosmx", "cosmx", read, sections, files)
     ds.rehash()
     return ds
 
@@ -514,7 +515,6 @@ def generic_table(cards: Path, data: Path, name: str = "synth_table", seed: int 
     rgb = (255 - np.stack([grey * 80, grey * 160, grey * 60], axis=-1)).astype(np.uint8)
     Image.fromarray(rgb).save(ds.folder / "he.png")
     read = {
-        "format": "table",
         "columns": {"gene": "geneID", "x": "x_um", "y": "y_um"},
         "unit": "um",
         "um_per_px": um_per_px,
@@ -523,9 +523,8 @@ def generic_table(cards: Path, data: Path, name: str = "synth_table", seed: int 
         "bin_um": 10,
     }
     entry = {"transcripts": "spots.tsv.gz", "image": "he.png"}
-    ds.card = _tiles_card(
-        name, "table", read, {"section": entry}, dict.fromkeys(entry.values(), "")
-    )
+    files = dict.fromkeys(entry.values(), "")
+    ds.card = _tiles_card(name, "table", "transcripts", read, {"section": entry}, files)
     ds.rehash()
     return ds
 

@@ -49,6 +49,16 @@ def add_file(rel: str, digest: str = "0" * 64) -> Callable[[dict], None]:
     return edit
 
 
+def old_format(reader: str, fmt: str) -> Callable[[dict], None]:
+    """A card as written before each platform had its reader: ``[read].format``."""
+
+    def edit(card: dict) -> None:
+        card["reader"] = reader
+        card["read"]["format"] = fmt
+
+    return edit
+
+
 # (generator, edit, substrings the one line must hold)
 CASES = {
     "section-file-not-listed": (
@@ -160,6 +170,16 @@ CASES = {
         ("[sections.A1]", "spots"),
     ),
     "name-differs-from-folder": (syn.legacy_st, set_key("", "name", "her2st"), ("name", "her2st")),
+    "read-format-of-a-platform": (
+        syn.merscope,
+        old_format("transcripts", "merscope"),
+        ("[read].format", 'set reader = "merscope"', "delete [read].format"),
+    ),
+    "read-format-table": (
+        syn.transcripts,
+        old_format("transcripts", "table"),
+        ("[read].format", 'keep reader = "transcripts"', "delete [read].format"),
+    ),
 }
 
 
@@ -237,10 +257,11 @@ def test_example_cards_cover_every_reader_and_are_not_datasets() -> None:
     from bench.data.cards import dataset_names
     from bench.data.readers import names
 
-    readers = {tomllib.loads(p.read_text())["reader"] for p in EXAMPLES}
-    assert readers == set(names())
-    formats = {tomllib.loads(p.read_text()).get("read", {}).get("format") for p in EXAMPLES}
-    assert {"xenium", "merscope", "cosmx", "table"} <= formats
+    raws = [tomllib.loads(p.read_text()) for p in EXAMPLES]
+    assert {raw["reader"] for raw in raws} == set(names())
+    assert {"xenium", "merscope", "cosmx", "transcripts"} <= set(names())
+    # the reader names the platform; [read].format is refused
+    assert not any("format" in raw.get("read", {}) for raw in raws)
     assert "examples" not in dataset_names() and len(EXAMPLES) >= 7
 
 
@@ -255,3 +276,12 @@ def test_example_cards_pass_the_check_once_checksums_are_filled(path: Path) -> N
         check_card(path, path.parent.name, raw)
     raw["files"] = dict.fromkeys(raw["files"], "0" * 64)
     check_card(path, path.parent.name, raw)
+
+
+def test_no_reader_module_over_300_lines() -> None:
+    """Readers are one module per platform over shared cores (issue 27), each short enough to read
+    whole: no module of ``bench/data/readers/`` exceeds 300 lines."""
+    folder = REPO / "bench" / "data" / "readers"
+    sizes = {p.name: len(p.read_text().splitlines()) for p in sorted(folder.glob("*.py"))}
+    assert len(sizes) >= 10  # the package was found
+    assert {name: n for name, n in sizes.items() if n > 300} == {}

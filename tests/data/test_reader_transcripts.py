@@ -1,4 +1,5 @@
-"""Transcript-table reader: the real Xenium bone-marrow section, synthetic Xenium files, errors."""
+"""Transcript-table readers: the real Xenium bone-marrow section (a pixel table read by the generic
+reader), synthetic Xenium files (the xenium reader), errors; the old ``[read].format`` key."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench.data.readers.transcripts import CONTROL_PREFIXES, read_section
+from bench.data.readers import transcripts, xenium
+from bench.data.readers.table_io import CONTROL_PREFIXES
 from bench.errors import BenchError
 
 REAL_CARD = {
     "read": {
-        "format": "table",
         "columns": {"gene": "gene", "x": "x_px", "y": "y_px"},
         "unit": "px",
         "um_per_px": 0.425,
@@ -27,7 +28,7 @@ REAL_CARD = {
 REAL_ENTRY = {"transcripts": "transcripts.parquet", "image": "dapi_full.jpg"}
 
 # Synthetic Xenium: 0.5 um/px, 10 um bins, a 100 x 60 px image (50 x 30 um).
-XENIUM_CARD = {"read": {"format": "xenium", "um_per_px": 0.5, "bin_um": 10}, "lattice": {}}
+XENIUM_CARD = {"read": {"um_per_px": 0.5, "bin_um": 10}, "lattice": {}}
 ROWS = [  # feature_name, x_location, y_location (um), qv
     ("GeneA", 2.0, 3.0, 30.0),  # bin (0, 0)
     ("GeneB", 5.0, 5.0, 25.0),  # bin (0, 0)
@@ -43,7 +44,7 @@ ROWS = [  # feature_name, x_location, y_location (um), qv
 @pytest.fixture(scope="module")
 def real(root: Path):
     start = time.perf_counter()
-    section = read_section("bm", root / "xenium_bone_marrow", REAL_ENTRY, REAL_CARD)
+    section = transcripts.read_section("bm", root / "xenium_bone_marrow", REAL_ENTRY, REAL_CARD)
     print(f"read + bin: {time.perf_counter() - start:.2f} s")
     return section
 
@@ -61,8 +62,8 @@ def write_table(folder: Path, rows: list[tuple], name: str = "tx.csv.gz", **colu
     return path
 
 
-def read_synthetic(folder: Path, name: str = "tx.csv.gz", card: dict = XENIUM_CARD):
-    return read_section("s1", folder, {"transcripts": name, "image": "dapi.png"}, card)
+def read_synthetic(folder: Path, name: str = "tx.csv.gz", card: dict = XENIUM_CARD, reader=xenium):
+    return reader.read_section("s1", folder, {"transcripts": name, "image": "dapi.png"}, card)
 
 
 def test_real_section(real, root: Path) -> None:
@@ -84,7 +85,7 @@ def test_real_section(real, root: Path) -> None:
 
 def test_quarter_scale_image_matches_full(real, root: Path) -> None:
     entry = {**REAL_ENTRY, "image": "dapi_level13_div4.png", "image_scale": 0.25}
-    small = read_section("bm", root / "xenium_bone_marrow", entry, REAL_CARD)
+    small = transcripts.read_section("bm", root / "xenium_bone_marrow", entry, REAL_CARD)
     assert all(abs(a - b) <= 4 for a, b in zip(small.image_size, real.image_size, strict=True))
     assert (small.counts != real.counts).nnz == 0
     assert np.array_equal(small.row, real.row) and np.array_equal(small.col, real.col)
@@ -133,7 +134,6 @@ def with_rows(rows: list[tuple]):
 
 TABLE_CARD = {
     "read": {
-        "format": "table",
         "columns": {"gene": "gene_name", "x": "x_location", "y": "y_location"},
         "unit": "um",
         "um_per_px": 0.5,
@@ -141,26 +141,68 @@ TABLE_CARD = {
     }
 }
 IMPLAUSIBLE_CARD = {"read": {**XENIUM_CARD["read"], "um_per_px": 500}}
-CASES = {  # id: (make files, file name, card, text expected in the message)
-    "missing file": (lambda f: None, "tx.csv.gz", XENIUM_CARD, "missing"),
-    "truncated gzip": (truncated_gzip, "tx.csv.gz", XENIUM_CARD, "unreadable"),
-    "corrupt parquet": (random_parquet, "tx.parquet", XENIUM_CARD, "unreadable"),
-    "missing column": (with_rows(ROWS), "tx.csv.gz", TABLE_CARD, "gene = 'gene_name'"),
-    "outside image": (with_rows([("GeneA", 60.0, 5.0, 30.0)]), "tx.csv.gz", XENIUM_CARD,
+X, T = xenium, transcripts
+CASES = {  # id: (make files, file name, reader, card, text expected in the message)
+    "missing file": (lambda f: None, "tx.csv.gz", X, XENIUM_CARD, "missing"),
+    "truncated gzip": (truncated_gzip, "tx.csv.gz", X, XENIUM_CARD, "unreadable"),
+    "corrupt parquet": (random_parquet, "tx.parquet", X, XENIUM_CARD, "unreadable"),
+    "missing column": (with_rows(ROWS), "tx.csv.gz", T, TABLE_CARD, "gene = 'gene_name'"),
+    "xenium columns renamed": (with_rows(ROWS), "tx.csv.gz", X, TABLE_CARD, "gene = 'gene_name'"),
+    "outside image": (with_rows([("GeneA", 60.0, 5.0, 30.0)]), "tx.csv.gz", X, XENIUM_CARD,
                       "misregistered"),
-    "negative": (with_rows([("GeneA", -1.0, 5.0, 30.0)]), "tx.csv.gz", XENIUM_CARD, "negative"),
-    "nan": (with_rows([("GeneA", 1.0, None, 30.0), *ROWS]), "tx.csv.gz", XENIUM_CARD, "NaN"),
-    "empty": (with_rows([]), "tx.csv.gz", XENIUM_CARD, "empty section"),
-    "controls only": (with_rows(ROWS[4:6]), "tx.csv.gz", XENIUM_CARD, "empty section"),
-    "implausible pixel size": (with_rows(ROWS), "tx.csv.gz", IMPLAUSIBLE_CARD, "implausible"),
+    "negative": (with_rows([("GeneA", -1.0, 5.0, 30.0)]), "tx.csv.gz", X, XENIUM_CARD, "negative"),
+    "nan": (with_rows([("GeneA", 1.0, None, 30.0), *ROWS]), "tx.csv.gz", X, XENIUM_CARD, "NaN"),
+    "empty": (with_rows([]), "tx.csv.gz", X, XENIUM_CARD, "empty section"),
+    "controls only": (with_rows(ROWS[4:6]), "tx.csv.gz", X, XENIUM_CARD, "empty section"),
+    "implausible pixel size": (with_rows(ROWS), "tx.csv.gz", X, IMPLAUSIBLE_CARD, "implausible"),
+    "table without unit": (with_rows(ROWS), "tx.csv.gz", T,
+                           {"read": {k: v for k, v in TABLE_CARD["read"].items() if k != "unit"}},
+                           "[read].unit"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_errors_name_the_file(tmp_path: Path, case: str) -> None:
-    make, name, card, expected = CASES[case]
+    make, name, reader, card, expected = CASES[case]
     make(tmp_path)
     with pytest.raises(BenchError) as err:
-        read_synthetic(tmp_path, name, card)
+        read_synthetic(tmp_path, name, card, reader)
     message = str(err.value)
     assert name in message and expected in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("reader", "fmt", "fix"),
+    [
+        (transcripts, "xenium", 'set reader = "xenium" (not reader = "transcripts"'),
+        (transcripts, "cosmx", 'set reader = "cosmx"'),
+        (transcripts, "table", 'keep reader = "transcripts"'),
+        (xenium, "xenium", 'keep reader = "xenium"'),
+        (xenium, "table", 'set reader = "transcripts" (not reader = "xenium"'),
+        (transcripts, "visium", "set reader to one of"),
+    ],
+)
+def test_old_format_key_is_refused_with_the_fix(
+    tmp_path: Path, reader, fmt: str, fix: str
+) -> None:
+    """``[read].format`` chose the platform before each had its reader: one line, the fix."""
+    write_table(tmp_path, ROWS)
+    card = {"read": {**XENIUM_CARD["read"], "format": fmt}}
+    with pytest.raises(BenchError) as err:
+        read_synthetic(tmp_path, "tx.csv.gz", card, reader)
+    message = str(err.value)
+    assert "\n" not in message and "[read].format" in message and fix in message
+    assert "delete [read].format" in message
+
+
+def test_platform_readers_share_the_core_and_differ_in_defaults(tmp_path: Path) -> None:
+    """The generic reader with Xenium's columns, unit and min_qv reads what the xenium reader
+    reads; without min_qv it keeps the low-qv transcripts."""
+    write_table(tmp_path, ROWS)
+    columns = {"gene": "feature_name", "x": "x_location", "y": "y_location", "qv": "qv"}
+    read = {**XENIUM_CARD["read"], "columns": columns, "unit": "um"}
+    a = read_synthetic(tmp_path)
+    b = read_synthetic(tmp_path, card={"read": {**read, "min_qv": 20}}, reader=transcripts)
+    assert (a.counts != b.counts).nnz == 0 and list(a.genes) == list(b.genes)
+    c = read_synthetic(tmp_path, card={"read": read}, reader=transcripts)
+    assert c.counts.sum() == a.counts.sum() + 2  # the two qv < 20 rows

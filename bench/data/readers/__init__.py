@@ -4,7 +4,8 @@
 A card's ``reader = "<name>"`` names the module here that reads it; any module of this package
 with a ``read_section`` function is a reader, so adding a format is adding a module (no table to
 keep). Readers may import :mod:`bench.errors`, :mod:`bench.data.section` and the shared helpers
-(:mod:`.lattice`, :mod:`.binning`); no reader imports another reader.
+(:mod:`.lattice`, :mod:`.binning`, and the transcript readers' core :mod:`.points` with its
+:mod:`.table_io` and :mod:`.placement`); no reader imports another reader.
 """
 
 from __future__ import annotations
