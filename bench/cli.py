@@ -179,17 +179,27 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def cmd_list() -> int:
     from bench.data.cards import dataset_names, load_card
-    from methods import names
-    from methods.registry import method_class
+    from methods import PluginError, names
+    from methods.registry import method_class, plugin_source
 
     print("methods:")
     for name in names():
-        cls, _ = method_class(name)
+        source = plugin_source(name)
+        try:
+            cls, _ = method_class(name)
+        except PluginError as err:
+            print(f"  {name:<12} broken plugin: {err}")
+            continue
         kind = f"{cls.control} control" if cls.control else "method"
-        print(f"  {name:<12} {kind}{', stochastic' if cls.stochastic else ''}")
+        origin = f" (plugin: {source})" if source else ""
+        print(f"  {name:<12} {kind}{', stochastic' if cls.stochastic else ''}{origin}")
     print("datasets:")
     for name in dataset_names():
-        card = load_card(name)
+        try:
+            card = load_card(name)
+        except BenchError as err:  # one unusable card (a reader uninstalled) hides no other
+            print(f"  {name:<30} unusable card: {err}")
+            continue
         cfg = card.split
         if cfg.get("regions", "sections") == "tiles":
             layout = f"tiles of {','.join(cfg['sections'])}, test in spatial bands"

@@ -4,11 +4,12 @@ Import nothing heavy here: the registry imports each method's module only when i
 """
 
 from methods.contract import PRESETS, Method, Sample, StochasticMethod
-from methods.registry import UnknownMethodError, create, names, resolve
+from methods.registry import PluginError, UnknownMethodError, create, names, resolve
 
 __all__ = [
     "PRESETS",
     "Method",
+    "PluginError",
     "Sample",
     "StochasticMethod",
     "UnknownMethodError",

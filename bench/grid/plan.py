@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,25 @@ def check_outputs(config: RunConfig) -> tuple[Path, Path]:
     return results, board
 
 
+def usable_methods(names: list[str], asked_all: bool) -> list[str]:
+    """``names`` with every plugin method imported and checked against the contract: a broken
+    plugin asked for by name is a one-line error; under ``all`` it is skipped with one line."""
+    from methods.registry import PluginError, method_class, plugin_source
+
+    kept = []
+    for name in names:
+        if plugin_source(name) is not None:
+            try:
+                method_class(name)
+            except PluginError as err:
+                if not asked_all:
+                    raise BenchError(str(err)) from None
+                print(f"skipped: {err}", file=sys.stderr, flush=True)
+                continue
+        kept.append(name)
+    return kept
+
+
 def make_plan(config: RunConfig) -> Plan:
     """Resolve names, check outputs, reach a tracking server or Ray cluster, and read and verify
     every dataset's split; nothing is written."""
@@ -91,6 +111,7 @@ def make_plan(config: RunConfig) -> Plan:
         methods = resolve(_names(config.methods))
     except UnknownMethodError as err:
         raise BenchError(str(err)) from None
+    methods = usable_methods(methods, _names(config.methods).strip() == "all")
     datasets = cards.resolve_datasets(_names(config.datasets))
     seeds = list(dict.fromkeys(config.seeds))  # --seeds 0 0 is one cell, not two
     results, board = check_outputs(config)
