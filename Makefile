@@ -15,8 +15,8 @@ run: $(VENV)/.installed
 	$(PY) -m bench run --methods all
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check bench methods tests benchmarks
-	$(PY) -m ruff format --check bench methods tests benchmarks
+	$(PY) -m ruff check bench methods tests benchmarks examples
+	$(PY) -m ruff format --check bench methods tests benchmarks examples
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 

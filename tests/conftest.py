@@ -69,6 +69,7 @@ MARKS = {
     "test_reader_transcripts": ("slow",),
     "test_user_cards": ("slow",),
     "test_contract_all": ("slow",),
+    "test_plugins": ("slow", "subprocess"),
     "test_baselines_diffusion": ("slow",),
     "test_diffst_method": ("slow",),
     "test_diffst_network": ("slow",),

@@ -580,3 +580,33 @@ def legacy_st_2k(cards: Path, data: Path, name: str = "synth_st2k", seed: int = 
     ds.card["split"]["canvas"] = [ST2K_ROWS, ST2K_COLS]
     ds.rehash()
     return ds
+
+
+def spot_table(cards: Path, data: Path, name: str = "synth_spot", seed: int = 7) -> Dataset:
+    """The legacy-ST layout as one CSV per section for the example plugin's ``spot_table``
+    reader (``examples/plugin``): columns row, col, x_px, y_px, in_tissue, then the genes."""
+    rng = np.random.default_rng(seed)
+    ds = Dataset(name, cards, data)
+    sections, files = {}, {}
+    x, y = _grid()
+    for sid in SECTIONS:
+        entry = {"spots": f"spots/{sid}.csv", "image": f"images/{sid}.png"}
+        for rel in entry.values():
+            (ds.folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        table = pd.DataFrame(
+            {
+                "row": y,
+                "col": x,
+                "x_px": x * PX_PER_STEP + 0.5,
+                "y_px": y * PX_PER_STEP + 0.5,
+                "in_tissue": np.r_[0, np.ones(len(x) - 1, dtype=int)],
+            }
+        )
+        table[gene_names()] = _counts(rng, len(x))
+        table.to_csv(ds.folder / entry["spots"], index=False)
+        _image(rng).save(ds.folder / entry["image"])
+        sections[sid] = entry
+        files.update(dict.fromkeys(entry.values(), ""))
+    ds.card = _lattice_card(name, "spot_table", sections, files)
+    ds.rehash()
+    return ds
