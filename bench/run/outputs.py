@@ -5,6 +5,7 @@ and a record last, so a record implies its files.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +20,44 @@ if TYPE_CHECKING:  # annotations only: the leaderboard reads paths here without 
 
 __all__ = [
     "SIDE_SUFFIXES",
+    "cell_bytes",
     "remove_temporaries",
     "save",
     "save_or_fail",
     "save_test_maps",
     "side_files",
     "side_path",
+    "split_bytes",
     "test_maps_path",
 ]
+
+VALUE_BYTES = 24  # one number as JSON or CSV text with its separator, at the most
+TABLE_COLUMNS = 48  # score columns of the per-(region, gene) table, with room for more
+FIGURE_BYTES = 2**20  # one gene-map figure (PNG), at the most
+RECORD_BYTES = 2**16  # a record's fields beside its tables (params, timings, curve, ...)
+
+
+def cell_bytes(split: Split, stochastic: bool, copies: int = 1) -> int:
+    """The most a cell on ``split`` writes: its record (the per-(region, gene) table and the
+    influence column), the same table as CSV, the prediction as float32 (N, G, H, W) not
+    counting compression (twice for a stochastic method: its spread too) and its figures;
+    ``copies`` 2 when the side files are copied again into a local MLflow store's artifacts."""
+    n, g = len(split.test), len(split.genes)
+    maps = sum(g * h * w * 4 for h, w in (s.hr_shape for s in split.test))
+    table = n * g * TABLE_COLUMNS * VALUE_BYTES
+    side = maps * (2 if stochastic else 1) + table + FIGURE_BYTES * (2 if stochastic else 1)
+    record = table + int(split.truth.scored.sum()) * VALUE_BYTES + RECORD_BYTES
+    return record + side * copies
+
+
+def split_bytes(split: Split) -> int:
+    """The most the files every cell of ``split`` shares take: its test maps (first region, LR
+    and HR, float32) and the noise ceiling's record."""
+    s = split.test[0]
+    (h, w), (hh, ww) = s.lr.shape[-2:], s.hr_shape
+    maps = len(split.genes) * (h * w + hh * ww) * 4
+    table = len(split.test) * len(split.genes) * TABLE_COLUMNS * VALUE_BYTES
+    return maps + table + RECORD_BYTES
 
 
 def side_path(results_dir: Path, dataset: str, method: str, seed: int, suffix: str) -> Path:
@@ -119,8 +150,12 @@ def side_files(results_dir: Path, record: Record) -> list[Path]:
 
 
 def save(results_dir: Path, split: Split, record: Record, extras: dict) -> list[Path]:
-    """Write the side files, then the record itself (last, so a record implies its files)."""
+    """Write the side files, then the record itself (last, so a record implies its files), with
+    the sha256 of each side file in ``record.files`` (``python -m bench verify`` checks them)."""
+    from bench.data.fetch import sha256
+
     files = _artifacts(results_dir, split, record, extras)
+    record.files = {p.name: sha256(p) for p in files}
     write_record(results_dir, record)
     return files
 
@@ -131,18 +166,50 @@ def save_or_fail(
     """:func:`save`, where an I/O error (a full disk while saving a figure) fails this cell
     instead of the grid: the record becomes failed with the error and is saved without side
     files but its traceback (if even that cannot be written, nothing is, and a later run
-    recomputes the cell). Returns the record as saved and its files."""
+    recomputes the cell). Returns the record as saved and its files.
+
+    A full disk (``ENOSPC``, ``EDQUOT``), here or in the cell itself (its error says so), stops
+    the grid instead: :class:`bench.errors.DiskFull` naming the file, the space free and the
+    space the cell's outputs need, the side files this call wrote removed (no record refers to
+    them), the records already written untouched."""
+    import time
     import traceback
 
+    from bench.errors import disk_error, is_disk_full_text
+    from bench.files import disk_full
+
+    where = record_path(results_dir, record.dataset, record.method, record.seed)
+    needed = cell_bytes(split, "spread" in extras)
+    began = time.time()
     try:
-        return record, save(results_dir, split, record, extras)
+        files = save(results_dir, split, record, extras)
     except OSError as err:
+        if disk_error(err):
+            _remove_side_files(results_dir, record, since=began)
+            raise disk_full(err, where, needed) from None
         record.status, record.error = "failed", f"saving its outputs failed: {one_line(err)}"
         record.metrics, record.per_gene = {}, PerGene()
         try:
             return record, save(results_dir, split, record, {"traceback": traceback.format_exc()})
-        except OSError:
+        except OSError as again:
+            if disk_error(again):
+                raise disk_full(again, where, needed) from None
             return record, []
+    if not record.ok and is_disk_full_text(record.error or ""):  # the cell's own writes
+        named = re.search(r": '([^']+)'$", record.error or "")
+        raise disk_full(None, Path(named.group(1)) if named else where.parent, needed)
+    return record, files
+
+
+def _remove_side_files(results_dir: Path, record: Record, since: float) -> None:
+    """Remove the cell's side files written at ``since`` or later (by an attempt to save that
+    ran out of space)."""
+    for path in side_files(results_dir, record):
+        try:
+            if path.stat().st_mtime >= since - 1:
+                path.unlink()
+        except OSError:
+            pass
 
 
 def remove_temporaries(results_dir: Path, dataset: str, method: str, seed: int) -> int:

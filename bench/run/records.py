@@ -7,11 +7,16 @@ Layout: ``<results-dir>/<dataset>/<method>/seed-<seed>.json``, one :class:`Recor
 metric), ``timings`` (seconds), ``peak_memory_mb``, ``memory``, ``device``, ``code_version``,
 ``name`` (the run name), start/finish times (Unix seconds), ``influence`` (per scored test
 position, the change of the mean PCC when it alone is dropped), and for trained methods the
-learning ``curve`` (:class:`Curve`) and its ``converged`` verdict.
+learning ``curve`` (:class:`Curve`) and its ``converged`` verdict; ``files``, the sha256 of each
+side file the record owns (:mod:`bench.run.outputs`), by name in the record's folder.
 
 Schema 1 on disk. Records written before the shared vocabulary named the per-gene region column
 ``section`` and a sampler's draws parameter ``samples``; :meth:`Record.from_json` reads both, so
-old results load, resume and rank as before.
+old results load, resume and rank as before. Records written before ``files`` have none (None:
+no checksum recorded; ``python -m bench verify`` says so and checks nothing of their files).
+
+``<results-dir>/damaged/`` holds records ``python -m bench verify`` moved aside
+(:data:`DAMAGED`); it is never read as records.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from bench.files import atomic_write_text
 
 SCHEMA = 1
+DAMAGED = "damaged"  # <results-dir>/damaged/<time>/...: records moved aside by bench verify
 _LEGACY_PARAMS = {"samples": "draws"}  # written before the shared vocabulary
 
 
@@ -149,6 +155,9 @@ class Record:
     # per scored test position (C order of the split's scored mask): the change of the mean PCC
     # when that position alone is dropped (bench.scoring.influence); empty for failed cells
     influence: list[float | None] = field(default_factory=list)
+    # sha256 of each side file this record owns, by file name in its folder (set when saved);
+    # None for a record written before records carried checksums (or one with no side files)
+    files: dict[str, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -158,7 +167,8 @@ class Record:
         return record_path(results_dir, self.dataset, self.method, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object (schema 1), without ``name`` when the cell never got one."""
+        """The JSON object (schema 1), without ``name`` when the cell never got one and without
+        ``files`` when no checksum was recorded."""
         out: dict[str, Any] = {"schema": SCHEMA}
         for key in self.__dataclass_fields__:
             value = getattr(self, key)
@@ -168,7 +178,7 @@ class Record:
                 value = value.columns()
             elif key == "curve":
                 value = value.to_json()
-            elif key == "name" and value is None:
+            elif key in ("name", "files") and value is None:
                 continue
             out[key] = value
         return out
@@ -195,6 +205,8 @@ class Record:
             known[key] = float(value) if value is not None else 0.0
         known["finished_ms"] = int(raw.get("finished_ms") or 0)
         known["influence"] = list(raw.get("influence") or [])
+        files = raw.get("files")
+        known["files"] = {str(k): str(v) for k, v in files.items()} if files is not None else None
         return cls(**known)
 
 
@@ -225,7 +237,14 @@ def read_record(path: Path) -> Record | None:
     return record
 
 
+def record_paths(results_dir: Path) -> list[Path]:
+    """The record files under ``results_dir`` (``<dataset>/<method>/seed-*.json``, sorted), never
+    those moved aside into ``<results-dir>/damaged/``."""
+    found = Path(results_dir).glob("*/*/seed-*.json")
+    return sorted(p for p in found if p.relative_to(results_dir).parts[0] != DAMAGED)
+
+
 def read_records(results_dir: Path) -> list[Record]:
     """Every record under ``results_dir``, sorted by (dataset, method, seed)."""
-    found = (read_record(p) for p in sorted(results_dir.glob("*/*/seed-*.json")))
+    found = (read_record(p) for p in record_paths(results_dir))
     return sorted((r for r in found if r is not None), key=lambda r: (r.dataset, r.method, r.seed))

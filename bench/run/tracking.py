@@ -114,9 +114,12 @@ class Tracker:
         self._log(self.parent_id, params=params)
         return self.parent_id
 
-    def finish(self, failed: bool) -> None:
+    def finish(self, failed: bool, status: str | None = None) -> None:
+        """Close the invocation run: FINISHED, FAILED (a failed cell) or ``status`` (KILLED
+        for an interrupted grid)."""
         if self.parent_id:
-            self.client.set_terminated(self.parent_id, "FAILED" if failed else "FINISHED")
+            final = status or ("FAILED" if failed else "FINISHED")
+            self.client.set_terminated(self.parent_id, final)
 
     def log_cell(
         self, record: Record, artifacts: list[Path], card: dict[str, str] | None = None
@@ -152,13 +155,8 @@ class Tracker:
             rid,
             params={**params, "dataset": record.dataset, "split": split, "card": card or {}},
         )
-        metrics = dict(record.metrics)
-        metrics.update({f"time_{k}": v for k, v in record.timings.items()})
-        metrics["peak_memory_mb"] = record.peak_memory_mb
         ts = record.finished_ms
-        values = [Metric(k, float(v), ts, 0) for k, v in sorted(metrics.items()) if v is not None]
-        if record.converged is not None:
-            values.append(Metric("converged", float(record.converged), ts, 0))
+        values = [Metric(k, v, ts, 0) for k, v in sorted(cell_metrics(record).items())]
         curve = record.curve  # the learning curve as step metrics, so the UI draws it
         for key in ("loss", "pcc", "rmse", "crps"):
             series = zip(curve.step, getattr(curve, key), strict=False)
@@ -290,6 +288,70 @@ def card_facts(raw: dict[str, Any]) -> dict[str, str]:
         "pitch_um": lattice.get("pitch_um"),
     }
     return {k: str(v)[:5000] for k, v in facts.items() if v is not None}
+
+
+def cell_metrics(record: Record) -> dict[str, float]:
+    """The scalar metrics a record's child run carries (at step 0): the record's metrics (those
+    not None), ``time_<timing>``, ``peak_memory_mb`` and, for trained methods, ``converged``
+    (the learning curve's step metrics aside)."""
+    metrics = dict(record.metrics)
+    metrics.update({f"time_{k}": v for k, v in record.timings.items()})
+    metrics["peak_memory_mb"] = record.peak_memory_mb
+    if record.converged is not None:
+        metrics["converged"] = record.converged
+    return {k: float(v) for k, v in metrics.items() if v is not None}
+
+
+CURVE_METRICS = ("train_loss", "val_pcc", "val_rmse", "val_crps")  # step metrics of log_cell
+
+
+def read_child_runs(uri: str) -> list[Any]:
+    """Every child run (one with a ``record_id`` tag) of the store at ``uri`` that is not deleted,
+    read without writing anything: no store is created. A missing SQLite file, an unreachable
+    server or a store without this harness's experiment is a :class:`BenchError`."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    if scheme not in SCHEMES:
+        check_uri(uri)  # raises the one-line error naming the schemes
+    if scheme == "sqlite":
+        path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+        if path is None or not path.is_file():
+            raise BenchError(
+                f"no MLflow store at {redact(uri)}; pass the --tracking-uri the results were "
+                "run with"
+            )
+    import mlflow
+    from mlflow.entities import ViewType
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        runs: list[Any] = []
+        token = None
+        while exp is not None:
+            page = client.search_runs(
+                [exp.experiment_id],
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=50000,
+                page_token=token,
+            )
+            runs += page
+            token = page.token
+            if not token:
+                break
+    except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
+        raise BenchError(
+            f"tracking URI {redact(uri)!r} cannot be read ({redact(first_line(err))[:200]}); "
+            "start the server or pass another --tracking-uri"
+        ) from None
+    if exp is None:
+        raise BenchError(
+            f"the MLflow store {redact(uri)} holds no {EXPERIMENT!r} experiment; pass the "
+            "--tracking-uri the results were run with"
+        )
+    return [r for r in runs if "record_id" in r.data.tags]
 
 
 def record_id(record: Record) -> str:
