@@ -1,8 +1,9 @@
-"""Command line: ``python -m bench {list,run,leaderboard,fetch,split,export}``.
+"""Command line: ``python -m bench {list,run,leaderboard,fetch,split,export,verify}``.
 
 Exit status: 0 success; 1 when a cell of the grid failed (recorded, the rest ran); 2 for bad
 input (unknown names, bad numbers, missing or corrupt data, unwritable folders, unreachable
-tracking server), reported as one line ``bench: error: ...`` before anything is written.
+tracking server), reported as one line ``bench: error: ...`` before anything is written, and
+for ``verify`` when records, checksums, store and page disagree (one line per problem).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.errors import BenchError, redact, writable_dir
+from bench.errors import BenchError, Interrupted, redact, writable_dir
 from bench.files import check_writable
 from bench.grid import DEFAULT_DATASETS, DEFAULT_LEADERBOARD
 
@@ -57,6 +60,29 @@ def _positive_seconds(text: str) -> float:
         value = 0.0
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _memory(text: str) -> int:
+    """``--max-memory``: a number of bytes with an optional unit K, M, G or T (powers of 1024;
+    ``6G``, ``512M``, ``1.5GiB``)."""
+    import re
+
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    value = int(float(found.group(1)) * _UNITS[found.group(2)]) if found else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a memory size; use e.g. 6G or 512M (K, M, G, T: powers of 1024)"
+        )
+    from bench.grid.plan import MIN_MEMORY
+
+    if value < MIN_MEMORY:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is less than a cell needs; give --max-memory {MIN_MEMORY // 2**20}M or more"
+        )
     return value
 
 
@@ -121,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument(
+        "--max-memory",
+        type=_memory,
+        default=None,
+        metavar="SIZE",
+        help="memory a cell's processes may hold, e.g. 6G or 512M; a cell past it is killed and "
+        "recorded as failed, and the grid goes on (default: the machine's memory, less "
+        "max(1 GiB, 1/8 of it) kept for the driver, divided by --jobs; with --executor ray, "
+        "no cap unless given)",
+    )
+    run.add_argument(
         "--jobs",
         type=_positive,
         default=None,
@@ -150,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--data-dir", help="data directory (as for run)")
     export.add_argument("--results-dir", default="results")
     export.add_argument("--out", required=True, help="output .h5ad file")
+    verify = sub.add_parser(
+        "verify",
+        help="check the records against their checksums, the MLflow store and the page; "
+        "damaged records are moved aside",
+    )
+    verify.add_argument("--results-dir", default="results")
+    verify.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: sqlite file in the results dir)"
+    )
+    verify.add_argument("--leaderboard", default=str(DEFAULT_LEADERBOARD), help="page to check")
     return parser
 
 
@@ -164,6 +210,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         draws=args.draws,
         k=args.k,
         timeout=args.timeout,
+        max_memory=args.max_memory,
         data_dir=args.data_dir,
         results_dir=args.results_dir,
         tracking_uri=args.tracking_uri,
@@ -291,10 +338,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when records, checksums, store and page agree; else 2, each problem one line on
+    stderr (damaged records moved aside and named)."""
+    from bench.board.verify import verify
+
+    report = verify(Path(args.results_dir), args.tracking_uri, Path(args.leaderboard))
+    for note in report.notes:
+        print(note)
+    for problem in report.problems:
+        print(redact(problem.line()), file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 2
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (0 ok, 1 a failed cell, 2 bad input, 128 + the
+    signal's number when interrupted: 130 for SIGINT / Ctrl-C, 143 for SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         args = build_parser().parse_args(argv)
         if args.command == "list":
@@ -307,7 +376,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_fetch(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "verify":
+            return cmd_verify(args)
         return cmd_split(args)
     except BenchError as err:
         print(f"bench: error: {redact(str(err))}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Interrupted) as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(
+            f"bench: interrupted by {name}: what finished is kept, running cells were "
+            "stopped, nothing is half-written; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -10,12 +10,28 @@ one, never half of either, even after SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["FileLock", "atomic_write", "atomic_write_text"]
+if TYPE_CHECKING:
+    from bench.errors import DiskFull
+
+__all__ = [
+    "FileLock",
+    "atomic_write",
+    "atomic_write_text",
+    "disk_full",
+    "free_bytes",
+    "stop_when_full",
+]
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
@@ -40,8 +56,10 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            err.filename = str(path)  # the file that did not fit, not its temporary name
         raise
     return path
 
@@ -117,7 +135,8 @@ def check_writable(path: Path, what: str, kind: str = "dir") -> Path:
             raise BenchError(f"{what} {path} is not writable (a folder, not a file); {fix}")
         mode = os.W_OK | (os.X_OK if kind == "dir" else 0)
         if not os.access(path, mode):
-            raise BenchError(f"{what} {path} is not writable; {fix}")
+            why = " (on a read-only file system)" if _read_only(path) else ""
+            raise BenchError(f"{what} {path} is not writable{why}; {fix}")
         if kind == "dir":
             return path
     parent = path.parent
@@ -126,5 +145,81 @@ def check_writable(path: Path, what: str, kind: str = "dir") -> Path:
     if not parent.is_dir():
         raise BenchError(f"{what} {path} is not writable ({parent} is a file); {fix}")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise BenchError(f"{what} {path} is not writable ({parent} is read-only); {fix}")
+        why = "on a read-only file system" if _read_only(parent) else "is read-only"
+        raise BenchError(f"{what} {path} is not writable ({parent} {why}); {fix}")
     return path
+
+
+def _read_only(path: Path) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only (which stops root too, whom
+    permission bits do not)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free to this user on the file system that holds ``path`` (or would: its nearest
+    existing folder)."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def disk_full(err: BaseException | None, where: Path, needed: int) -> DiskFull:
+    """The one-line :class:`bench.errors.DiskFull` for a write that ran out of space: the file
+    it names (``err.filename``, else ``where``), the space free there and ``needed`` bytes."""
+    from bench.errors import DiskFull, size_text
+
+    name = getattr(err, "filename", None)
+    path = Path(name) if isinstance(name, str) and name else Path(where)
+    try:
+        free = size_text(free_bytes(path))
+    except OSError:
+        free = "unknown"
+    return DiskFull(
+        f"disk full writing {path}: {free} free, {size_text(needed)} needed; the grid stopped "
+        "and the cells finished before it are kept: free space (or pass another --results-dir) "
+        "and rerun the same command to resume"
+    )
+
+
+@contextlib.contextmanager
+def stop_when_full(where: Path, needed: int = 0) -> Iterator[None]:
+    """Turn a full disk met in the block (:func:`bench.errors.disk_error`: ``ENOSPC``,
+    ``EDQUOT``, SQLite's "database or disk is full") into :func:`disk_full`'s one line, naming
+    the file (else ``where``) and ``needed`` bytes; other errors pass unchanged."""
+    from bench.errors import DiskFull, disk_error
+
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as err:
+        found = disk_error(err)
+        if found is None:
+            raise
+        raise disk_full(found, where, needed) from None
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back in the main thread until the block ends, then deliver the
+    first one received to its usual handler: a record, its side files and its MLflow run are
+    written whole or not at all, and no library (MLflow's database session, a zip writer) is
+    interrupted half-way. Elsewhere than in the main thread the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _frame: held.append(signum)) for s in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+        if held:
+            signal.raise_signal(held[0])

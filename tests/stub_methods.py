@@ -152,3 +152,75 @@ class Counting(Method):
 
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
         return Interpolation(mode="bicubic").predict(samples)
+
+
+class Sleepy(Method):
+    """Bicubic, but its fit first writes its pid to ``$STSR_PID_FILE`` and waits while the file
+    ``$STSR_HOLD_FILE`` exists: a cell that is running when a test interrupts the grid, and
+    finishes on the rerun once the test removes the file."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        import os
+        import time
+
+        if os.environ.get("STSR_PID_FILE"):
+            with open(os.environ["STSR_PID_FILE"], "w") as fh:
+                fh.write(str(os.getpid()))
+        while os.path.exists(os.environ.get("STSR_HOLD_FILE", "")):
+            time.sleep(0.05)
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        return Interpolation(mode="bicubic").predict(samples)
+
+
+class Unbounded(Method):
+    """Allocates without bound: a list of 50 MB arrays, every page touched, grown until the
+    process is killed (past 4 GiB it raises MemoryError, so a cap that fails cannot take the
+    machine down). With a workdir, first writes its ``oom_score_adj`` beside it (``.oom``)."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        import time
+        from pathlib import Path
+
+        if self.workdir is not None:
+            score = Path("/proc/self/oom_score_adj").read_text().strip()
+            Path(self.workdir).with_suffix(".oom").write_text(score)
+        chunks = []
+        while len(chunks) < 80:
+            chunks.append(np.ones(50 * 2**20 // 8))
+            time.sleep(0.01)
+        raise MemoryError("allocated 4 GiB and was not stopped")
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:  # pragma: no cover
+        raise AssertionError("never reached")
+
+
+class Filling(Method):
+    """Bicubic whose fit first fills the disk of its results folder (a ``ballast`` file beside
+    its record, written until the disk is full): another program taking the space mid-grid."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        from pathlib import Path
+
+        block = b"\0" * 2**16
+        try:
+            with open(Path(self.workdir).parent / "ballast", "wb") as fh:
+                while True:
+                    fh.write(block)
+                    fh.flush()
+        except OSError:
+            pass
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        return Interpolation(mode="bicubic").predict(samples)
+
+
+class Reporting(Method):
+    """Bicubic after a few reported training steps (a progress line in the cell's process)."""
+
+    def fit(self, train: Sequence[Sample]) -> None:
+        for step in range(1, 4):
+            self.report("fit", step, 3, loss=1.0 / step)
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        return Interpolation(mode="bicubic").predict(samples)

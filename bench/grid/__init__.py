@@ -8,7 +8,8 @@ A run is five stages, each a function with a typed input and output:
    the CLI's exit status 2);
 2. open (:mod:`.session`): ``Plan -> Session``; MLflow invocation run, Ray, shared files;
 3. claim (:mod:`.cells`): ``Plan -> Claims``; cell locks, records an earlier run left reused;
-4. execute (:mod:`.cells`): ``Claims -> Record`` per cell, each saved, tracked and unlocked;
+4. execute (:mod:`.cells`): ``Claims -> Record`` per cell, each saved, tracked and unlocked
+   (interrupted: running cells ended, the invocation run closed as KILLED, finished ones kept);
 5. publish (:mod:`.session`): the page rewritten, the invocation run closed.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from bench.errors import redact
+from bench.errors import Interrupted, redact
 from bench.grid.cells import claim, execute, wait_for_others
 from bench.grid.config import (
     DEFAULT_DATASETS,
@@ -27,7 +28,7 @@ from bench.grid.config import (
     cpu_count,
 )
 from bench.grid.plan import Cell, Plan, check_outputs, make_plan
-from bench.grid.session import Session, open_session, publish
+from bench.grid.session import Session, abandon, open_session, publish
 
 __all__ = [
     "DEFAULT_DATASETS",
@@ -65,18 +66,23 @@ def run_grid(config: RunConfig) -> GridResult:
         disable=not plan.progress,
         file=sys.stderr,
     )
-    for record in execute(plan, session, claims, claims.todo):
-        result.add(record)
-        bar.set_description(f"{record.dataset}/{record.method} seed {record.seed}")
-        bar.update()
-    waited, left = wait_for_others(plan, claims)
-    result.records += waited
-    result.reused += len(waited)
-    bar.update(len(waited))
-    for record in execute(plan, session, claims, left):
-        result.add(record)
-        bar.update()
-    bar.close()
+    try:
+        for record in execute(plan, session, claims, claims.todo):
+            result.add(record)
+            bar.set_description(f"{record.dataset}/{record.method} seed {record.seed}")
+            bar.update()
+        waited, left = wait_for_others(plan, claims)
+        result.records += waited
+        result.reused += len(waited)
+        bar.update(len(waited))
+        for record in execute(plan, session, claims, left):
+            result.add(record)
+            bar.update()
+    except (KeyboardInterrupt, Interrupted):  # SIGINT, SIGTERM: finished cells are kept
+        abandon(session)
+        raise
+    finally:
+        bar.close()
     result.leaderboard = publish(plan, session, result.failed)
     result.records.sort(key=lambda r: (r.dataset, r.method, r.seed))
     print(f"{len(plan.cells)} cell(s), {result.failed} failed; records in {plan.results}")

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from bench.files import FileLock
-from bench.grid.plan import Cell, Plan
-from bench.grid.session import Session
+from bench.errors import DiskFull
+from bench.files import FileLock, uninterrupted
+from bench.grid.plan import STORE_BYTES, Cell, Plan
+from bench.grid.session import Session, fail, store_writes
 
 if TYPE_CHECKING:
     from bench.run.records import Record
@@ -95,18 +96,25 @@ def execute(plan: Plan, session: Session, claims: Claims, todo: list[Cell]) -> I
     for c in todo:  # temporary files a killed writer of this cell left behind
         outputs.remove_temporaries(plan.results, splits[c.dataset].label, c.method, c.seed)
     run = executors.ray if plan.executor == "ray" else partial(executors.local, jobs=plan.jobs)
+    results = run(pending, splits, plan.opts)
     try:
-        for (dataset, method, seed, _), record, extras in run(pending, splits, plan.opts):
-            record, files = outputs.save_or_fail(plan.results, splits[dataset], record, extras)
-            session.tracker.log_cell(record, files, plan.facts[dataset])
-            session.tracker.drop_superseded(record)
-            claims.locks[Cell(dataset, method, seed)].release()
+        for (dataset, method, seed, _), record, extras in results:
+            with uninterrupted():  # a record and its run whole: an interrupt waits for them
+                record, files = outputs.save_or_fail(plan.results, splits[dataset], record, extras)
+                with store_writes(session, STORE_BYTES + sum(p.stat().st_size for p in files)):
+                    session.tracker.log_cell(record, files, plan.facts[dataset])
+                    session.tracker.drop_superseded(record)
+                claims.locks[Cell(dataset, method, seed)].release()
             if not record.ok:
                 tqdm.write(
                     f"{splits[dataset].label}/{method} seed {seed} failed: {record.error}",
                     file=sys.stderr,
                 )
             yield record
+    except DiskFull:  # the grid stops: no cell runs on, the invocation run closed as FAILED
+        results.close()
+        fail(session)
+        raise
     finally:
         for c in todo:
             claims.locks[c].release()

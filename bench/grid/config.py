@@ -18,8 +18,9 @@ class RunConfig:
 
     ``methods`` and ``datasets`` are ``"all"``, comma-separated names or a sequence of names;
     ``k`` the pooling factor (None: each card's default); ``draws`` the K draws per input of a
-    stochastic method; ``timeout`` seconds per cell (None: no limit); ``command`` the shell
-    command printed on the leaderboard to regenerate it.
+    stochastic method; ``timeout`` seconds per cell (None: no limit); ``max_memory`` the bytes a
+    cell's processes may hold (None: :func:`auto_max_memory`); ``command`` the shell command
+    printed on the leaderboard to regenerate it.
     """
 
     methods: str | Sequence[str] = "all"
@@ -29,6 +30,7 @@ class RunConfig:
     draws: int = 8
     k: int | None = None
     timeout: float | None = None
+    max_memory: int | None = None  # bytes per cell; None: auto_max_memory(jobs)
     data_dir: str | Path | None = None
     results_dir: str | Path = "results"
     tracking_uri: str | None = None
@@ -69,6 +71,19 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+DRIVER_RESERVE = 2**30  # memory kept for the driver at the least (also: 1/8 of the machine's)
+
+
+def auto_max_memory(jobs: int) -> int:
+    """The default memory cap of a cell: the machine's memory (its cgroup limit in a container)
+    less a reserve for the driver (:data:`DRIVER_RESERVE`, or an eighth of it when larger; at
+    most half of it), shared among the ``jobs`` cells that run at a time."""
+    from bench.run.resources import machine_memory
+
+    total = machine_memory()
+    return max(total // 2, total - max(DRIVER_RESERVE, total // 8)) // max(1, jobs)
 
 
 def auto_jobs() -> int:

@@ -2,9 +2,9 @@
 they need, having checked every input and output before anything is written.
 
 A bad input (an unknown method or dataset, a broken plugin, unreadable data, an output path that
-cannot be written, an unreachable tracking server or Ray cluster) is a
-:class:`bench.errors.BenchError` here, the CLI's exit status 2. ``RunConfig`` goes no further
-than this module: later stages take the plan.
+cannot be written, too little free space for the grid's outputs, an unreachable tracking server or
+Ray cluster) is a :class:`bench.errors.BenchError` here, the CLI's exit status 2. ``RunConfig``
+goes no further than this module: later stages take the plan.
 """
 
 from __future__ import annotations
@@ -17,14 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from bench.errors import BenchError, redact
-from bench.files import check_writable
-from bench.grid.config import RunConfig, auto_jobs, cpu_count
+from bench.errors import BenchError, redact, size_text
+from bench.files import check_writable, free_bytes
+from bench.grid.config import RunConfig, auto_jobs, auto_max_memory, cpu_count
 
 if TYPE_CHECKING:
     from bench.data.splits import Split
     from bench.run.cell import RunOptions
     from bench.run.tracking import Tracker
+
+
+MIN_MEMORY = 64 * 2**20  # the smallest --max-memory taken (a cell's process needs more)
+PAGE_BYTES = 16 * 2**20  # the leaderboard page and its figures, at the most
+STORE_BYTES = 2**18  # one MLflow run in an SQLite store (params, tags, metrics), at the most
+STORE_BASE = 4 * 2**20  # a new SQLite store (MLflow's tables), at the most
+MARGIN = 1.1  # on the estimate of the grid's outputs
 
 
 class Cell(NamedTuple):
@@ -78,6 +85,74 @@ def check_outputs(config: RunConfig) -> tuple[Path, Path]:
     return results, board
 
 
+def check_memory_cap(value: int | None) -> None:
+    """A ``max_memory`` (bytes per cell) is None or a whole number of bytes of at least
+    :data:`MIN_MEMORY`; else a one-line :class:`BenchError`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_MEMORY:
+        raise BenchError(
+            f"--max-memory {value!r} is not a memory size of at least {size_text(MIN_MEMORY)}; "
+            "use e.g. 6G or 512M"
+        )
+
+
+def check_space(
+    results: Path,
+    board: Path,
+    tracking_uri: str | None,
+    cells: list[Cell],
+    splits: dict[str, Split],
+) -> None:
+    """Check, writing nothing, that the grid's outputs fit: per file system, the free space
+    against the most they may take (:func:`bench.run.outputs.cell_bytes` for each cell not yet
+    saved, the splits' shared files, the MLflow store, the page, and :data:`MARGIN`); else a
+    one-line :class:`BenchError` naming the folder, the space free and the space needed."""
+    from bench.run import outputs
+    from methods.registry import method_class
+
+    local_store = not tracking_uri or tracking_uri.startswith("sqlite:")
+    store = Path(tracking_uri[len("sqlite:///") :]) if tracking_uri and local_store else None
+    stochastic = {m: method_class(m)[0].stochastic for m in {c.method for c in cells}}
+    store_dir = store.parent if store else results
+    copies = 2 if local_store else 1  # the side files again in a local store's artifacts
+    needs: dict[Path, int] = dict.fromkeys((results, board.parent, store_dir), 0)
+    needs[board.parent] += PAGE_BYTES
+    needs[store_dir] += STORE_BASE if local_store else 0
+    todo = 0
+    for c in cells:
+        split = splits[c.dataset]
+        if outputs.side_path(results, split.label, c.method, c.seed, ".pred.npz").is_file():
+            continue  # saved by an earlier run: reused, or overwritten by as much
+        todo += 1
+        needs[results] += outputs.cell_bytes(split, stochastic[c.method], copies)
+        needs[store_dir] += STORE_BYTES if local_store else 0
+    for split in splits.values():
+        needs[results] += outputs.split_bytes(split)
+    by_disk: dict[int, tuple[Path, int]] = {}
+    for folder, needed in needs.items():
+        device = os.stat(_existing(folder)).st_dev
+        first, total = by_disk.get(device, (folder, 0))
+        by_disk[device] = (first, total + needed)
+    for folder, needed in by_disk.values():
+        needed = int(needed * MARGIN)
+        free = free_bytes(folder)
+        if free < needed:
+            raise BenchError(
+                f"not enough free space for the grid's outputs in {folder}: {size_text(free)} "
+                f"free, {size_text(needed)} needed ({todo} cell(s) to run); free space there or "
+                "pass another --results-dir"
+            )
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing folder."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def usable_methods(names: list[str], asked_all: bool) -> list[str]:
     """``names`` with every plugin method imported and checked against the contract: a broken
     plugin asked for by name is a one-line error; under ``all`` it is skipped with one line."""
@@ -112,6 +187,7 @@ def make_plan(config: RunConfig) -> Plan:
     except UnknownMethodError as err:
         raise BenchError(str(err)) from None
     methods = usable_methods(methods, _names(config.methods).strip() == "all")
+    check_memory_cap(config.max_memory)
     datasets = cards.resolve_datasets(_names(config.datasets))
     seeds = list(dict.fromkeys(config.seeds))  # --seeds 0 0 is one cell, not two
     results, board = check_outputs(config)
@@ -135,11 +211,17 @@ def make_plan(config: RunConfig) -> Plan:
     jobs = config.jobs or auto_jobs()
     if config.executor == "local" and jobs > 1:  # parallel cells share the cores
         opts = dataclasses.replace(opts, threads=max(1, cpu_count() // jobs))
+    cap = config.max_memory  # Ray tasks are capped only when asked (Ray watches its nodes)
+    if cap is None and config.executor == "local":
+        cap = auto_max_memory(jobs)
+    opts = dataclasses.replace(opts, max_memory=cap)
+    cells = [Cell(d, m, s) for d in datasets for m in methods for s in seeds]
+    check_space(results, board, config.tracking_uri, cells, splits)
     return Plan(
         methods=methods,
         datasets=datasets,
         seeds=seeds,
-        cells=[Cell(d, m, s) for d in datasets for m in methods for s in seeds],
+        cells=cells,
         splits=splits,
         facts=facts,
         opts=opts,

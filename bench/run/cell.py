@@ -41,6 +41,7 @@ class RunOptions:
     preset: str = "default"
     draws: int = 8  # K draws per input for stochastic methods
     timeout: float | None = None  # seconds per cell (fit + predict + score); None: no limit
+    max_memory: int | None = None  # bytes a cell's processes may hold; None: no cap
     threads: int | None = None  # torch intra-op threads of a cell; None: torch's default
     bar: int = 1  # the terminal line of the cell's progress bar, under the grid's (line 0)
     code_version: str = "unknown"

@@ -8,8 +8,15 @@ the store see one writer per invocation, as with the local executor.
 Deadline (``--timeout``): a cell with a deadline runs in a child process of its own
 (:func:`run_bounded`), which is killed (with its process group) once the deadline has passed, so
 no code of the method, however it catches exceptions, can outlive it; and a cell that returns
-after its deadline is recorded as failed whatever it returns. Without ``--timeout`` cells run in
-the executor's process.
+after its deadline is recorded as failed whatever it returns. Without a deadline or a memory cap
+(below; the grid's local cells always have one) a cell runs in the executor's process.
+
+Memory cap (``--max-memory``, ``RunOptions.max_memory``): a capped cell runs in a child process
+too, and the driver reads the memory its process group holds every :data:`POLL_S` seconds
+(:func:`bench.run.resources.group_memory`); past the cap the group is killed and the cell
+recorded as failed with a ``MemoryCap`` reason, and the grid goes on. A cell's processes are
+also the kernel OOM killer's first choice (``oom_score_adj`` 1000), so when memory runs out
+regardless, a cell dies, not the driver.
 
 Ray: ``address=None`` starts a local Ray on demand (the CPUs of this machine, no dashboard), bound
 to 127.0.0.1; otherwise it connects to ``address`` (e.g. ``ray://head:10001`` or ``auto``), after
@@ -34,9 +41,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.data.splits import Split
-from bench.errors import BenchError, first_line, one_line, redact
+from bench.errors import BenchError, first_line, one_line, redact, size_text
 from bench.run.cell import RunOptions, failed_record, run_cell
 from bench.run.records import PerGene, Record
+from bench.run.resources import group_memory, raise_oom_score
 
 REPO = Path(__file__).resolve().parents[2]
 Cell = tuple[str, str, int, Path]  # dataset, method, seed, workdir
@@ -45,14 +53,28 @@ Result = tuple[Cell, Record, dict[str, Any]]  # cell, record, extras
 GRACE_S = 2.0  # after the deadline, the time a cell has to report its own timeout
 START_S = 300.0  # the most a cell's process may take to start (import torch, unpickle the split)
 RAY_CONNECT_S = 10.0  # the most start_ray waits for a cluster address to answer
+POLL_S = 0.2  # how often the driver reads a capped cell's memory
 _MAIN_LOCK = threading.Lock()
+_LIVE: set[Any] = set()  # cell processes running now (run_bounded), for kill_running
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_running() -> int:
+    """Kill every cell process this driver is running (each with its process group); returns
+    how many. Called when the grid is interrupted, so no cell outlives it."""
+    with _LIVE_LOCK:
+        running = list(_LIVE)
+    for proc in running:
+        _kill(proc, wait=0)
+    return len(running)
 
 
 def local(
     cells: list[Cell], splits: dict[str, Split], opts: RunOptions, jobs: int = 1
 ) -> Iterator[Result]:
     """Run the cells on this machine, yielding each as it finishes: one after another when
-    ``jobs`` is 1 (in this process, or in a child under a deadline), else ``jobs`` at a time,
+    ``jobs`` is 1 (in this process, or in a child under a deadline or a memory cap, as the
+    grid's cells always are), else ``jobs`` at a time,
     each in a process of its own (:func:`run_bounded` with ``isolate``) with
     ``opts.threads`` torch threads, so small networks share the cores instead of contending
     inside one process."""
@@ -64,7 +86,7 @@ def local(
         return
     import dataclasses
     import queue
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 
     lines: queue.Queue[int] = queue.Queue()  # one progress line per running cell
     for line in range(1, jobs + 1):
@@ -80,8 +102,16 @@ def local(
 
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cell") as pool:
         futures = {pool.submit(one, c): c for c in cells}
-        for future in as_completed(futures):
-            yield (futures[future], *future.result())
+        try:
+            for future in as_completed(futures):
+                yield (futures[future], *future.result())
+        except BaseException:  # interrupted (or closed early): end the cells, let threads go
+            for future in futures:
+                future.cancel()
+            while not all(f.done() for f in futures):  # a cell still starting is ended too
+                kill_running()
+                wait(futures, timeout=POLL_S)
+            raise
 
 
 def _ray_cell(
@@ -122,6 +152,7 @@ def _child(
     from methods.registry import register
 
     os.setpgrp()
+    raise_oom_score()
     _die_with_driver(watch)
     module, cls, fixed = entry
     register(method, module, cls, **fixed)
@@ -133,6 +164,37 @@ def _child(
 def _timed_out(split: Split, method: str, seed: int, opts: RunOptions, why: str) -> Result:
     record = failed_record(split, method, seed, opts, f"CellTimeout: {why}")
     return record, {"traceback": f"CellTimeout: {why}\n"}
+
+
+def _past_cap(split: Split, method: str, seed: int, opts: RunOptions, used: int) -> Result:
+    cap = size_text(opts.max_memory or 0)
+    why = (
+        f"MemoryCap: the cell used {size_text(used)}, past --max-memory {cap}; its process was "
+        "killed (raise --max-memory or lower --jobs)"
+    )
+    record = failed_record(split, method, seed, opts, why)
+    record.peak_memory_mb = round(used / 2**20, 1)
+    record.memory = {"cpu_rss_mb": round(used / 2**20, 1), "gpu_mb": None}
+    return record, {"traceback": why + "\n"}
+
+
+def _wait(receive: Any, pgid: int | None, seconds: float | None, cap: int | None) -> int:
+    """Wait at most ``seconds`` (None: no limit) for the cell's next message, reading the memory
+    of process group ``pgid`` every :data:`POLL_S` seconds when ``cap`` is set. Returns 0 when a
+    message (or the end of the pipe) is there, -1 when the time ran out, else the bytes the group
+    held past ``cap``."""
+    if not cap or not pgid:
+        return 0 if receive.poll(seconds) else -1
+    end = None if seconds is None else time.monotonic() + seconds
+    while True:
+        step = POLL_S if end is None else max(0.0, min(POLL_S, end - time.monotonic()))
+        if receive.poll(step):
+            return 0
+        used = group_memory(pgid)
+        if used > cap:
+            return used
+        if end is not None and time.monotonic() >= end:
+            return -1
 
 
 @contextlib.contextmanager
@@ -157,9 +219,11 @@ def _main_not_rerun() -> Iterator[None]:
 
 def _context() -> Any:
     """A fresh-process start method: ``forkserver`` (torch imported once in the server; no
-    inherited CUDA context, threads or open MLflow connections, which ``fork`` would copy)."""
+    inherited CUDA context, threads or open MLflow connections, which ``fork`` would copy).
+    The server also imports what every cell's scoring imports on first use (``scipy.stats``),
+    so a cell's process does not pay for it again."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "bench.run.cell"])
+    ctx.set_forkserver_preload(["torch", "bench.run.cell", "scipy.stats"])
     return ctx
 
 
@@ -171,17 +235,18 @@ def run_bounded(
     workdir: Path | None = None,
     isolate: bool = False,
 ) -> tuple[Record, dict]:
-    """:func:`run_cell` under ``opts.timeout`` that the method cannot swallow.
+    """:func:`run_cell` under ``opts.timeout`` and ``opts.max_memory``, which the method cannot
+    swallow.
 
-    Without a timeout the cell runs here, unless ``isolate`` (parallel cells) asks for a child
-    process anyway, which then has no deadline. With one, it runs in a child process; the child's
-    own alarm (:func:`bench.run.cell.deadline`) lets a cooperative method stop with a traceback,
-    and
-    :data:`GRACE_S` seconds after the deadline the child and its process group are killed. A record
-    that comes back ok but took longer than the timeout is turned into a failed one; a child that
-    dies (killed for memory, a crash) gives a failed record naming its exit code.
+    Without either the cell runs here, unless ``isolate`` (parallel cells) asks for a child
+    process anyway. With one, it runs in a child process; the child's own alarm
+    (:func:`bench.run.cell.deadline`) lets a cooperative method stop with a traceback, and
+    :data:`GRACE_S` seconds after the deadline the child and its process group are killed; so are
+    they when the group holds more than ``opts.max_memory`` bytes (a ``MemoryCap`` failure). A
+    record that comes back ok but took longer than the timeout is turned into a failed one; a
+    child that dies (killed for memory, a crash) gives a failed record naming its exit code.
     """
-    if not opts.timeout and not isolate:
+    if not opts.timeout and not opts.max_memory and not isolate:
         return run_cell(split, method, seed, opts, workdir)
     from methods.registry import entry
 
@@ -202,6 +267,8 @@ def run_bounded(
         return failed_record(split, method, seed, opts, why), {"traceback": why + "\n"}
     send.close()
     watch.close()
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     limit = f"--timeout {opts.timeout:g} s" if opts.timeout else "no deadline"
     wait = opts.timeout + GRACE_S if opts.timeout else None  # None: as long as the cell runs
     try:
@@ -210,10 +277,14 @@ def run_bounded(
                 why = f"the cell's process did not start in {START_S:g} s"
                 return _timed_out(split, method, seed, opts, why)
             receive.recv()
-            if not receive.poll(wait):
+            used = _wait(receive, proc.pid, wait, opts.max_memory)
+            if used > 0:
+                return _past_cap(split, method, seed, opts, used)
+            if used < 0:
                 why = f"the cell ran past {limit}; its process was killed"
                 return _timed_out(split, method, seed, opts, why)
             _, record, extras = receive.recv()
+            proc.join(5)  # let it exit by itself: its locks and semaphores are released
         except (EOFError, OSError):
             proc.join(5)
             why = f"the cell's process died (exit code {proc.exitcode}), e.g. killed for memory"
@@ -226,19 +297,22 @@ def run_bounded(
             extras = {"traceback": record.error + "\n"}
         return record, extras
     finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
         _kill(proc)
         receive.close()
         alive.close()
 
 
-def _kill(proc: Any) -> None:
-    """Kill a cell's process and everything it started (its process group), then reap it."""
+def _kill(proc: Any, wait: float = 10) -> None:
+    """Kill a cell's process and everything it started (its process group), then reap it
+    (waiting at most ``wait`` seconds)."""
     if proc.pid and proc.exitcode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(proc.pid, signal.SIGKILL)
-    proc.join(10)
+    proc.join(wait)
     with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
         os.killpg(proc.pid, signal.SIGKILL)  # grandchildren left in the group
 
@@ -353,13 +427,20 @@ def ray(cells: list[Cell], splits: dict[str, Split], opts: RunOptions) -> Iterat
     pending = {
         task.remote(by_name[d], m, s, opts, str(w), entry(m)): (d, m, s, w) for d, m, s, w in cells
     }
-    while pending:
-        done, _ = ray_lib.wait(list(pending), num_returns=1)
-        cell = pending.pop(done[0])
-        try:
-            record, extras = ray_lib.get(done[0])
-        except ray_lib.exceptions.RayError as err:  # the worker died (e.g. killed for memory)
-            d, m, s, _ = cell
-            record = failed_record(splits[d], m, s, opts, one_line(err))
-            extras = {"traceback": str(err)}
-        yield cell, record, extras
+    try:
+        while pending:
+            done, _ = ray_lib.wait(list(pending), num_returns=1)
+            cell = pending.pop(done[0])
+            try:
+                record, extras = ray_lib.get(done[0])
+            except ray_lib.exceptions.RayError as err:  # the worker died (killed, out of memory)
+                d, m, s, _ = cell
+                why = f"the Ray worker running the cell was lost ({one_line(err)[:300]})"
+                record = failed_record(splits[d], m, s, opts, why)
+                extras = {"traceback": str(err)}
+            yield cell, record, extras
+    except BaseException:  # interrupted (or closed early): no task outlives the grid
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray_lib.cancel(ref, force=True)
+        raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import threading
@@ -55,6 +56,79 @@ def rss_bytes() -> int:
             return int(fh.read().split()[1]) * resource.getpagesize()
     except OSError:  # not Linux: the process's lifetime peak is the best we have
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def machine_memory() -> int:
+    """Bytes of memory this machine offers its processes: the physical memory, or this process's
+    cgroup limit when that is lower (a container, a batch job's allocation)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` (Linux ``/proc``; none elsewhere)."""
+    pids = []
+    try:
+        entries = [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
+        if len(fields) > 2 and fields[2] == str(pgid):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _held(pid: int) -> int:
+    """Bytes process ``pid`` holds that the kernel cannot give back without killing it: its
+    proportional share of anonymous and shared-memory pages (``Pss_Anon + Pss_Shmem`` of
+    ``/proc/<pid>/smaps_rollup``; older kernels: ``Pss``; else its resident set)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        text = ""
+    kb = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Pss", "Pss_Anon", "Pss_Shmem") and rest.split():
+            kb[key] = int(rest.split()[0])
+    if "Pss_Anon" in kb:
+        return (kb["Pss_Anon"] + kb.get("Pss_Shmem", 0)) * 1024
+    if "Pss" in kb:
+        return kb["Pss"] * 1024
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * resource.getpagesize()
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def group_memory(pgid: int) -> int:
+    """Bytes of memory held by the processes of process group ``pgid`` together (a cell and
+    what it started; see :func:`_held`): the pages they map from files (libraries, shared with
+    every process that loaded them) are left out, so the figure is what the cell costs the
+    machine. 0 where ``/proc`` is missing (not Linux)."""
+    return sum(_held(pid) for pid in _group_pids(pgid))
+
+
+def raise_oom_score() -> None:
+    """Make this process (and what it starts) the kernel OOM killer's first choice, so that
+    when memory runs out a cell dies, not the grid's driver (raising needs no privilege)."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:  # not Linux, or a sandbox that forbids it
+        pass
 
 
 class PeakMemory:
