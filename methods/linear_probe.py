@@ -103,8 +103,8 @@ class LinearProbe(Method):
         n_groups = len(train)
         if n_groups >= 2:
             cv: Any = GroupKFold(n_splits=min(MAX_FOLDS, n_groups))
-        else:
-            cv = KFold(n_splits=min(MAX_FOLDS, len(x)))
+        else:  # one region: KFold, which takes no groups (sklearn warns when given them)
+            cv, group = KFold(n_splits=min(MAX_FOLDS, len(x))), None
         # PCA dims: at most the features, and at most the smallest fold's training rows
         smallest_train = min(len(tr) for tr, _ in cv.split(x, y, group))
         components = min(self.n_components, x.shape[1], smallest_train)

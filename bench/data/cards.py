@@ -225,7 +225,8 @@ def check_card(where: Path, name: str, raw: dict[str, Any]) -> None:
       the checksums and the split's fingerprint;
     - ``[sections]``: one table per section with the keys its reader needs;
     - ``[lattice]``, ``[split]``, ``[genes]``: kinds known, numbers typed and in range, sections
-      named by the split present in ``[sections]``, every pooling factor dividing the canvas;
+      named by the split present in ``[sections]``, every pooling factor dividing the canvas
+      and leaving an LR map of at least 2 x 2 spots;
     - ``[read]``: the reader's own check, when it has one (``check_card`` in its module).
     """
     from bench.data.readers import reader
@@ -280,6 +281,13 @@ def check_card(where: Path, name: str, raw: dict[str, Any]) -> None:
     lattice = raw.get("lattice", {})
     if not isinstance(lattice, dict):
         raise _fail(where, "[lattice]", lattice, "must be a table")
+    for key in getattr(module, "LATTICE_KEYS", ()):
+        if key not in lattice:
+            missing = f"[lattice] has no {key}" if "lattice" in raw else "missing table [lattice]"
+            raise BenchError(
+                f"{where}: {missing}; the {raw['reader']} reader needs [lattice].{key} (see "
+                "datasets/examples/)"
+            )
     if lattice.get("kind", "square") not in LATTICES:
         raise _fail(where, "[lattice].kind", lattice["kind"], f"is unknown; use one of {LATTICES}")
     if "pitch_um" in lattice:
@@ -336,6 +344,15 @@ def check_card(where: Path, name: str, raw: dict[str, Any]) -> None:
     for k in pooling:
         if canvas[0] % k or canvas[1] % k:
             raise _fail(where, "[split].canvas", canvas, f"is not divisible by pooling k = {k}")
+        if min(canvas) // k < 2:  # a 1-spot LR map has no spatial pattern to super-resolve
+            raise _fail(
+                where,
+                "[split].pooling",
+                pooling,
+                f"holds k = {k}, which leaves a {canvas[0] // k} x {canvas[1] // k} LR map of the "
+                f"{canvas[0]} x {canvas[1]} canvas; use k <= {min(canvas) // 2} (an LR map needs "
+                "at least 2 x 2 spots)",
+            )
     check_number(where, "[split].image_px", split.get("image_px"), integer=True)
     if "qc_nmads" in split:  # spot QC (bench/data/qc.py); default 3 MADs below the median
         check_number(where, "[split].qc_nmads", split["qc_nmads"], low=0.0, low_open=False)

@@ -317,6 +317,19 @@ def drop_table(name: str):
     return corrupt
 
 
+def drop_key(table: str, key: str):
+    def corrupt(ds: syn.Dataset) -> None:
+        del ds.card[table][key]
+
+    return corrupt
+
+
+def pool_whole_canvas(ds: syn.Dataset) -> None:
+    """Pooling by the canvas's own size: a 1 x 1 LR map."""
+    ds.card["split"]["pooling"] = [ds.card["split"]["canvas"][0]]
+    ds.card["split"]["default_pooling"] = ds.card["split"]["canvas"][0]
+
+
 def edit_section(section: str, key: str, value):
     def corrupt(ds: syn.Dataset) -> None:
         ds.card["sections"][section][key] = value
@@ -394,6 +407,13 @@ WIDE = {
     "opt-timeout-nan": opt("--timeout", "nan", needles=("positive number of seconds",)),
     "opt-timeout-inf": opt("--timeout", "inf", needles=("positive number of seconds",)),
     "opt-timeout-text": opt("--timeout", "1h", needles=("positive number of seconds",)),
+    "opt-max-memory-zero": opt("--max-memory", "0", needles=("'0' is not a memory size",)),
+    "opt-max-memory-negative": opt("--max-memory", "-1G", needles=("--max-memory",)),
+    "opt-max-memory-text": opt("--max-memory", "lots", needles=("'lots' is not a memory size",)),
+    "opt-max-memory-two-points": opt(
+        "--max-memory", "1.5.5G", needles=("'1.5.5G' is not a memory size",)
+    ),
+    "opt-max-memory-tiny": opt("--max-memory", "1K", needles=("less than a cell needs",)),
     "opt-preset": opt("--preset", "huge", needles=("invalid choice", "run --help")),
     "opt-executor": opt("--executor", "dask", needles=("invalid choice",)),
     "opt-unknown-option": opt("--bogus", needles=("unrecognized arguments",)),
@@ -617,6 +637,46 @@ WIDE = {
     ),
     "card-genes-n-text": Case("st", edit_card("genes", "n", "fifty"), "card.toml", ("n",)),
     "card-pooling-zero": Case("st", edit_card("split", "pooling", [0]), "card.toml", ("pooling",)),
+    # -- round three: whole tables, degenerate pooling, card keys checked before any data
+    "card-no-lattice-table": Case(
+        "st", drop_table("lattice"), "card.toml", ("missing table [lattice]", "pitch_um")
+    ),
+    "card-no-lattice-pitch": Case(
+        "st", drop_key("lattice", "pitch_um"), "card.toml", ("[lattice] has no pitch_um",)
+    ),
+    "h5ad-no-lattice-table": Case(
+        "h5ad", drop_table("lattice"), "card.toml", ("missing table [lattice]", "h5ad reader")
+    ),
+    "card-lattice-not-table": Case(
+        "st", edit_card("", "lattice", "square"), "card.toml", ("[lattice]", "must be a table")
+    ),
+    "card-lattice-kind-unknown": Case(
+        "st", edit_card("lattice", "kind", "hexagonal"), "card.toml", ("kind", "unknown")
+    ),
+    "card-pooling-whole-canvas": Case(
+        "st", pool_whole_canvas, "card.toml", ("1 x 1 LR map", "at least 2 x 2")
+    ),
+    "card-genes-not-table": Case("st", edit_card("", "genes", 5), "card.toml", ("[genes]",)),
+    "card-sections-empty": Case(
+        "st", edit_card("", "sections", {}), "card.toml", ("[sections] is empty",), rehash=False
+    ),
+    "card-name-differs": Case(
+        "st", edit_card("", "name", "someone_else"), "card.toml", ("folder",)
+    ),
+    "card-qc-nmads-negative": Case(
+        "st", edit_card("split", "qc_nmads", -1), "card.toml", ("qc_nmads",)
+    ),
+    "card-normalisation-unknown": Case(
+        "st", edit_card("split", "normalisation", "zscore"), "card.toml", ("normalisation",)
+    ),
+    "card-pixel-size-absurd": Case(
+        "st", edit_card("lattice", "image_um_per_px", 1e6), "card.toml", ("image_um_per_px",)
+    ),
+    "tx-old-format-key": Case(
+        "tx", edit_card("read", "format", "xenium"), "card.toml", ("format", 'reader = "xenium"')
+    ),
+    "opt-jobs-zero": opt("--jobs", "0", needles=("positive integer",)),
+    "opt-jobs-text": opt("--jobs", "two", needles=("positive integer",)),
     "card-pitch-negative": Case(
         "st", edit_card("lattice", "pitch_um", -200), "card.toml", ("pitch_um",)
     ),

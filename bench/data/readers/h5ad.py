@@ -43,6 +43,7 @@ SYMBOL_COLUMNS = (
     "symbol",
 )
 ENTRY_KEYS = ("h5ad", "image")  # image: "hires" / "lowres" (in the file) or an image file
+LATTICE_KEYS = ("pitch_um",)  # the card's [lattice] keys this reader needs
 
 
 def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:

@@ -33,6 +33,7 @@ from bench.errors import BenchError
 
 SPOT_COLUMNS = ("x", "y", "pixel_x", "pixel_y", "selected")
 ENTRY_KEYS = ("counts", "spots", "image")  # a section's files, each listed in the card's [files]
+LATTICE_KEYS = ("pitch_um",)  # the card's [lattice] keys this reader needs
 
 
 def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -47,12 +48,12 @@ def read_section(
     counts_path, spots_path = folder / entry["counts"], folder / entry["spots"]
     image_path = folder / entry["image"]
     try:
-        table = pd.read_csv(counts_path, sep="\t", index_col=0)
+        table = pd.read_csv(counts_path, sep="\t", index_col=0, low_memory=False)
         header = pd.read_csv(counts_path, sep="\t", header=None, nrows=1).iloc[0, 1:]
     except (OSError, EOFError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
         raise BenchError(f"{counts_path}: unreadable counts table ({err}); re-fetch it") from None
     try:
-        spots = pd.read_csv(spots_path, sep="\t")
+        spots = pd.read_csv(spots_path, sep="\t", low_memory=False)
     except (OSError, EOFError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
         raise BenchError(f"{spots_path}: unreadable spot table ({err}); re-fetch it") from None
     missing = [c for c in SPOT_COLUMNS if c not in spots.columns]

@@ -61,6 +61,7 @@ IMAGES = ("hires", "lowres")
 FULLRES_SPOT_UM = 65.0  # spot_diameter_fullres spans a theoretical 65 um spot (Space Ranger docs)
 MEX_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
 ENTRY_KEYS = ("matrix", "spatial")  # "image" is a name ("hires" / "lowres"), not a path
+LATTICE_KEYS = ("pitch_um",)  # the card's [lattice] keys this reader needs
 
 
 def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:

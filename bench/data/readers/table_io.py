@@ -61,8 +61,12 @@ def load_table(
             except ArrowException as err:
                 raise ValueError(err) from None
         else:
-            frame = pd.read_csv(
-                path, usecols=lambda c: c in wanted, dtype={columns["gene"]: str}, **args
+            frame = pd.read_csv(  # low_memory=False: typed whole, no mixed-type DtypeWarning
+                path,
+                usecols=lambda c: c in wanted,
+                dtype={columns["gene"]: str},
+                low_memory=False,
+                **args,
             )
     except READ_ERRORS as err:
         raise BenchError(
