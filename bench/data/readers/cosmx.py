@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from bench.data.readers import points
-from bench.data.section import Section
 from bench.errors import BenchError
 
 
@@ -43,20 +41,10 @@ PLATFORM = points.Platform(
     reader="cosmx",
     columns={"gene": "target", "x": "x_local_px", "y": "y_local_px", "fov": "fov"},
     unit="px",
-    pixel_size="0.12028 for CosMx, 0.18 on newer instruments",
+    pixel_size="0.12028 for the commercial CosMx instrument, 0.18 for the older prototype",
     without_fov=_needs_fov,
 )
 ENTRY_KEYS = points.ENTRY_KEYS  # a section's files, each listed in the card's [files]
 inputs = points.inputs
-
-
-def check_card(where: Path, card: Mapping[str, Any]) -> None:
-    """``[read]`` and the sections' placement keys checked whole before any file is read."""
-    points.check_card(where, card, PLATFORM)
-
-
-def read_section(
-    section_id: str, folder: Path, entry: Mapping[str, Any], card: Mapping[str, Any]
-) -> Section:
-    """Read one CosMx field of view into a binned :class:`Section`."""
-    return points.read_points(section_id, folder, entry, card, PLATFORM)
+check_card = PLATFORM.check_card  # [read] and the sections' placement keys, before any file
+read_section = PLATFORM.read_section  # one section's table binned into a Section

@@ -91,6 +91,16 @@ class Platform:
     # a section without fov: (table path, section id, columns) -> raise when the columns need one
     without_fov: Callable[[Path, str, Mapping[str, str]], None] | None = None
 
+    def check_card(self, where: Path, card: Mapping[str, Any]) -> None:
+        """A platform reader's ``check_card``: :func:`check_card` for this platform."""
+        check_card(where, card, self)
+
+    def read_section(
+        self, section_id: str, folder: Path, entry: Mapping[str, Any], card: Mapping[str, Any]
+    ) -> Section:
+        """A platform reader's ``read_section``: :func:`read_points` for this platform."""
+        return read_points(section_id, folder, entry, card, self)
+
 
 def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """The files a section entry names (entry key -> its path), for the card check."""

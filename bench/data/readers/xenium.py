@@ -18,12 +18,7 @@ within 2%.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
 from bench.data.readers import points
-from bench.data.section import Section
 
 PLATFORM = points.Platform(
     reader="xenium",
@@ -34,15 +29,5 @@ PLATFORM = points.Platform(
 )
 ENTRY_KEYS = points.ENTRY_KEYS  # a section's files, each listed in the card's [files]
 inputs = points.inputs
-
-
-def check_card(where: Path, card: Mapping[str, Any]) -> None:
-    """``[read]`` and the sections' placement keys checked whole before any file is read."""
-    points.check_card(where, card, PLATFORM)
-
-
-def read_section(
-    section_id: str, folder: Path, entry: Mapping[str, Any], card: Mapping[str, Any]
-) -> Section:
-    """Read one Xenium section into a binned :class:`Section`."""
-    return points.read_points(section_id, folder, entry, card, PLATFORM)
+check_card = PLATFORM.check_card  # [read] and the sections' placement keys, before any file
+read_section = PLATFORM.read_section  # one section's table binned into a Section
