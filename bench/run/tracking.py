@@ -9,6 +9,7 @@ figure, and the traceback of a failed cell). mlflow is imported only here, and o
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -19,6 +20,7 @@ from bench.files import check_writable
 from bench.run.records import Record
 
 EXPERIMENT = "stsr-bench"
+EXPERIMENT_KIND = "mlflow.experimentKind"  # the tag the MLflow UI reads to choose its view
 # MLflow stores this harness accepts (a typo'd scheme fails at once instead of half-way)
 SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 
@@ -99,6 +101,10 @@ class Tracker:
                     ).experiment_id
             else:
                 self.experiment_id = exp.experiment_id
+            # runs of a model benchmark, not GenAI traces: the UI opens its runs table
+            self.client.set_experiment_tag(
+                self.experiment_id, EXPERIMENT_KIND, "custom_model_development"
+            )
         except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
             raise BenchError(
                 f"tracking URI {redact(uri)!r} cannot be used ({redact(first_line(err))[:200]}); "
@@ -167,6 +173,7 @@ class Tracker:
             ]
         if values:
             self.client.log_batch(rid, metrics=values)
+        self.client.log_inputs(rid, datasets=[split_input(record)])
         for path in artifacts:
             self.client.log_artifact(rid, str(path))
         self.client.set_terminated(rid, "FINISHED" if record.ok else "FAILED")
@@ -352,6 +359,29 @@ def read_child_runs(uri: str) -> list[Any]:
             "--tracking-uri the results were run with"
         )
     return [r for r in runs if "record_id" in r.data.tags]
+
+
+def split_input(record: Record) -> Any:
+    """The cell's split as an MLflow dataset input (the UI's Dataset column): named by the
+    split's label, its digest the split fingerprint, its profile the sizes, context
+    "evaluation" (the cell is scored on the split's test regions)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    spec = record.split.to_json()
+    profile = {
+        "k": spec.get("k"),
+        "train_regions": len(spec.get("train", [])),
+        "test_regions": len(spec.get("test", [])),
+        "genes": len(spec.get("genes", [])),
+    }
+    dataset = Dataset(
+        name=record.dataset,
+        digest=record.split.fingerprint,
+        source_type="local",
+        source=f"datasets/{spec.get('dataset', record.dataset)}/split-k{spec.get('k')}.json",
+        profile=json.dumps(profile),
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "evaluation")])
 
 
 def record_id(record: Record) -> str:
