@@ -295,16 +295,30 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from bench.data import cards, splits
+    from bench.data import cards, registration, splits
 
     root = cards.data_dir(args.data_dir)
     for name in cards.resolve_datasets(args.datasets):
         card = cards.load_card(name)
-        spec = splits.make_split(card, root, args.k or card.split["default_pooling"])
+        sections = splits.verified_sections(card, root)
+        k = args.k or card.split["default_pooling"]
+        spec = splits.make_split(card, root, k, sections)
         path = splits.write_spec(card, spec)
         print(f"{name}: {path} fingerprint {spec.fingerprint}")
         for note in spec.notes:  # e.g. control probes dropped by a transcript reader
             print(f"  {note}")
+        for section in sections.values():  # does the card place the counts on the image?
+            found = registration.check(section)
+            print(f"  {found.line()}")
+            if found.suspect:
+                better = abs(found.transformed[found.suspect])
+                print(
+                    f"bench: warning: {name} section {section.id}: the image {found.suspect} "
+                    f"matches the counts better than as placed (|r| {better:.2f} against "
+                    f"{abs(found.r):.2f}); check the card's coordinates ([read].origin / affine, "
+                    "the direction of y)",
+                    file=sys.stderr,
+                )
     return 0
 
 

@@ -73,6 +73,7 @@ MARKS = {
     "test_user_cards": ("slow",),
     "test_contract_all": ("slow",),
     "test_plugins": ("slow", "subprocess"),
+    "test_registration": ("slow",),
     "test_interrupt": ("slow", "subprocess"),
     "test_ray_lost_worker": ("slow", "ray"),
     "test_baselines_diffusion": ("slow",),

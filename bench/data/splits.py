@@ -359,8 +359,21 @@ def select_genes(
     return [str(g) for g in names_arr[order[:n]]]
 
 
-def make_split(card: Card, root: Path, k: int) -> SplitSpec:
-    """Build the split file's content for pooling ``k`` from the data (genes from train only)."""
+def verified_sections(card: Card, root: Path) -> dict[str, Section]:
+    """Every section the card's split uses, read after the files are checked against the
+    card's checksums (a split records them, so the data must match)."""
+    from bench.data.fetch import verify
+
+    require_files(card, root)
+    verify(card, root)
+    return read_sections(card, root, card_sections(card))
+
+
+def make_split(
+    card: Card, root: Path, k: int, sections: dict[str, Section] | None = None
+) -> SplitSpec:
+    """Build the split file's content for pooling ``k`` from the data (genes from train only);
+    ``sections`` as :func:`verified_sections` returns them (read here when None)."""
     cfg = card.split
     if k not in cfg["pooling"]:
         raise BenchError(
@@ -374,11 +387,7 @@ def make_split(card: Card, root: Path, k: int) -> SplitSpec:
             f"dataset {card.name}: normalisation {cfg['normalisation']!r} unknown; "
             f"use one of {NORMALISATIONS}"
         )
-    from bench.data.fetch import verify
-
-    require_files(card, root)
-    verify(card, root)  # a split records the card's checksums, so the data must match them
-    sections = read_sections(card, root, card_sections(card))
+    sections = sections if sections is not None else verified_sections(card, root)
     layout = define_regions(sections, cfg)
     train = [
         (sections[layout["regions"][r]["section"]], tuple(layout["regions"][r]["origin"]))
