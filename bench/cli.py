@@ -303,13 +303,13 @@ def cmd_split(args: argparse.Namespace) -> int:
         sections = splits.verified_sections(card, root)
         k = args.k or card.split["default_pooling"]
         spec = splits.make_split(card, root, k, sections)
+        placed = [registration.check(s) for s in sections.values()]  # before anything is written
         path = splits.write_spec(card, spec)
         print(f"{name}: {path} fingerprint {spec.fingerprint}")
         for note in spec.notes:  # e.g. control probes dropped by a transcript reader
             print(f"  {note}")
-        for section in sections.values():  # does the card place the counts on the image?
-            found = registration.check(section)
-            print(f"  {found.line()}")
+        for section, found in zip(sections.values(), placed, strict=True):
+            print(f"  {found.line()}")  # does the card place the counts on the image?
             if found.suspect:
                 better = abs(found.transformed[found.suspect])
                 print(
