@@ -5,9 +5,19 @@ moments, fused PCC / RMSE).
 
 Layouts: maps ``(N, G, H, W)``, masks ``(N, H, W)`` bool (True = in tissue), per-gene ranges
 ``(G,)``; kernels take float64 tensors on one device and do no validation.
+
+On the CPU the per-map kernels (PCC / RMSE moments here, SSIM in ``ssim_engine``) are compiled
+with numba (a dependency of scanpy) when it imports: each map is computed on its own, the
+maps split over ``torch.get_num_threads()`` threads (the kernels release the GIL; no threading
+layer of numba's is started, so forked workers inherit nothing). Without numba, and on other
+devices, the batched torch kernels run instead; both compute the same definitions.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -166,10 +176,107 @@ def pcc_from_moments(
     return torch.where(is_constant(var_y, msq_y) | (n < 2), torch.nan, r)
 
 
+# --- compiled CPU kernels ---------------------------------------------------------------------
+
+
+@functools.cache
+def compiled(kernel: Callable) -> Callable | None:
+    """``kernel`` (a module-level function over a range of maps) compiled with numba: no-Python
+    mode, GIL released, contraction to FMA and reassociated sums allowed (no NaN/Inf
+    assumptions), cached on disk where a cache folder is writable; None when numba does not
+    import."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba comes with scanpy
+        return None
+    options = dict(nogil=True, fastmath={"contract", "reassoc", "nsz"}, error_model="numpy")
+    try:
+        return numba.njit(cache=True, **options)(kernel)
+    except RuntimeError:  # no writable cache folder: compile in every process instead
+        return numba.njit(**options)(kernel)
+
+
+def use_compiled(device: torch.device, kernel: Callable) -> Callable | None:
+    """The compiled ``kernel`` for tensors on ``device``: None unless it is the CPU and numba
+    imports."""
+    return compiled(kernel) if device.type == "cpu" else None
+
+
+def over_maps(kernel: Callable, n_maps: int, *args: object) -> None:
+    """Run ``kernel(start, stop, *args)`` on contiguous ranges of ``n_maps`` maps, one range per
+    thread, ``torch.get_num_threads()`` threads at most (so a cell's thread limit holds)."""
+    n_threads = max(1, min(torch.get_num_threads(), n_maps))
+    bounds = [n_maps * i // n_threads for i in range(n_threads + 1)]
+    if n_threads == 1:
+        kernel(0, n_maps, *args)
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        done = [
+            pool.submit(kernel, lo, hi, *args) for lo, hi in zip(bounds, bounds[1:], strict=False)
+        ]
+        for d in done:
+            d.result()
+
+
+def _moments_kernel(start, stop, p, y, keep, genes, out):  # pragma: no cover - compiled
+    """Per map ``m`` in ``[start, stop)`` of ``p``, ``y`` (M, L), region mask ``keep[m // genes]``
+    (L,) bool: ``out[m] = (n, var_p, var_y, cov, E[p^2], E[y^2], mse)`` over the mask.
+
+    One pass of sums of ``p - p0`` and ``y - y0``, with ``p0``, ``y0`` the values at the first
+    masked position: a map constant over its mask gives exactly 0 variance, and since ``p0`` is
+    one of the n values, ``(E[p] - p0)^2 <= n var_p``, so the cancellation in
+    ``var = E[(p - p0)^2] - (E[p] - p0)^2`` costs at most ~n ulp of ``var`` itself."""
+    length = p.shape[1]
+    for m in range(start, stop):
+        k = keep[m // genes]
+        pr = p[m]
+        yr = y[m]
+        first = 0
+        while first < length and not k[first]:
+            first += 1
+        p0 = pr[first] if first < length else 0.0
+        y0 = yr[first] if first < length else 0.0
+        n = 0.0
+        sp = 0.0
+        sy = 0.0
+        spp = 0.0
+        syy = 0.0
+        spy = 0.0
+        see = 0.0
+        for j in range(length):
+            kj = 1.0 if k[j] else 0.0
+            dp = kj * (pr[j] - p0)
+            dy = kj * (yr[j] - y0)
+            de = kj * (pr[j] - yr[j])
+            n += kj
+            sp += dp
+            sy += dy
+            spp += dp * dp
+            syy += dy * dy
+            spy += dp * dy
+            see += de * de
+        safe = max(n, 1.0)
+        mp = sp / safe
+        my = sy / safe
+        var_p = max(spp / safe - mp * mp, 0.0)
+        var_y = max(syy / safe - my * my, 0.0)
+        out[m, 0] = n
+        out[m, 1] = var_p
+        out[m, 2] = var_y
+        out[m, 3] = spy / safe - mp * my
+        out[m, 4] = var_p + (mp + p0) ** 2
+        out[m, 5] = var_y + (my + y0) ** 2
+        out[m, 6] = see / safe
+
+
 def pcc_rmse_t(
     pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PCC and RMSE (N, G) in one pass over chunks of regions (see :func:`pcc`, :func:`rmse`).
+    """PCC and RMSE (N, G) (see :func:`pcc`, :func:`rmse`).
+
+    CPU with numba: one compiled pass per map (:func:`_moments_kernel`) of sums shifted by the
+    first masked values, giving ``var``, ``cov``, ``mse = E[(p - h)^2]`` (exactly 0 when
+    pred == hr bitwise) and ``E[p^2] = var + E[p]^2`` for the constant-map rule. Otherwise:
 
     Raw float64 moments over the mask (``n``, ``E[p]``, ``E[h]``, ``E[p^2]``, ``E[h^2]``,
     ``E[ph]``, each one fused product-sum over ``p * m`` or ``h * m``) give
@@ -179,6 +286,17 @@ def pcc_rmse_t(
     (1e-12 of the mean square). Chunks keep the temporaries in cache.
     """
     n_, g, h, w = pred.shape
+    kernel = use_compiled(pred.device, _moments_kernel)
+    if kernel is not None:
+        out = np.empty((n_ * g, 7))
+        p = pred.reshape(n_ * g, h * w).contiguous().numpy()
+        y = hr.reshape(n_ * g, h * w).contiguous().numpy()
+        keep = mask.reshape(n_, h * w).contiguous().numpy()
+        over_maps(kernel, n_ * g, p, y, keep, g, out)
+        moments = torch.from_numpy(out).reshape(n_, g, 7).unbind(-1)
+        n, var_p, var_y, cov, msq_p, msq_y, mse = moments
+        r = pcc_from_moments(cov, var_p, var_y, msq_p, msq_y, n)
+        return r, torch.where(n > 0, mse.sqrt(), torch.nan)
     P, Y = pred.reshape(n_, g, h * w), hr.reshape(n_, g, h * w)
     M = mask.reshape(n_, h * w, 1).to(pred.dtype)
     r_all = torch.empty(n_, g, dtype=torch.float64, device=pred.device)
