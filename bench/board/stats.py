@@ -34,6 +34,14 @@ __all__ = [
 ]
 
 
+def _check_boot(n_boot: int, level: float) -> None:
+    """A bootstrap's replicate count and confidence level, else a ValueError naming the fix."""
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot is {n_boot!r}; pass a positive integer number of replicates")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level is {level!r}; pass a confidence level in (0, 1), e.g. 0.95")
+
+
 def _sections(values: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     """Split ``values`` into one float64 1-D array of valid (non-NaN) entries per section."""
     if isinstance(values, np.ndarray):
@@ -88,10 +96,7 @@ def bootstrap_ci(
     -------
     (mean, low, high) as floats; ``(nan, nan, nan)`` when no entry is valid.
     """
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot is {n_boot!r}; pass a positive integer number of replicates")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level is {level!r}; pass a confidence level in (0, 1), e.g. 0.95")
+    _check_boot(n_boot, level)
     sections = _sections(values)
     total = sum(a.size for a in sections)
     if total == 0:
@@ -131,10 +136,7 @@ def bootstrap_ci_seeds(
         raise ValueError(
             f"tables has shape {t.shape}; expected (R, S, G) seeds x sections x genes"
         )
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot is {n_boot!r}; pass a positive integer number of replicates")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level is {level!r}; pass a confidence level in (0, 1), e.g. 0.95")
+    _check_boot(n_boot, level)
     if np.isinf(t).any():
         raise ValueError("tables contain Inf; use NaN to mark excluded pairs")
     valid = ~np.isnan(t)
@@ -266,10 +268,7 @@ def hierarchical_bootstrap_ci(
             "(S, P) seeds x pairs"
         )
     codes = _region_index(region_ids, v.shape[1], "values")
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot is {n_boot!r}; pass a positive integer number of replicates")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level is {level!r}; pass a confidence level in (0, 1), e.g. 0.95")
+    _check_boot(n_boot, level)
     if np.isinf(v).any():
         raise ValueError("values contain Inf; use NaN to mark excluded pairs")
     valid = ~np.isnan(v)
