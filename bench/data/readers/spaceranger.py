@@ -6,7 +6,8 @@ Files per section (the card's ``[sections.<id>]`` entry, relative to ``<data-dir
   ``raw_feature_bc_matrix/``: ``matrix.mtx.gz``, ``features.tsv.gz``, ``barcodes.tsv.gz``) or the
   same matrix as a 10x ``.h5`` file; raw UMI counts. Only ``feature_types == "Gene Expression"``
   rows are kept. Genes are named by symbol, made unique the scanpy way: a symbol shared by several
-  gene ids keeps its name once, then gets ``-1``, ``-2``, ... (e.g. ``Aldoa``, ``Aldoa-1``).
+  gene ids keeps its name once, then gets ``-1``, ``-2``, ... (e.g. ``Aldoa``, ``Aldoa-1``);
+  read by :mod:`.tenx`, which the Visium HD reader shares.
 - ``spatial``: the ``spatial/`` directory with ``tissue_positions.csv`` (Space Ranger >= 2.0, with
   a header) or ``tissue_positions_list.csv`` (older, no header), columns ``barcode in_tissue
   array_row array_col pxl_row_in_fullres pxl_col_in_fullres`` (pixel centres in the
@@ -32,20 +33,16 @@ one all 4,992), each with ``in_tissue`` from the positions file.
 
 from __future__ import annotations
 
-import gzip
-import json
-import math
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from bench.data.readers.lattice import image_size, lattice_parity, pitch
-from bench.data.section import Section, check_counts, check_section, fit_to_pixel
+from bench.data.readers.tenx import MEX_FILES, read_counts, read_scalefactors
+from bench.data.section import Section, check_section, fit_to_pixel
 from bench.errors import BenchError, one_line
 
 POSITION_COLUMNS = (
@@ -59,7 +56,6 @@ POSITION_COLUMNS = (
 POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")
 IMAGES = ("hires", "lowres")
 FULLRES_SPOT_UM = 65.0  # spot_diameter_fullres spans a theoretical 65 um spot (Space Ranger docs)
-MEX_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
 ENTRY_KEYS = ("matrix", "spatial")  # "image" is a name ("hires" / "lowres"), not a path
 LATTICE_KEYS = ("pitch_um",)  # the card's [lattice] keys this reader needs
 
@@ -77,56 +73,6 @@ def inputs(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     if kind in IMAGES:
         out["image"] = ((spatial / f"tissue_{kind}_image.png").as_posix(),)
     return out
-
-
-def _culprit(folder: Path) -> Path:
-    """The first gzip file of a MEX directory that does not decompress, else the directory."""
-    for name in MEX_FILES:
-        try:
-            with gzip.open(folder / name) as stream:
-                while stream.read(1 << 22):
-                    pass
-        except (OSError, EOFError, ValueError):
-            return folder / name
-    return folder
-
-
-def read_counts(path: Path) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
-    """(spots x genes counts, unique gene symbols, barcodes) of a MEX directory or 10x ``.h5``."""
-    import anndata
-    import scanpy as sc
-
-    mex = path.is_dir()
-    for file in [path / n for n in MEX_FILES] if mex else [path]:
-        if not file.is_file():
-            raise BenchError(f"{file}: not found; re-fetch it or fix the card's matrix path")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicated names are handled below
-        try:
-            if mex:
-                adata = sc.read_10x_mtx(path, make_unique=False, gex_only=False)
-            else:
-                adata = sc.read_10x_h5(path, gex_only=False)
-        except Exception as err:  # noqa: BLE001 - scanpy/h5py raise many types, even Exception
-            where = _culprit(path) if mex else path
-            raise BenchError(
-                f"{where}: unreadable matrix ({one_line(err)}); re-fetch it"
-            ) from None
-        keep = np.ones(adata.n_vars, dtype=bool)
-        if "feature_types" in adata.var:
-            keep = (adata.var["feature_types"] == "Gene Expression").to_numpy()
-        genes = anndata.utils.make_index_unique(adata.var_names[keep]).to_numpy(dtype=str)
-    source = path / "matrix.mtx.gz" if mex else path
-    if not keep.any():
-        raise BenchError(f"{source}: no 'Gene Expression' features; use a gene-expression matrix")
-    if adata.obs_names.duplicated().any():
-        dup = adata.obs_names[adata.obs_names.duplicated()][0]
-        where = path / "barcodes.tsv.gz" if mex else path
-        raise BenchError(f"{where}: barcode {dup} appears more than once; each barcode once")
-    counts = check_counts(
-        source, sparse.csr_matrix(adata.X)[:, keep], genes, adata.obs_names.to_numpy(dtype=str)
-    )
-    return counts, genes, adata.obs_names.to_numpy(dtype=str)
 
 
 def read_positions(
@@ -160,23 +106,6 @@ def read_positions(
         dup = table.index[table.index.duplicated()][0]
         raise BenchError(f"{path}: barcode {dup} appears more than once; each barcode once")
     return path, table
-
-
-def read_scalefactors(path: Path, keys: tuple[str, ...]) -> dict[str, float]:
-    """The named positive numbers from ``scalefactors_json.json``."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise BenchError(
-            f"{path}: unreadable scale factors ({one_line(err)}); re-fetch it"
-        ) from None
-    values = {}
-    for key in keys:
-        value = data.get(key) if isinstance(data, dict) else None
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise BenchError(f"{path}: no positive number {key!r}; re-fetch the file")
-        values[key] = float(value)
-    return values
 
 
 def read_section(
