@@ -245,9 +245,9 @@ CASES = {
     ),
     "st-unknown-reader": Case(
         "st",
-        edit_card("", "reader", "visium_hd"),
-        None,
-        ("synth_st", "reader 'visium_hd' unknown"),
+        edit_card("", "reader", "no_such_reader"),
+        "card.toml",
+        ("synth_st", "reader = 'no_such_reader' is unknown", "legacy_st"),
     ),
     "st-pooling-not-offered": Case(
         "st", None, None, ("k = 5", "not offered by synth_st"), commands=("split",), k=5
@@ -642,7 +642,7 @@ WIDE = {
         "st", drop_table("lattice"), "card.toml", ("missing table [lattice]", "pitch_um")
     ),
     "card-no-lattice-pitch": Case(
-        "st", drop_key("lattice", "pitch_um"), "card.toml", ("[lattice] has no pitch_um",)
+        "st", drop_key("lattice", "pitch_um"), "card.toml", ("missing key [lattice].pitch_um",)
     ),
     "h5ad-no-lattice-table": Case(
         "h5ad", drop_table("lattice"), "card.toml", ("missing table [lattice]", "h5ad reader")
