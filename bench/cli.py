@@ -9,6 +9,7 @@ for ``verify`` when records, checksums, store and page disagree (one line per pr
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import signal
@@ -90,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     from methods import PRESETS
 
     parser = _Parser(
-        prog="bench", description="stsr-bench: super-resolution of spatial transcriptomics"
+        prog="bench",
+        description="stsr-bench: super-resolution of spatial transcriptomics",
+        epilog="environment: STSR_DATA_DIR (the data directory), STSR_DATASETS_DIR (a folder "
+        "of your own cards, <name>/card.toml, read besides the repository's datasets/), "
+        "STSR_CACHE_DIR (built splits, default ~/.cache/stsr-bench/splits)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="registered methods and datasets")
@@ -101,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="data directory (default: $STSR_DATA_DIR, else ~/.cache/stsr-bench/data)",
     )
     data.add_argument(
-        "--datasets", default=DEFAULT_DATASETS, help="'all' (the default) or comma-separated names"
+        "--datasets",
+        default=DEFAULT_DATASETS,
+        help="'all' (the default) or comma-separated names: the cards under datasets/ and "
+        "$STSR_DATASETS_DIR/<name>/card.toml",
     )
 
     run = sub.add_parser("run", parents=[data], help="run the benchmark grid")
@@ -176,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument(
         "--k", "--scale", dest="k", type=_positive, default=None, help="pooling factor k"
     )
-    export = sub.add_parser("export", help="write a cell's HR prediction as AnnData (.h5ad)")
+    export = sub.add_parser(
+        "export",
+        help="write a cell's HR prediction as AnnData (.h5ad) or a SpatialData store (.zarr)",
+    )
     export.add_argument("--dataset", default="her2st")
     export.add_argument("--method", required=True)
     export.add_argument("--seed", type=_seed, default=0)
@@ -185,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--data-dir", help="data directory (as for run)")
     export.add_argument("--results-dir", default="results")
-    export.add_argument("--out", required=True, help="output .h5ad file")
+    export.add_argument(
+        "--out", required=True, help="output .h5ad file, or .zarr folder (SpatialData store)"
+    )
     verify = sub.add_parser(
         "verify",
         help="check the records against their checksums, the MLflow store and the page; "
@@ -332,7 +345,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         (method,) = resolve(args.method)
     except (UnknownMethodError, ValueError) as err:
         raise BenchError(f"--method must name one registered method ({err})") from None
-    out = check_writable(Path(args.out), "--out file", kind="file")
+    store = Path(args.out).suffix == ".zarr"  # a SpatialData store (a folder)
+    out = check_writable(Path(args.out), "--out", kind="dir" if store else "file")
+    if store and importlib.util.find_spec("spatialdata") is None:
+        raise BenchError(
+            f"--out {out}: a .zarr export needs the spatialdata package; install it with "
+            "pip install -e '.[spatialdata]', or export to a .h5ad file"
+        )
     card = cards.load_card(args.dataset)
     root = cards.data_dir(args.data_dir)
     k = args.k or card.split["default_pooling"]
@@ -343,11 +362,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     split = cache.load(card, root, k)
     pred, spread = export.read_prediction(saved, split)
     ids = split.spec.section_ids([s.region for s in split.test])
-    adata = export.to_anndata(
-        split, splits.read_sections(card, root, ids), pred, method, args.seed, spread
-    )
+    sections = splits.read_sections(card, root, ids)
+    adata = export.to_anndata(split, sections, pred, method, args.seed, spread)
     writable_dir(out.parent, "output folder")
-    export.write_h5ad(adata, out)
+    if store:
+        from bench.data.stores import write_store
+
+        write_store(export.to_spatialdata(adata, split, sections), out)
+    else:
+        export.write_h5ad(adata, out)
     print(f"{out}: {adata.n_obs} HR positions x {adata.n_vars} genes ({split.label}, {method})")
     return 0
 

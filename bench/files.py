@@ -64,6 +64,24 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def atomic_write_dir(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a fresh path inside a temporary folder beside ``path`` (a folder
+    such as a zarr store), then move it to ``path``; an existing ``path`` is replaced only once
+    the new one is whole. If ``write`` raises, nothing is left and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(scratch / path.name)
+        old = scratch / "old"
+        if path.exists():
+            os.replace(path, old)
+        os.replace(scratch / path.name, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`."""
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))

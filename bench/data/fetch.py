@@ -26,7 +26,15 @@ SCHEMES = ("https",)
 
 
 def sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    r"""Hex sha256 of a file, read in 1 MiB chunks; of a folder (a zarr store), the sha256 of the
+    lines ``"<sha256 of file>  <path relative to the folder>\n"`` of every file below it, sorted
+    by path, which is what ``(cd FOLDER && find . -type f | sed 's|^\./||' | LC_ALL=C sort |
+    xargs -d '\n' sha256sum) | sha256sum`` prints."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+        lines = "".join(f"{sha256(p)}  {rel}\n" for rel, p in files)
+        return hashlib.sha256(lines.encode()).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):

@@ -1,4 +1,5 @@
-"""Export a cell's HR prediction as AnnData (``.h5ad``), to open in scanpy or squidpy as is.
+"""Export a cell's HR prediction as AnnData (``.h5ad``), to open in scanpy or squidpy as is, or
+as a SpatialData store (``.zarr``, :func:`to_spatialdata`) with the images, positions and LR spots.
 
 One observation per HR position of a test region that is a real lattice position (on a
 checkerboard lattice, only the positions of the section's parity: the others do not exist) and is
@@ -156,3 +157,95 @@ def read_prediction(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray | 
 def write_h5ad(adata, out: Path) -> Path:  # adata: anndata.AnnData
     """Write atomically with the records' permissions (:func:`bench.files.atomic_write`)."""
     return atomic_write(out, adata.write_h5ad)
+
+
+def to_spatialdata(adata, split: Split, sections: dict[str, Section]):  # -> SpatialData
+    """The export as a SpatialData store, aligned to each section's image.
+
+    Per test section ``s`` (coordinate systems as in :mod:`bench.data.stores`: ``"global"`` =
+    the section's full-resolution pixels, ``"micrometres"``):
+
+    - image ``s_image``: the ``uns["spatial"]`` thumbnail of :func:`to_anndata`, scaled into
+      ``"global"`` by ``1 / tissue_hires_scalef``;
+    - circles ``s_hr``: the exported HR positions (``obsm["spatial"]``), radius half the distance
+      between neighbouring positions;
+    - circles ``s_lr``: the LR spots of the section's test regions, at the centre of their k x k
+      block of HR positions, radius ``k`` times the HR radius.
+
+    Tables: ``"prediction"`` (the AnnData of :func:`to_anndata`: ``X`` prediction, layers
+    ``truth`` and, for samplers, ``spread``) annotating the ``s_hr`` circles; ``"lr"`` (the LR
+    input on the split's scale, LR spots x genes; ``obs`` ``region``, ``lr_row``, ``lr_col``)
+    annotating the ``s_lr`` circles. Instance ids count from 0 within each element.
+    """
+    import anndata as ad
+    import pandas as pd
+    from spatialdata import SpatialData
+    from spatialdata.models import TableModel
+
+    from bench.data.stores import circles, image_element
+
+    spec, k = split.spec, split.spec.k
+    images, shapes, lr_obs, lr_x = {}, {}, [], []
+    table = adata.copy()
+    table.obs["element"] = [f"{lib}_hr" for lib in table.obs["library_id"]]
+    table.obs["instance_id"] = table.obs.groupby("library_id", observed=True).cumcount()
+    for sid in adata.obs["library_id"].cat.categories:
+        section, library = sections[sid], adata.uns["spatial"][sid]
+        scalef = float(library["scalefactors"]["tissue_hires_scalef"])
+        radius = float(library["scalefactors"]["spot_diameter_fullres"]) / 2
+        size = um_per_px(section)
+        images[f"{sid}_image"] = image_element(library["images"]["hires"], scalef, size)
+        mine = (adata.obs["library_id"] == sid).to_numpy()
+        shapes[f"{sid}_hr"] = circles(adata.obsm["spatial"][mine], radius, size)
+        centres = []
+        for sample in split.test:
+            region = spec.regions[sample.region]
+            if region.section != sid:
+                continue
+            a, b = np.nonzero(sample.lr_mask)
+            rows = region.origin[0] + a * k + (k - 1) / 2
+            cols = region.origin[1] + b * k + (k - 1) / 2
+            centres.append((section.to_pixel @ np.vstack([cols, rows, np.ones(len(a))])).T)
+            lr_x.append(sample.lr[:, a, b].T)
+            lr_obs.append(
+                pd.DataFrame(
+                    {
+                        "region": sample.region,
+                        "library_id": sid,
+                        "lr_row": a,
+                        "lr_col": b,
+                        "element": f"{sid}_lr",
+                    }  # fmt: skip
+                )
+            )
+        xy = np.concatenate(centres)
+        shapes[f"{sid}_lr"] = circles(xy, radius * k, size)
+    frame = pd.concat(lr_obs, ignore_index=True)
+    frame["instance_id"] = frame.groupby("library_id").cumcount()
+    frame.index = [
+        f"{r}:lr{a}_{b}" for r, a, b in zip(frame.region, frame.lr_row, frame.lr_col, strict=True)
+    ]
+    for column in ("element", "library_id"):
+        frame[column] = frame[column].astype("category")
+        table.obs[column] = table.obs[column].astype("category")
+    lr = ad.AnnData(
+        X=np.concatenate(lr_x).astype(np.float32),
+        obs=frame,
+        var=pd.DataFrame(index=adata.var_names),
+    )
+    lr.uns["stsr"] = dict(adata.uns["stsr"])
+    del table.uns["spatial"]  # the images are elements of the store
+    hr_elements = [f"{s}_hr" for s in adata.obs["library_id"].cat.categories]
+    lr_elements = [f"{s}_lr" for s in adata.obs["library_id"].cat.categories]
+    return SpatialData(
+        images=images,
+        shapes=shapes,
+        tables={
+            "prediction": TableModel.parse(
+                table, region=hr_elements, region_key="element", instance_key="instance_id"
+            ),
+            "lr": TableModel.parse(
+                lr, region=lr_elements, region_key="element", instance_key="instance_id"
+            ),
+        },
+    )

@@ -126,3 +126,50 @@ def test_leaderboard_names_tiles_and_the_cards_folder(user: Path) -> None:
     by_dataset = {part.split(" ", 1)[0]: part for part in page.split("\n## ")[1:]}
     assert "Regions are tiles" in by_dataset["synth_merscope"]
     assert "Regions are whole sections" in by_dataset["synth_st2k"]
+
+
+def test_export_as_spatialdata_store_aligns_positions_lr_and_image(user: Path, exported) -> None:
+    """``--out x.zarr`` writes a SpatialData store: the prediction table equals the AnnData
+    export, its circles sit at ``obsm["spatial"]`` in "global", each LR spot at the centre of its
+    k x k HR block, and the image lands on the positions it was cut from."""
+    from spatialdata import read_zarr
+    from spatialdata.transformations import get_transformation
+
+    out = user / "export" / "st2k.zarr"
+    args = ["export", "--dataset", "synth_st2k", "--method", "bicubic", "--data-dir"]
+    args += [str(user / "data"), "--results-dir", str(user / "results"), "--out", str(out)]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STSR_DATASETS_DIR", str(user / "cards"))
+    mp.setenv("STSR_CACHE_DIR", str(user / "cache"))
+    try:
+        assert cli.main(args) == 0
+    finally:
+        mp.undo()
+    store = read_zarr(out)
+    table = store.tables["prediction"]
+    np.testing.assert_array_equal(table.X, exported.X)
+    np.testing.assert_array_equal(table.layers["truth"], exported.layers["truth"])
+    assert set(store.images) == {f"{s}_image" for s in exported.obs.library_id.cat.categories}
+    b1 = (table.obs.library_id == "B1").to_numpy()
+    circles = store.shapes["B1_hr"]
+    xy = np.c_[circles.geometry.x, circles.geometry.y][table.obs.instance_id[b1]]
+    np.testing.assert_allclose(xy, exported.obsm["spatial"][b1])
+    image = store.images["B1_image"]
+    scale = get_transformation(image, "global").to_affine_matrix(("x", "y"), ("x", "y"))
+    scalef = exported.uns["spatial"]["B1"]["scalefactors"]["tissue_hires_scalef"]
+    np.testing.assert_allclose(np.diag(scale)[:2], [1 / scalef] * 2)
+    stored = np.moveaxis(np.asarray(image.values), 0, 2)
+    np.testing.assert_array_equal(stored, exported.uns["spatial"]["B1"]["images"]["hires"])
+    lr = store.tables["lr"]
+    assert lr.n_vars == exported.n_vars and lr.n_obs > 0
+    k = json.loads((user / "cards" / "synth_st2k" / "split-k2.json").read_text())["k"]
+    lr_xy = store.shapes["B1_lr"].geometry
+    for _, spot in lr.obs[lr.obs.library_id == "B1"].iloc[:5].iterrows():
+        obs = exported.obs
+        block = (obs.region == spot.region) & (obs.hr_row // k == spot.lr_row)
+        block &= obs.hr_col // k == spot.lr_col
+        # every real position under an LR spot is exported; on the 2k array's checkerboard
+        # with k = 2 they are a diagonal pair, whose mean is the block's centre as well
+        want = exported.obsm["spatial"][block.to_numpy()].mean(0)
+        got = [lr_xy.x.iloc[spot.instance_id], lr_xy.y.iloc[spot.instance_id]]
+        np.testing.assert_allclose(got, want, atol=1e-6)

@@ -4,8 +4,9 @@
 A card's ``reader = "<name>"`` names the module here that reads it; any module of this package
 with a ``read_section`` function is a reader, so adding a format is adding a module (no table to
 keep). Readers may import :mod:`bench.errors`, :mod:`bench.data.section` and the shared helpers
-(:mod:`.lattice`, :mod:`.binning`, and the transcript readers' core :mod:`.points` with its
-:mod:`.table_io` and :mod:`.placement`); no reader imports another reader.
+(:mod:`.lattice`, :mod:`.binning`, the 10x matrix and scale factors of :mod:`.tenx`, and the
+transcript readers' core :mod:`.points` with its :mod:`.table_io` and :mod:`.placement`, and a
+SpatialData store's elements in :mod:`.store_elements`); no reader imports another reader.
 
 Plugins: an installed distribution adds readers through the entry-point group
 ``stsr_bench.readers`` (``name = "package.module"``, a module with the same ``read_section``
