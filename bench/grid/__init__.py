@@ -88,7 +88,10 @@ def run_grid(config: RunConfig) -> GridResult:
     print(f"{len(plan.cells)} cell(s), {result.failed} failed; records in {plan.results}")
     print(f"leaderboard: {result.leaderboard}")
     shown = redact(session.tracker.uri)
+    print(f"MLflow store: {shown}")
     print(
-        f"MLflow store: {shown}  (browse: mlflow ui --backend-store-uri {shown} --host 127.0.0.1)"
+        f"  browse: mlflow ui --backend-store-uri {shown} --host 127.0.0.1 --workers 1, then "
+        f"open http://127.0.0.1:5000/#/experiments/{session.tracker.experiment_id}/runs"
+        "?workflowType=machine_learning (the model-training view; cells under the invocation)"
     )
     return result
