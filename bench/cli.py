@@ -9,6 +9,7 @@ for ``verify`` when records, checksums, store and page disagree (one line per pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import shlex
@@ -184,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument(
         "--k", "--scale", dest="k", type=_positive, default=None, help="pooling factor k"
     )
+    split.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2, nothing written) when a flipped, rotated or shifted image matches "
+        "the counts clearly better than the card's placement (default: a warning)",
+    )
     export = sub.add_parser(
         "export",
         help="write a cell's HR prediction as AnnData (.h5ad) or a SpatialData store (.zarr)",
@@ -317,21 +324,24 @@ def cmd_split(args: argparse.Namespace) -> int:
         k = args.k or card.split["default_pooling"]
         spec = splits.make_split(card, root, k, sections)
         placed = [registration.check(s) for s in sections.values()]  # before anything is written
+        suspects = [
+            f"{name} section {found.section}: the image {found.suspect} matches the counts "
+            f"better than as placed (|r| {abs(found.transformed[found.suspect]):.2f} against "
+            f"{abs(found.r):.2f}); check the card's {registration.KEYS}"
+            for found in placed
+            if found.suspect
+        ]
+        if suspects and args.strict:
+            more = f" (and {len(suspects) - 1} more)" if len(suspects) > 1 else ""
+            raise BenchError(f"{suspects[0]}{more}; nothing written (--strict)")
+        lines = tuple(found.line() for found in placed)  # kept in the split's notes
+        spec = dataclasses.replace(spec, notes=(*spec.notes, *lines))
         path = splits.write_spec(card, spec)
         print(f"{name}: {path} fingerprint {spec.fingerprint}")
-        for note in spec.notes:  # e.g. control probes dropped by a transcript reader
+        for note in spec.notes:  # control probes dropped, the registration of each section
             print(f"  {note}")
-        for section, found in zip(sections.values(), placed, strict=True):
-            print(f"  {found.line()}")  # does the card place the counts on the image?
-            if found.suspect:
-                better = abs(found.transformed[found.suspect])
-                print(
-                    f"bench: warning: {name} section {section.id}: the image {found.suspect} "
-                    f"matches the counts better than as placed (|r| {better:.2f} against "
-                    f"{abs(found.r):.2f}); check the card's coordinates ([read].origin / affine, "
-                    "the direction of y)",
-                    file=sys.stderr,
-                )
+        for line in suspects:
+            print(f"bench: warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -11,8 +11,10 @@ image signal ``v_i`` (the mean grey level, 0-255, of a thumbnail over one grid s
     b_i = v_i - mean of v_j over the same positions
     r = Spearman(a, b)
 
-computed for the image as placed and for the image flipped up-down, left-right and rotated by
-180 degrees (the positions kept: the mistakes a card makes with a y axis, an x axis or both).
+computed for the image as placed and for the image flipped up-down, left-right, rotated by 90,
+180 and 270 degrees (a quarter turn stretched back to the image's own frame) and shifted by one
+grid step in each direction (the positions kept: the mistakes a card makes with a y axis, an x
+axis, both, a rotated scan or an origin).
 The sign of ``r`` depends on the stain, so ``|r|`` is compared. The placement is suspect when a
 transformed image matches better by more than :data:`MARGIN` and is itself informative
 (``|r| >= MIN_R``); ``bench split`` then warns, it does not refuse (a tissue whose counts do
@@ -33,11 +35,40 @@ RADIUS = 2  # grid steps: the neighbourhood whose mean is removed
 MARGIN = 0.1  # how much better a transformed image must match before the placement is suspect
 MIN_R = 0.2  # |r| below this says too little to suspect anything
 THUMB_PX = 2000  # long side of the thumbnail the image signal is read from
-TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "flipped up-down": np.flipud,
-    "flipped left-right": np.fliplr,
-    "rotated 180 degrees": lambda a: a[::-1, ::-1],
+
+
+def _turned(a: np.ndarray, quarter_turns: int) -> np.ndarray:
+    """``a`` rotated by 90 degrees ``quarter_turns`` times counter-clockwise and stretched back to
+    its own height x width (bilinear), so the positions read it in the same frame."""
+    from scipy import ndimage
+
+    turned = np.rot90(a, quarter_turns)
+    return ndimage.zoom(
+        turned, (a.shape[0] / turned.shape[0], a.shape[1] / turned.shape[1]), order=1
+    )
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``a`` moved by (dy, dx) pixels, edges repeated."""
+    from scipy import ndimage
+
+    return ndimage.shift(a, (dy, dx), order=0, mode="nearest")
+
+
+# image -> transformed image, at the grid step ``step`` (thumbnail pixels between neighbours)
+TRANSFORMS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "flipped up-down": lambda a, step: np.flipud(a),
+    "flipped left-right": lambda a, step: np.fliplr(a),
+    "rotated 180 degrees": lambda a, step: a[::-1, ::-1],
+    "rotated 90 degrees": lambda a, step: _turned(a, 1),
+    "rotated 270 degrees": lambda a, step: _turned(a, 3),
+    "shifted one step right": lambda a, step: _shifted(a, 0, step),
+    "shifted one step left": lambda a, step: _shifted(a, 0, -step),
+    "shifted one step down": lambda a, step: _shifted(a, step, 0),
+    "shifted one step up": lambda a, step: _shifted(a, -step, 0),
 }
+# the card keys that place a section's positions on its image, named by a warning
+KEYS = "[read].origin / affine, the direction of y, [sections.<id>].image_scale"
 
 
 @dataclass(frozen=True)
@@ -102,6 +133,6 @@ def check(section: Section) -> Registration:
     return Registration(
         section=section.id,
         r=r(grey),
-        transformed={name: r(turn(grey)) for name, turn in TRANSFORMS.items()},
+        transformed={name: r(turn(grey, window)) for name, turn in TRANSFORMS.items()},
         n=int(keep.sum()),
     )

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import synthetic as syn
 from PIL import Image
+from scipy import ndimage
 
 from bench import cli
 from bench.data import cards, registration, splits
@@ -37,17 +39,31 @@ def test_committed_sections_are_placed_better_than_any_flip(sections, name) -> N
         assert abs(found.r) >= registration.MIN_R, found.line()
 
 
+def _moved(rgb: np.ndarray, how: str, step: int) -> np.ndarray:
+    if how == "flipped":
+        return np.flipud(rgb)
+    if how == "turned":  # a quarter turn counter-clockwise, stretched back to the frame
+        return registration._turned(rgb.mean(axis=2), 1).astype(np.uint8)
+    return ndimage.shift(rgb, (0, step, 0), order=0, mode="nearest")  # one grid step right
+
+
 @pytest.mark.parametrize("name", COMMITTED)
-def test_a_flipped_image_is_caught(sections, name) -> None:
+@pytest.mark.parametrize(
+    ("how", "undo"),
+    [("flipped", "flipped up-down"), ("turned", "rotated 270 degrees"),
+     ("shifted", "shifted one step left")],
+)  # fmt: skip
+def test_a_flipped_turned_or_shifted_image_is_caught(sections, name, how, undo) -> None:
     section = next(iter(sections[name].values()))
     rgb, factor = thumbnail(section, 4000)
-    flipped = dataclasses.replace(
+    step = round(float(np.hypot(*section.to_pixel[:, 0])) * factor)
+    moved = dataclasses.replace(
         section,
-        image=np.ascontiguousarray(np.flipud(rgb)),
+        image=np.ascontiguousarray(_moved(rgb, how, step)),
         image_size=(rgb.shape[1], rgb.shape[0]),
         to_pixel=section.to_pixel * factor,
     )
-    assert registration.check(flipped).suspect == "flipped up-down"
+    assert registration.check(moved).suspect == undo
 
 
 def _counts_follow_the_image(ds: syn.Dataset) -> None:
@@ -90,3 +106,13 @@ def test_split_warns_about_a_flipped_image(tmp_path, monkeypatch, capsys) -> Non
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"bench: warning: {ds.name} section B1")
     assert "flipped up-down matches the counts better" in lines[0]
+    assert "[read].origin / affine" in lines[0]
+    spec = json.loads((ds.card_dir / "split-k2.json").read_text())
+    assert any(n.startswith("registration B1: r = ") for n in spec["notes"])
+
+    (ds.card_dir / "split-k2.json").unlink()
+    assert cli.main(["split", "--datasets", ds.name, *data, "--strict"]) == 2
+    out, err = capsys.readouterr()
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "nothing written (--strict)" in lines[0]
+    assert not (ds.card_dir / "split-k2.json").exists()
