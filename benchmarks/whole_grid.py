@@ -1,4 +1,14 @@
-"""The whole default grid: ``run --methods all --preset quick`` on every committed dataset, cold.
+"""The whole default grid: ``run --methods all --preset quick`` on every committed dataset, cold;
+or, with ``--project RESULTS``, a cost model of a page from records already measured.
+
+Cost model (``--project RESULTS --folds F --seeds S --jobs J --draws K``): each measured cell
+costs ``c = fit_s + score_s + predict_s * r``, where ``r = K / K_recorded`` for a sampler (its
+prediction time is its draws' time) and 1 otherwise; a cell of a fold is assumed to cost what the
+measured cell of its dataset and method cost (a fold fits on about as many regions and predicts
+fewer). The page runs ``F * S`` such cells per (dataset, method), means over the measured seeds
+of each; its wall time on ``J`` workers is estimated by longest-processing-time-first list
+scheduling of all cells (never below the total divided by ``J`` nor the longest cell). Printed:
+each (dataset, method)'s share of the total and the projected wall time.
 
 Calls the library entry point (``bench.run_grid(RunConfig(...))``, what ``python -m bench run``
 calls) with a fresh results folder and a fresh split cache, and prints its wall time and peak
@@ -23,11 +33,62 @@ BUDGET_MIN = 20
 BUDGET_GIB = 4.0
 
 
+def cell_cost(timings: dict[str, float], draws: int | None, k: int | None) -> float:
+    """Seconds of one cell with ``k`` draws instead of the ``draws`` it was measured with."""
+    scale = k / draws if draws and k else 1.0
+    fixed = timings.get("fit_s", 0.0) + timings.get("score_s", 0.0)
+    return fixed + timings.get("predict_s", 0.0) * scale
+
+
+def schedule(costs: list[float], jobs: int) -> float:
+    """Makespan of ``costs`` on ``jobs`` workers, longest first to the least loaded worker."""
+    loads = [0.0] * max(1, jobs)
+    for cost in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += cost
+    return max(loads)
+
+
+def project(results: Path, folds: int, seeds: int, jobs: int, k: int | None) -> None:
+    """Print the cost model of the module docstring for the records under ``results``."""
+    from bench.run.records import read_records
+
+    per: dict[tuple[str, str], list[float]] = {}
+    for rec in read_records(results):
+        if rec.status != "ok":
+            continue
+        draws = rec.params.get("draws")
+        cost = cell_cost(rec.timings, int(draws) if draws else None, k)
+        per.setdefault((rec.dataset, rec.method), []).append(cost)
+    if not per:
+        raise SystemExit(f"{results}: no finished records to project from; run a grid first")
+    mean = {key: sum(v) / len(v) for key, v in per.items()}
+    cells = [c for c in mean.values() for _ in range(folds * seeds)]
+    total = sum(cells)
+    print(f"{'dataset':<30} {'method':<13} {'cell s':>8} {'cells':>6} {'share':>6}")
+    for (dataset, method), cost in sorted(mean.items(), key=lambda kv: -kv[1]):
+        share = cost * folds * seeds / total
+        print(f"{dataset:<30} {method:<13} {cost:8.1f} {folds * seeds:6d} {share:6.1%}")
+    wall = schedule(cells, jobs)
+    print(
+        f"projected page: {len(cells)} cells, {total / 60:.1f} cell-minutes, {wall / 60:.1f} min "
+        f"wall on {jobs} worker(s) (folds {folds}, seeds {seeds}, draws "
+        f"{k if k else 'as recorded'})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="all")
     parser.add_argument("--data-dir", default=os.environ.get("STSR_DATA_DIR"))
+    parser.add_argument("--project", type=Path, help="results folder to project a page from")
+    parser.add_argument("--folds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--draws", type=int, default=None, help="K per sampler cell")
     args = parser.parse_args()
+    if args.project is not None:
+        project(args.project, args.folds, args.seeds, args.jobs, args.draws)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         os.environ["STSR_CACHE_DIR"] = str(out / "cache")  # cold: the split is built, not loaded
