@@ -1,8 +1,9 @@
 """Metrics engine vs the per-map reference loop, side by side in one run.
 
-Ours: ``bench.scoring.metrics.score_maps`` (masked; on the CPU with numba, compiled per-map
-kernels: PCC/RMSE from float64 masked moments, SSIM with a separable zero-padded Gaussian run
-row by row in float64; elsewhere batched torch). Reference: a Python loop over maps with scipy
+Ours: ``bench.scoring.metrics.score_maps`` (masked; on the CPU with numba, one compiled kernel
+per map that reads it once for the finiteness check, the float64 masked moments of PCC/RMSE and
+SSIM with a separable zero-padded Gaussian run row by row in float64; elsewhere batched torch,
+after a separate finiteness check). Reference: a Python loop over maps with scipy
 ``pearsonr``, scikit-image ``structural_similarity`` (Gaussian weights, sigma 1.5, population
 covariance) and NumPy RMSE, all unmasked. Prints wall time, the
 ratio (reference / ours), peak resident memory of each side and the largest difference between

@@ -24,21 +24,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.scoring.ssim_engine import ssim_maps
+from bench.scoring.ssim_engine import score_t, ssim_maps
 from bench.scoring.tensors import (
     CONSTANT_RTOL,
     ArrayLike,
     Device,
     MetricInputError,
-    as_float64,
+    as_maps,
     check_pair,
     default_device,
     pcc_rmse_t,
-    pcc_t,
     prepare_maps,
     prepare_range,
     resolve_device,
-    rmse_t,
     to_numpy,
 )
 
@@ -69,8 +67,8 @@ def pcc(pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) 
     2 positions are masked (excluded pair); 0.0 where pred is constant and hr is not. "Constant"
     means variance <= ``CONSTANT_RTOL`` * mean square (see the module docstring).
     """
-    p, h, m = prepare_maps(pred, hr, mask, device)
-    return to_numpy(pcc_t(p, h, m))
+    p, h, m = prepare_maps(pred, hr, mask, device, finite=False)
+    return to_numpy(pcc_rmse_t(p, h, m)[0])
 
 
 def rmse(pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None) -> np.ndarray:
@@ -79,8 +77,8 @@ def rmse(pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device = None)
     Parameters as in :func:`pcc`. Returns float64 ``(N, G)`` in the maps' scale; NaN where the
     region's mask is empty.
     """
-    p, h, m = prepare_maps(pred, hr, mask, device)
-    return to_numpy(rmse_t(p, h, m))
+    p, h, m = prepare_maps(pred, hr, mask, device, finite=False)
+    return to_numpy(pcc_rmse_t(p, h, m)[1])
 
 
 def ssim_map(
@@ -109,7 +107,7 @@ def ssim_map(
     dev = resolve_device(device)
     p_shape = check_pair(pred, hr)
     r = prepare_range(data_range, p_shape[1], dev)
-    return ssim_maps(as_float64(pred, "pred", dev), as_float64(hr, "hr", dev), r).double()
+    return ssim_maps(as_maps(pred, "pred", dev), as_maps(hr, "hr", dev), r).double()
 
 
 def ssim(
@@ -122,7 +120,7 @@ def ssim(
 
     Returns float64 ``(N, G)`` in [-1, 1]; NaN where the region's mask is empty.
     """
-    p, h, m = prepare_maps(pred, hr, mask, device)
+    p, h, m = prepare_maps(pred, hr, mask, device, finite=False)
     r = prepare_range(data_range, p.shape[1], p.device)
     return to_numpy(ssim_maps(p, h, r, m))
 
@@ -137,11 +135,7 @@ def score_maps(
     dict with keys ``"pcc"``, ``"ssim"``, ``"rmse"``: float64 ``(N, G)`` arrays as returned by
     :func:`pcc`, :func:`ssim` and :func:`rmse`.
     """
-    p, h, m = prepare_maps(pred, hr, mask, device)
+    p, h, m = prepare_maps(pred, hr, mask, device, finite=False)
     r = prepare_range(data_range, p.shape[1], p.device)
-    r_pcc, r_rmse = pcc_rmse_t(p, h, m)
-    return {
-        "pcc": to_numpy(r_pcc),
-        "ssim": to_numpy(ssim_maps(p, h, r, m)),
-        "rmse": to_numpy(r_rmse),
-    }
+    r_pcc, r_ssim, r_rmse = score_t(p, h, m, r)
+    return {"pcc": to_numpy(r_pcc), "ssim": to_numpy(r_ssim), "rmse": to_numpy(r_rmse)}

@@ -4,18 +4,23 @@ float64 kernels that metrics and diversity scores are built from (masked means, 
 moments, fused PCC / RMSE).
 
 Layouts: maps ``(N, G, H, W)``, masks ``(N, H, W)`` bool (True = in tissue), per-gene ranges
-``(G,)``; kernels take float64 tensors on one device and do no validation.
+``(G,)``. The map kernels (:func:`pcc_rmse_t` here, ``bench.scoring.ssim_engine``) take maps as
+float32 or float64 tensors on one device, computing in float64 either way, and report NaN/Inf in
+them as :func:`as_float64` does; the other kernels take float64 tensors and do no validation.
 
-On the CPU the per-map kernels (PCC / RMSE moments here, SSIM in ``ssim_engine``) are compiled
-with numba (a dependency of scanpy) when it imports: each map is computed on its own, the
-maps split over ``torch.get_num_threads()`` threads (the kernels release the GIL; no threading
-layer of numba's is started, so forked workers inherit nothing). Without numba, and on other
-devices, the batched torch kernels run instead; both compute the same definitions.
+On the CPU the per-map kernels (PCC / RMSE moments here, SSIM with the same moments in
+``ssim_engine``) are compiled with numba (a dependency of scanpy) when it imports: each map is
+computed on its own, reading float32 or float64 values as they are, the maps split over
+``torch.get_num_threads()`` threads (the kernels release the GIL; no threading layer of numba's
+is started, so forked workers inherit nothing). The same pass sums every value of each map, so a
+finite total proves the maps finite without a second read. Without numba, and on other devices,
+the batched torch kernels run instead; both compute the same definitions.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +33,8 @@ Device = str | torch.device | None
 CONSTANT_RTOL = 1e-12
 # PCC/RMSE chunk (float64 elements per batch of regions); docs/decisions.md, "Metric chunk sizes"
 _CHUNK_ELEMENTS = 1 << 17
+# Ranges of maps per thread in the compiled kernels (see over_maps)
+_RANGES_PER_THREAD = 4
 
 _NONFINITE_HINT = {
     "pred": "methods must return finite maps",
@@ -65,16 +72,36 @@ def real_tensor(x: ArrayLike, name: str) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(a))
 
 
-def as_float64(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
-    """Cast ``x`` to a float64 tensor on ``device``; raise if it is not real or not finite."""
-    t = real_tensor(x, name).to(device=device, dtype=torch.float64)
-    if bool(torch.isfinite(t.sum())):  # one reduction; a sum of finite values overflows only
-        return t  # near 1e308, where the exact count below decides
+def check_finite(t: torch.Tensor, name: str, total: float | None = None) -> None:
+    """Raise :class:`MetricInputError` when ``t`` holds NaN or Inf values.
+
+    ``total``: the sum of all of ``t``'s values when a kernel has already taken it (else one
+    reduction here). A finite sum proves every value finite; a sum of finite values overflows
+    only near 1e308, so a non-finite one is followed by the exact count."""
+    if total is None:
+        total = float(t.sum())
+    if math.isfinite(total):
+        return
     bad = int((~torch.isfinite(t)).sum())
     if bad:
         hint = _NONFINITE_HINT.get(name, "pass finite values")
         raise MetricInputError(f"{name} contains {bad} NaN/Inf values; {hint}")
+
+
+def as_float64(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
+    """Cast ``x`` to a float64 tensor on ``device``; raise if it is not real or not finite."""
+    t = real_tensor(x, name).to(device=device, dtype=torch.float64)
+    check_finite(t, name)
     return t
+
+
+def as_maps(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
+    """``x`` as a float32 or float64 tensor on ``device`` (float32 and float64 kept, any other
+    real dtype cast to float64); raise if it is not real. Finiteness is left to the map kernels,
+    which check it as they read the values."""
+    t = real_tensor(x, name)
+    dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float64
+    return t.to(device=device, dtype=dtype)
 
 
 def shape_of(x: ArrayLike) -> tuple[int, ...]:
@@ -116,14 +143,19 @@ def as_mask(mask: ArrayLike, shape: tuple[int, int, int], device: torch.device) 
 
 
 def prepare_maps(
-    pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device
+    pred: ArrayLike, hr: ArrayLike, mask: ArrayLike, device: Device, finite: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate ``pred``/``hr`` ``(N, G, H, W)`` and ``mask`` ``(N, H, W)``; move them once."""
+    """Validate ``pred``/``hr`` ``(N, G, H, W)`` and ``mask`` ``(N, H, W)``; move them once.
+
+    ``finite=True``: the maps come back float64 and checked for NaN/Inf. ``finite=False``: for
+    the map kernels, which check finiteness themselves; float32 maps stay float32 (no float64
+    copy of the stack)."""
     dev = resolve_device(device)
     p_shape = check_pair(pred, hr)
     n, _, h, w = p_shape
     m = as_mask(mask, (n, h, w), dev)
-    return as_float64(pred, "pred", dev), as_float64(hr, "hr", dev), m
+    cast = as_float64 if finite else as_maps
+    return cast(pred, "pred", dev), cast(hr, "hr", dev), m
 
 
 def prepare_range(data_range: ArrayLike, n_genes: int, device: torch.device) -> torch.Tensor:
@@ -203,13 +235,18 @@ def use_compiled(device: torch.device, kernel: Callable) -> Callable | None:
 
 
 def over_maps(kernel: Callable, n_maps: int, *args: object) -> None:
-    """Run ``kernel(start, stop, *args)`` on contiguous ranges of ``n_maps`` maps, one range per
-    thread, ``torch.get_num_threads()`` threads at most (so a cell's thread limit holds)."""
+    """Run ``kernel(start, stop, *args)`` on contiguous ranges of ``n_maps`` maps, on
+    ``torch.get_num_threads()`` threads at most (so a cell's thread limit holds).
+
+    ``_RANGES_PER_THREAD`` ranges per thread, each taken by whichever thread is free, so a thread
+    slowed by other work on its core takes fewer; every map is computed on its own, so the values
+    do not depend on the split."""
     n_threads = max(1, min(torch.get_num_threads(), n_maps))
-    bounds = [n_maps * i // n_threads for i in range(n_threads + 1)]
     if n_threads == 1:
         kernel(0, n_maps, *args)
         return
+    n_ranges = min(n_maps, _RANGES_PER_THREAD * n_threads)
+    bounds = [n_maps * i // n_ranges for i in range(n_ranges + 1)]
     with ThreadPoolExecutor(n_threads) as pool:
         done = [
             pool.submit(kernel, lo, hi, *args) for lo, hi in zip(bounds, bounds[1:], strict=False)
@@ -218,65 +255,95 @@ def over_maps(kernel: Callable, n_maps: int, *args: object) -> None:
             d.result()
 
 
-def _moments_kernel(start, stop, p, y, keep, genes, out):  # pragma: no cover - compiled
-    """Per map ``m`` in ``[start, stop)`` of ``p``, ``y`` (M, L), region mask ``keep[m // genes]``
-    (L,) bool: ``out[m] = (n, var_p, var_y, cov, E[p^2], E[y^2], mse)`` over the mask.
+# Columns of the per-map sums the compiled kernels write, in this order: the masked count n;
+# over the mask, the sums of p - p0, y - y0, (p - p0)^2, (y - y0)^2, (p - p0)(y - y0) and
+# (p - y)^2; the shifts p0, y0; the sums of every value of p and of y, mask or not (the
+# finiteness check).
+SUM_ALL_P, SUM_ALL_Y, N_SUMS = 9, 10, 11
 
-    One pass of sums of ``p - p0`` and ``y - y0``, with ``p0``, ``y0`` the values at the first
-    masked position: a map constant over its mask gives exactly 0 variance, and since ``p0`` is
-    one of the n values, ``(E[p] - p0)^2 <= n var_p``, so the cancellation in
-    ``var = E[(p - p0)^2] - (E[p] - p0)^2`` costs at most ~n ulp of ``var`` itself."""
-    length = p.shape[1]
+
+def first_masked(mask: torch.Tensor) -> np.ndarray:
+    """Flat index ``(N,)`` int64 of each region's first masked position (0 for an empty mask)."""
+    return mask.reshape(mask.shape[0], -1).numpy().argmax(axis=1).astype(np.int64)
+
+
+def _moments_kernel(start, stop, x, y, keep, first, genes, sums):  # pragma: no cover - compiled
+    """Per map ``m`` in ``[start, stop)`` of ``x``, ``y`` (M, H, W) float32 or float64, region
+    mask ``keep[m // genes]`` (H, W) bool, shifts at the flat position ``first[m // genes]``:
+    the ``N_SUMS`` sums (order above) into ``sums[m]``, in float64, one row at a time.
+
+    Sums of ``p - p0`` and ``y - y0``, with ``p0``, ``y0`` the values at the first masked
+    position: a map constant over its mask gives exactly 0 variance, and since ``p0`` is one of
+    the n values, ``(E[p] - p0)^2 <= n var_p``, so the cancellation in
+    ``var = E[(p - p0)^2] - (E[p] - p0)^2`` costs at most ~n ulp of ``var`` itself.
+    ``ssim_engine._score_kernel`` gathers the same sums with the same row loop (kept identical,
+    so the two give equal values; tests check it)."""
+    h, w = x.shape[1], x.shape[2]
     for m in range(start, stop):
-        k = keep[m // genes]
-        pr = p[m]
-        yr = y[m]
-        first = 0
-        while first < length and not k[first]:
-            first += 1
-        p0 = pr[first] if first < length else 0.0
-        y0 = yr[first] if first < length else 0.0
-        n = 0.0
-        sp = 0.0
-        sy = 0.0
-        spp = 0.0
-        syy = 0.0
-        spy = 0.0
-        see = 0.0
-        for j in range(length):
-            kj = 1.0 if k[j] else 0.0
-            dp = kj * (pr[j] - p0)
-            dy = kj * (yr[j] - y0)
-            de = kj * (pr[j] - yr[j])
-            n += kj
-            sp += dp
-            sy += dy
-            spp += dp * dp
-            syy += dy * dy
-            spy += dp * dy
-            see += de * de
-        safe = max(n, 1.0)
-        mp = sp / safe
-        my = sy / safe
-        var_p = max(spp / safe - mp * mp, 0.0)
-        var_y = max(syy / safe - my * my, 0.0)
-        out[m, 0] = n
-        out[m, 1] = var_p
-        out[m, 2] = var_y
-        out[m, 3] = spy / safe - mp * my
-        out[m, 4] = var_p + (mp + p0) ** 2
-        out[m, 5] = var_y + (my + y0) ** 2
-        out[m, 6] = see / safe
+        km = keep[m // genes]
+        f = first[m // genes]
+        p0 = np.float64(x[m, f // w, f % w])
+        y0 = np.float64(y[m, f // w, f % w])
+        n = sp = sy = spp = syy = spy = see = ap = ay = 0.0
+        for t in range(h):
+            xr = x[m, t]
+            yr = y[m, t]
+            kr = km[t]
+            for j in range(w):  # the row loop shared with ssim_engine._score_kernel
+                pj = np.float64(xr[j])
+                yj = np.float64(yr[j])
+                kj = 1.0 if kr[j] else 0.0
+                dp = kj * (pj - p0)
+                dy = kj * (yj - y0)
+                de = kj * (pj - yj)
+                n += kj
+                sp += dp
+                sy += dy
+                spp += dp * dp
+                syy += dy * dy
+                spy += dp * dy
+                see += de * de
+                ap += pj
+                ay += yj
+        o = sums[m]  # in the order given above N_SUMS
+        o[0], o[1], o[2], o[3], o[4], o[5] = n, sp, sy, spp, syy, spy
+        o[6], o[7], o[8], o[9], o[10] = see, p0, y0, ap, ay
+
+
+def check_sums_finite(sums: np.ndarray, pred: torch.Tensor, hr: torch.Tensor) -> None:
+    """Raise as :func:`as_float64` does when the kernels' totals of ``pred`` or ``hr`` (columns
+    ``SUM_ALL_P``, ``SUM_ALL_Y`` of ``sums`` (M, N_SUMS)) are not finite and a value is NaN/Inf."""
+    for col, t, name in ((SUM_ALL_P, pred, "pred"), (SUM_ALL_Y, hr, "hr")):
+        total = float(sums[:, col].sum()) if len(sums) else 0.0
+        check_finite(t, name, total)
+
+
+def pcc_rmse_from_sums(sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCC and RMSE from the kernels' sums ``(..., N_SUMS)`` float64 (see :func:`_moments_kernel`).
+
+    With ``d = n`` clamped to 1, ``mp = S_p / d``, ``my = S_y / d``:
+    ``var_p = max(S_pp / d - mp^2, 0)``, ``cov = S_py / d - mp my``, ``mse = S_ee / d``
+    (exactly 0 when pred == hr bitwise) and ``E[p^2] = var_p + (mp + p0)^2`` for the
+    constant-map rule; then :func:`pcc_from_moments`, and RMSE NaN where the mask is empty."""
+    n, sp, sy, spp, syy, spy, see, p0, y0 = sums[..., :SUM_ALL_P].unbind(-1)
+    safe = n.clamp_min(1.0)
+    mp, my = sp / safe, sy / safe
+    var_p = (spp / safe - mp * mp).clamp_min(0.0)
+    var_y = (syy / safe - my * my).clamp_min(0.0)
+    cov = spy / safe - mp * my
+    msq_p, msq_y = var_p + (mp + p0) ** 2, var_y + (my + y0) ** 2
+    r = pcc_from_moments(cov, var_p, var_y, msq_p, msq_y, n)
+    return r, torch.where(n > 0, (see / safe).sqrt(), torch.nan)
 
 
 def pcc_rmse_t(
     pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PCC and RMSE (N, G) (see :func:`pcc`, :func:`rmse`).
+    """PCC and RMSE (N, G) (see :func:`pcc`, :func:`rmse`) of float32 or float64 maps, NaN/Inf
+    in them reported as :func:`as_float64` does.
 
-    CPU with numba: one compiled pass per map (:func:`_moments_kernel`) of sums shifted by the
-    first masked values, giving ``var``, ``cov``, ``mse = E[(p - h)^2]`` (exactly 0 when
-    pred == hr bitwise) and ``E[p^2] = var + E[p]^2`` for the constant-map rule. Otherwise:
+    CPU with numba: one compiled pass per map (:func:`_moments_kernel`) of float64 sums shifted
+    by the first masked values, finished by :func:`pcc_rmse_from_sums`. Otherwise, on float64:
 
     Raw float64 moments over the mask (``n``, ``E[p]``, ``E[h]``, ``E[p^2]``, ``E[h^2]``,
     ``E[ph]``, each one fused product-sum over ``p * m`` or ``h * m``) give
@@ -288,15 +355,15 @@ def pcc_rmse_t(
     n_, g, h, w = pred.shape
     kernel = use_compiled(pred.device, _moments_kernel)
     if kernel is not None:
-        out = np.empty((n_ * g, 7))
-        p = pred.reshape(n_ * g, h * w).contiguous().numpy()
-        y = hr.reshape(n_ * g, h * w).contiguous().numpy()
-        keep = mask.reshape(n_, h * w).contiguous().numpy()
-        over_maps(kernel, n_ * g, p, y, keep, g, out)
-        moments = torch.from_numpy(out).reshape(n_, g, 7).unbind(-1)
-        n, var_p, var_y, cov, msq_p, msq_y, mse = moments
-        r = pcc_from_moments(cov, var_p, var_y, msq_p, msq_y, n)
-        return r, torch.where(n > 0, mse.sqrt(), torch.nan)
+        sums = np.zeros((n_ * g, N_SUMS))  # stays 0 for maps without positions
+        x = pred.reshape(n_ * g, h, w).contiguous().numpy()
+        y = hr.reshape(n_ * g, h, w).contiguous().numpy()
+        if h * w:
+            keep = mask.contiguous().numpy()
+            over_maps(kernel, n_ * g, x, y, keep, first_masked(mask), g, sums)
+        check_sums_finite(sums, pred, hr)
+        return pcc_rmse_from_sums(torch.from_numpy(sums).reshape(n_, g, N_SUMS))
+    pred, hr = as_float64(pred, "pred", pred.device), as_float64(hr, "hr", hr.device)
     P, Y = pred.reshape(n_, g, h * w), hr.reshape(n_, g, h * w)
     M = mask.reshape(n_, h * w, 1).to(pred.dtype)
     r_all = torch.empty(n_, g, dtype=torch.float64, device=pred.device)

@@ -198,3 +198,78 @@ def test_pcc_rmse_match_numpy_with_holes_edges_and_constants(engine):
                 np.testing.assert_allclose(out["pcc"][i, j], ref_r, atol=TOL, rtol=0)
     assert out["rmse"][1, 0] == 0.0
     assert np.isnan(out["pcc"][0, 1]) and out["pcc"][0, 2] == 0.0
+
+
+def _hard_case(rng: np.random.Generator, dtype) -> tuple[np.ndarray, ...]:
+    """:func:`_case` plus the maps the metric contract singles out: constant truth (PCC
+    excluded), constant prediction (PCC 0), identical maps (RMSE exactly 0), a region with one
+    masked position (PCC excluded, RMSE and SSIM defined), values far outside the mask."""
+    pred, hr, data_range, mask = _case(rng, 5, 4, 37, 29)
+    mask[3] = False
+    mask[3, 36, 28] = True  # one position, in the last corner
+    hr[0, 1] = 2.5
+    pred[0, 2] = 1e-3
+    pred[1, 0] = hr[1, 0]
+    pred[4, 3] = np.where(mask[4], pred[4, 3], 1e6)
+    return pred.astype(dtype), hr.astype(dtype), data_range, mask
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_scores_equal_the_separate_paths(engine, dtype):
+    """``score_t`` (one read of each map on the CPU with numba) gives the same PCC and RMSE as
+    ``pcc_rmse_t`` and the same SSIM as ``ssim_maps``, value for value, NaN for NaN; float32
+    maps give what their float64 copies give."""
+    pred, hr, data_range, mask = _hard_case(np.random.default_rng(27), dtype)
+    p, h = torch.as_tensor(pred), torch.as_tensor(hr)
+    r, m = torch.as_tensor(data_range), torch.as_tensor(mask)
+    r_pcc, r_ssim, r_rmse = ssim_engine.score_t(p, h, m, r)
+    s_pcc, s_rmse = tensors.pcc_rmse_t(p, h, m)
+    torch.testing.assert_close(r_pcc, s_pcc, atol=0, rtol=0, equal_nan=True)
+    torch.testing.assert_close(r_rmse, s_rmse, atol=0, rtol=0, equal_nan=True)
+    torch.testing.assert_close(r_ssim, ssim_maps(p, h, r, m), atol=0, rtol=0, equal_nan=True)
+    as64 = ssim_engine.score_t(p.double(), h.double(), m, r)
+    for got, want in zip((r_pcc, r_ssim, r_rmse), as64, strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0, equal_nan=True)
+    assert r_rmse[1, 0] == 0.0 and r_pcc[0, 1].isnan() and r_pcc[0, 2] == 0.0
+    assert r_pcc[3].isnan().all() and r_rmse[3].isfinite().all() and r_ssim[3].isfinite().all()
+    assert r_pcc[2].isnan().all() and r_rmse[2].isnan().all() and r_ssim[2].isnan().all()
+    np.testing.assert_allclose(r_ssim, _masked_ref(pred, hr, data_range, mask), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, "both"])
+@pytest.mark.parametrize("which", ["pred", "hr"])
+def test_every_metric_reports_nonfinite_maps(engine, which, bad, where):
+    """NaN/Inf anywhere in a map, in the mask or outside it, float64 or float32, stop every
+    metric with the argument's name and the count, as the up-front check did."""
+    rng = np.random.default_rng(28)
+    pred, hr, data_range, mask = _case(rng, 3, 2, 14, 9)
+    mask[0, 2, 3], mask[0, 5, 6] = where == "inside", where == "inside"
+    target = pred if which == "pred" else hr
+    if bad == "both":  # +Inf and -Inf: a sum of the two is NaN, never a finite total
+        target[0, 1, 2, 3], target[0, 1, 5, 6] = np.inf, -np.inf
+        count = 2
+    else:
+        target[0, 1, 2, 3] = bad
+        count = 1
+    message = rf"^{which} contains {count} NaN/Inf"
+    for maps in ((pred, hr), (pred.astype(np.float32), hr.astype(np.float32))):
+        for metric in (metrics.pcc, metrics.rmse):
+            with pytest.raises(metrics.MetricInputError, match=message):
+                metric(*maps, mask, device="cpu")
+        with pytest.raises(metrics.MetricInputError, match=message):
+            metrics.ssim(*maps, mask, data_range, device="cpu")
+        with pytest.raises(metrics.MetricInputError, match=message):
+            metrics.score_maps(*maps, mask, data_range, device="cpu")
+        with pytest.raises(metrics.MetricInputError, match=message):
+            metrics.ssim_map(*maps, data_range, device="cpu")
+
+
+def test_finite_values_whose_sum_overflows_are_accepted(engine):
+    """The kernels' totals overflow to Inf on values near the float64 maximum; the values are
+    then counted, and finite ones pass."""
+    rng = np.random.default_rng(29)
+    pred, hr, data_range, mask = _case(rng, 2, 2, 8, 8)
+    pred[0, 0, :2] = 1.5e308
+    out = metrics.score_maps(pred, hr, mask, data_range, device="cpu")
+    assert out["ssim"].shape == (2, 2) and np.isfinite(out["ssim"][1]).all()
