@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse (exit 2, nothing written) when a flipped, rotated or shifted image matches "
         "the counts clearly better than the card's placement (default: a warning)",
     )
+    split.add_argument(
+        "--folds",
+        action="store_true",
+        help="write the card's cross-validation fold files instead "
+        "(datasets/<name>/folds/split-k<k>-f<i>.json, [split].folds of them)",
+    )
     export = sub.add_parser(
         "export",
         help="write a cell's HR prediction as AnnData (.h5ad) or a SpatialData store (.zarr)",
@@ -315,14 +321,17 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from bench.data import cards, registration, splits
+    from bench.data import cards, folds, registration, splits
 
     root = cards.data_dir(args.data_dir)
     for name in cards.resolve_datasets(args.datasets):
         card = cards.load_card(name)
         sections = splits.verified_sections(card, root)
         k = args.k or card.split["default_pooling"]
-        spec = splits.make_split(card, root, k, sections)
+        if args.folds:
+            specs = folds.make_folds(card, root, k, sections)
+        else:
+            specs = [splits.make_split(card, root, k, sections)]
         placed = [registration.check(s) for s in sections.values()]  # before anything is written
         suspects = [
             f"{name} section {found.section}: the image {found.suspect} matches the counts "
@@ -335,9 +344,14 @@ def cmd_split(args: argparse.Namespace) -> int:
             more = f" (and {len(suspects) - 1} more)" if len(suspects) > 1 else ""
             raise BenchError(f"{suspects[0]}{more}; nothing written (--strict)")
         lines = tuple(found.line() for found in placed)  # kept in the split's notes
-        spec = dataclasses.replace(spec, notes=(*spec.notes, *lines))
-        path = splits.write_spec(card, spec)
-        print(f"{name}: {path} fingerprint {spec.fingerprint}")
+        for spec in specs:
+            spec = dataclasses.replace(spec, notes=(*spec.notes, *lines))
+            path = splits.write_spec(card, spec)
+            print(f"{name}: {path} fingerprint {spec.fingerprint}")
+        if args.folds:  # fold files left by an earlier, larger [split].folds
+            for stale in splits.fold_paths(card, k)[len(specs) :]:
+                stale.unlink()
+                print(f"{name}: {stale} removed ({len(specs)} folds now)")
         for note in spec.notes:  # control probes dropped, the registration of each section
             print(f"  {note}")
         for line in suspects:

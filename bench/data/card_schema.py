@@ -191,7 +191,11 @@ class Split(_Table):
     """``[split]``: ``regions = "sections"`` needs disjoint non-empty ``train`` and ``test``;
     ``"tiles"`` needs ``sections``, ``0 < min_tissue <= 1`` and ``0 < test_fraction < 1``.
     Every pooling factor ``k >= 2`` divides both canvas sides and leaves an LR map of at least
-    2 x 2 spots (``min(canvas) // k >= 2``); ``default_pooling`` is one of ``pooling``."""
+    2 x 2 spots (``min(canvas) // k >= 2``); ``default_pooling`` is one of ``pooling``.
+    ``folds`` (optional, an integer >= 2) is how many cross-validation folds
+    ``bench split --folds`` writes (:mod:`bench.data.folds`): with ``"sections"`` at most one per
+    section of ``train`` + ``test`` (the default when absent: one fold per section), with
+    ``"tiles"`` the spatial blocks each section's tiles are grouped into (needed there)."""
 
     toml: ClassVar[str] = "split"
     regions: Literal[REGION_RULES] = Field("sections", description="one region per section")
@@ -213,6 +217,7 @@ class Split(_Table):
     assignment: str | None = Field(None, description="why these sections train or test")
     lr_rule: str | None = Field(None, description="how LR spots are made")
     region_rule: str | None = Field(None, description="how tiles are cut and assigned")
+    folds: int | None = Field(None, ge=2, description="cross-validation folds, an integer >= 2")
 
     @model_validator(mode="after")
     def _rules(self) -> Split:
@@ -225,6 +230,14 @@ class Split(_Table):
         if self.regions == "sections" and both:
             raise CardKeyError(
                 f"shares {sorted(both)[0]!r} with [split].train", ("test",), self.test
+            )
+        named = len(self.train or ()) + len(self.test or ())
+        if self.regions == "sections" and self.folds is not None and self.folds > named:
+            raise CardKeyError(
+                f"exceeds the {named} sections of [split].train and [split].test (a fold tests "
+                "at least one section)",
+                ("folds",),
+                self.folds,
             )
         if self.default_pooling not in self.pooling:
             raise CardKeyError(

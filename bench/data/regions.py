@@ -16,6 +16,8 @@ Two rules, chosen by the card's ``[split].regions``:
   axis), so the test share follows ``test_fraction`` even with two wide bands
   (:func:`choose_test_tiles`). A test tile therefore never interleaves with training tiles, and
   spatial autocorrelation reaches the test set only across one band edge (and the cut).
+
+Cross-validation folds (:mod:`bench.data.folds`) keep these regions and give them other roles.
 """
 
 from __future__ import annotations
@@ -126,7 +128,19 @@ def choose_test_tiles(
     return set(ordered[-want:])
 
 
-def _regions_from_tiles(sections: dict[str, Section], cfg: dict[str, Any]) -> dict[str, Any]:
+def long_axis(section: Section) -> int:
+    """0 when the section's in-tissue extent is at least as long (in um) down the rows as across
+    the columns, else 1."""
+    rows, cols = section.row[section.in_tissue], section.col[section.in_tissue]
+    pitch_r, pitch_c = section.pitch_um
+    return 0 if (np.ptp(rows) + 1) * pitch_r >= (np.ptp(cols) + 1) * pitch_c else 1
+
+
+def kept_tiles(
+    sections: dict[str, Section], cfg: dict[str, Any]
+) -> dict[str, list[tuple[int, int]]]:
+    """The kept tiles' origins of each of ``cfg["sections"]`` (:func:`tiles`), at least two per
+    section (else a :class:`BenchError` that says what to change)."""
     canvas = tuple(cfg["canvas"])
     kept: dict[str, list[tuple[int, int]]] = {}
     for sid in cfg["sections"]:
@@ -142,21 +156,27 @@ def _regions_from_tiles(sections: dict[str, Section], cfg: dict[str, Any]) -> di
                 " [read].bin_um, [lattice].pitch_um)"
             )
         kept[sid] = origins
+    return kept
+
+
+def _regions_from_tiles(sections: dict[str, Section], cfg: dict[str, Any]) -> dict[str, Any]:
+    kept = kept_tiles(sections, cfg)
     wants = count_test_tiles([len(o) for o in kept.values()], float(cfg["test_fraction"]))
     regions: dict[str, Any] = {}
     train: list[str] = []
     test: list[str] = []
     for (sid, origins), want in zip(kept.items(), wants, strict=True):
-        sec = sections[sid]
-        rows, cols = sec.row[sec.in_tissue], sec.col[sec.in_tissue]
-        pitch_r, pitch_c = sec.pitch_um
-        long_axis = 0 if (np.ptp(rows) + 1) * pitch_r >= (np.ptp(cols) + 1) * pitch_c else 1
-        held = choose_test_tiles(origins, long_axis, want)
+        held = choose_test_tiles(origins, long_axis(sections[sid]), want)
         for o in origins:
-            rid = f"{sid}_r{o[0]}c{o[1]}"
+            rid = tile_id(sid, o)
             regions[rid] = {"section": sid, "origin": list(o)}
             (test if o in held else train).append(rid)
     return {"regions": regions, "train": train, "test": test}
+
+
+def tile_id(section: str, origin: tuple[int, int]) -> str:
+    """A tile region's id: its section and its origin on the section's HR grid."""
+    return f"{section}_r{origin[0]}c{origin[1]}"
 
 
 def define_regions(sections: dict[str, Section], cfg: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,12 @@ and the sha256 of every input file. Its fingerprint is the first 16 hex digits o
 canonical JSON of those fields (no dates, paths or machine facts, so two builds on different days
 or machines agree); results carry it and the leaderboard never mixes fingerprints.
 
+A fold file ``datasets/<name>/folds/split-k<k>-f<i>.json`` (:mod:`bench.data.folds`) is a split
+file with three more fields, fingerprinted: ``fold`` (i), ``folds`` (how many) and ``excluded``
+(the regions that neither train nor test in this fold: the buffer around its test block). Its
+genes, spot-QC threshold and fingerprint come from its own training regions; split files carry
+none of the three keys (their bytes are unchanged).
+
 Construction of one sample from a region (metrics.md, "Splits"):
 
 - HR grid: the section's grid (:mod:`bench.data.section`) in the region's ``canvas``-sized window;
@@ -58,6 +64,7 @@ _FINGERPRINTED = (
     "qc_min_total",
     "inputs",
 )
+_FOLD_KEYS = ("fold", "folds", "excluded")  # fingerprinted when present (fold files only)
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,17 @@ class SplitSpec:
 
     dataset: str
     k: int
+    # cross-validation fold i of ``folds`` (fold files only; None in a split file)
+    fold: int | None = field(default=None, kw_only=True)
+    folds: int | None = field(default=None, kw_only=True)
     default_pooling: int
     canvas: tuple[int, int]
     image_px: int
     regions: dict[str, RegionRef]
     train: tuple[str, ...]
     test: tuple[str, ...]
+    # a fold's buffer: regions neither trained nor tested in this fold (fold files only)
+    excluded: tuple[str, ...] | None = field(default=None, kw_only=True)
     genes: tuple[str, ...]
     gene_rule: str
     region_rule: str
@@ -97,8 +109,10 @@ class SplitSpec:
     @property
     def label(self) -> str:
         """Name of this task in records: the dataset, suffixed ``-k<k>`` unless k is the card's
-        default pooling (so results at different resolutions never overwrite each other)."""
-        return self.dataset if self.k == self.default_pooling else f"{self.dataset}-k{self.k}"
+        default pooling (so results at different resolutions never overwrite each other), then
+        ``-f<i>`` for fold i (``her2st-f0``, ``her2st-k3-f0``)."""
+        name = self.dataset if self.k == self.default_pooling else f"{self.dataset}-k{self.k}"
+        return name if self.fold is None else f"{name}-f{self.fold}"
 
     def section_ids(self, regions: Sequence[str] | None = None) -> list[str]:
         """The sections of ``regions`` (default: train then test), each once, in order."""
@@ -111,6 +125,8 @@ class SplitSpec:
             value = getattr(self, key)
             if key == "notes" and not value:
                 continue  # split files without notes keep their bytes
+            if key in _FOLD_KEYS and value is None:
+                continue  # split files (not folds) keep their bytes
             if key == "regions":
                 value = {
                     r: {"section": v.section, "origin": list(v.origin)} for r, v in value.items()
@@ -138,6 +154,9 @@ class SplitSpec:
             },
             train=tuple(data["train"]),
             test=tuple(data["test"]),
+            fold=None if data.get("fold") is None else int(data["fold"]),
+            folds=None if data.get("folds") is None else int(data["folds"]),
+            excluded=None if data.get("excluded") is None else tuple(data["excluded"]),
             genes=tuple(data["genes"]),
             gene_rule=str(data["gene_rule"]),
             region_rule=str(data["region_rule"]),
@@ -228,10 +247,12 @@ class Split:
 
 def fingerprint(spec: Mapping[str, Any] | SplitSpec) -> str:
     """sha256 (16 hex digits) of the canonical JSON of the fingerprinted fields of ``spec`` (a
-    split file's JSON object or a :class:`SplitSpec`)."""
+    split file's JSON object or a :class:`SplitSpec`); a fold's ``fold``, ``folds`` and
+    ``excluded`` count too (absent from split files, so their fingerprints are unchanged)."""
     if isinstance(spec, SplitSpec):
         spec = spec.to_json()
     core = {key: spec[key] for key in _FINGERPRINTED}
+    core.update({key: spec[key] for key in _FOLD_KEYS if spec.get(key) is not None})
     blob = json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -370,10 +391,19 @@ def verified_sections(card: Card, root: Path) -> dict[str, Section]:
 
 
 def make_split(
-    card: Card, root: Path, k: int, sections: dict[str, Section] | None = None
+    card: Card,
+    root: Path,
+    k: int,
+    sections: dict[str, Section] | None = None,
+    layout: Mapping[str, Any] | None = None,
 ) -> SplitSpec:
     """Build the split file's content for pooling ``k`` from the data (genes from train only);
-    ``sections`` as :func:`verified_sections` returns them (read here when None)."""
+    ``sections`` as :func:`verified_sections` returns them (read here when None).
+
+    ``layout`` gives the regions and their roles (``regions``, ``train``, ``test``; a fold's
+    also ``fold``, ``folds``, ``excluded`` and ``region_rule``), default the card's
+    (:func:`bench.data.regions.define_regions`); genes, spot QC and the fingerprint then come
+    from its ``train`` regions alone."""
     cfg = card.split
     if k not in cfg["pooling"]:
         raise BenchError(
@@ -388,7 +418,8 @@ def make_split(
             f"use one of {NORMALISATIONS}"
         )
     sections = sections if sections is not None else verified_sections(card, root)
-    layout = define_regions(sections, cfg)
+    layout = dict(layout) if layout is not None else define_regions(sections, cfg)
+    region_rule = layout.pop("region_rule", cfg.get("region_rule", ""))
     train = [
         (sections[layout["regions"][r]["section"]], tuple(layout["regions"][r]["origin"]))
         for r in layout["train"]
@@ -411,7 +442,7 @@ def make_split(
             gene_table(card, root),
         ),
         "gene_rule": gene_cfg.get("rule", ""),
-        "region_rule": cfg.get("region_rule", ""),
+        "region_rule": region_rule,
         "normalisation": cfg["normalisation"],
         "qc_min_total": qc.min_total(
             np.concatenate(
@@ -426,20 +457,76 @@ def make_split(
     return SplitSpec.from_json(spec)
 
 
-def load_spec(card: Card, k: int) -> SplitSpec:
-    """Read and check the committed split file for pooling ``k``."""
-    path = card.split_path(k)
-    if not path.is_file():
+FOLDS_DIR = "folds"  # fold files: datasets/<name>/folds/split-k<k>-f<i>.json
+
+
+def fold_path(card: Card, k: int, fold: int) -> Path:
+    """The committed fold file of pooling ``k`` and fold ``fold``."""
+    return card.folder / FOLDS_DIR / f"split-k{k}-f{fold}.json"
+
+
+def fold_paths(card: Card, k: int) -> list[Path]:
+    """The fold files of pooling ``k`` on disk, in fold order."""
+    prefix = f"split-k{k}-f"
+    found = [
+        p
+        for p in (card.folder / FOLDS_DIR).glob(f"{prefix}*.json")
+        if p.stem.removeprefix(prefix).isdigit()
+    ]
+    return sorted(found, key=lambda p: int(p.stem.removeprefix(prefix)))
+
+
+def fold_count(card: Card, k: int) -> int:
+    """How many fold files pooling ``k`` has committed (0 when none): they must be
+    ``f0`` .. ``f<n-1>``, none missing."""
+    found = [int(p.stem.removeprefix(f"split-k{k}-f")) for p in fold_paths(card, k)]
+    if found != list(range(len(found))):
         raise BenchError(
-            f"{path} does not exist; pooling k = {k} has no committed split "
-            f"(create it with 'python -m bench split --datasets {card.name} --k {k}')"
+            f"{card.folder / FOLDS_DIR}: fold files of k = {k} are f{found}, not f0 .. "
+            f"f{len(found) - 1}; regenerate them with 'python -m bench split --datasets "
+            f"{card.name} --k {k} --folds'"
+        )
+    return len(found)
+
+
+def fold_specs(card: Card, k: int) -> list[SplitSpec]:
+    """Every committed fold of pooling ``k``, in fold order, each checked as :func:`load_spec`
+    checks it and against the others' count."""
+    n = fold_count(card, k)
+    if n == 0:
+        raise BenchError(
+            f"pooling k = {k} of {card.name} has no committed fold files (create them with "
+            f"'python -m bench split --datasets {card.name} --k {k} --folds')"
+        )
+    specs = [load_spec(card, k, fold) for fold in range(n)]
+    for spec in specs:
+        if spec.folds != n:
+            raise BenchError(
+                f"{fold_path(card, k, spec.fold or 0)}: says {spec.folds} folds beside {n} fold "
+                f"files; regenerate them with 'python -m bench split --datasets {card.name} "
+                f"--k {k} --folds'"
+            )
+    return specs
+
+
+def load_spec(card: Card, k: int, fold: int | None = None) -> SplitSpec:
+    """Read and check the committed split file for pooling ``k``, or with ``fold`` its fold
+    file (:func:`fold_path`)."""
+    path = card.split_path(k) if fold is None else fold_path(card, k, fold)
+    again = f"python -m bench split --datasets {card.name} --k {k}" + (
+        "" if fold is None else " --folds"
+    )
+    if not path.is_file():
+        what = "committed split" if fold is None else f"committed fold {fold}"
+        raise BenchError(
+            f"{path} does not exist; pooling k = {k} has no {what} (create it with '{again}')"
         )
     try:
         raw = json.loads(path.read_text())
         if isinstance(raw, dict) and "fingerprint" in raw and "qc_min_total" not in raw:
             raise BenchError(
                 f"{path}: split file predates spot QC (no qc_min_total); regenerate it with "
-                f"'python -m bench split --datasets {card.name} --k {k}'"
+                f"'{again}'"
             )
         ok = raw["fingerprint"] == fingerprint(raw)
         spec = SplitSpec.from_json(raw)
@@ -449,12 +536,23 @@ def load_spec(card: Card, k: int) -> SplitSpec:
         raise BenchError(f"{path}: fingerprint does not match its content; restore it from git")
     if spec.inputs != card.files:
         raise BenchError(f"{path}: input checksums differ from the card's; regenerate the split")
+    if spec.fold != fold or (fold is not None and (spec.k != k or not _roles_partition(spec))):
+        raise BenchError(
+            f"{path}: holds k = {spec.k}, fold {spec.fold} of {spec.folds}, or regions that are "
+            f"not train, test or excluded exactly once; regenerate it with '{again}'"
+        )
     return spec
 
 
+def _roles_partition(spec: SplitSpec) -> bool:
+    """Every region of a fold is train, test or excluded, exactly once."""
+    roles = [*spec.train, *spec.test, *(spec.excluded or ())]
+    return len(roles) == len(set(roles)) and set(roles) == set(spec.regions)
+
+
 def write_spec(card: Card, spec: SplitSpec) -> Path:
-    """Write a split file atomically; returns its path."""
-    path = card.split_path(spec.k)
+    """Write a split file (a fold's to :func:`fold_path`) atomically; returns its path."""
+    path = card.split_path(spec.k) if spec.fold is None else fold_path(card, spec.k, spec.fold)
     atomic_write_text(path, json.dumps(spec.to_json(), indent=1) + "\n")
     return path
 
