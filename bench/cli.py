@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="pooling factor k (default: each card's)",
     )
     run.add_argument(
+        "--folds",
+        default=None,
+        help="'all' or comma-separated fold indices: run each dataset's committed "
+        "cross-validation folds (datasets/<name>/folds/, made by 'bench split --folds') as tasks "
+        "labelled <dataset>-f<i>; default: the single committed split",
+    )
+    run.add_argument(
         "--timeout",
         type=_positive_seconds,
         default=None,
@@ -235,6 +242,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         preset=args.preset,
         draws=args.draws,
         k=args.k,
+        folds=args.folds,
         timeout=args.timeout,
         max_memory=args.max_memory,
         data_dir=args.data_dir,

@@ -100,16 +100,17 @@ def _load(path: Path, stamp: dict[str, str]) -> Split | None:
         return None
 
 
-def load(card: Card, root: Path, k: int) -> Split:
-    """The committed split for pooling ``k``, from the cache when valid, else built and cached."""
-    spec = load_spec(card, k)
+def load(card: Card, root: Path, k: int, fold: int | None = None) -> Split:
+    """The committed split for pooling ``k`` (or its fold ``fold``), from the cache when valid,
+    else built and cached."""
+    spec = load_spec(card, k, fold)
     stamp = _stamp(card, root)
     path = _path(card, k, spec.fingerprint)
     if path.is_file():
         split = _load(path, stamp)
         if split is not None and split.spec == spec:
             return split
-    split = build(card, root, k, verify_inputs=False)  # verified by _stamp just now
+    split = build(card, root, k, verify_inputs=False, fold=fold)  # verified by _stamp just now
     try:
         _save(path, split, stamp)
     except OSError as err:

@@ -619,11 +619,14 @@ def materialise(spec: SplitSpec, sections: dict[str, Section]) -> Split:
     return Split(spec, train, [s.without_target() for s in test], data_range, truth)
 
 
-def build(card: Card, root: Path, k: int, verify_inputs: bool = True) -> Split:
-    """Materialise the committed split: read, verify (sha256) and pool every section."""
+def build(
+    card: Card, root: Path, k: int, verify_inputs: bool = True, fold: int | None = None
+) -> Split:
+    """Materialise the committed split (or fold ``fold``): read, verify (sha256) and pool every
+    section."""
     from bench.data.fetch import verify
 
-    spec = load_spec(card, k)
+    spec = load_spec(card, k, fold)
     require_files(card, root)
     if verify_inputs:
         verify(card, root)

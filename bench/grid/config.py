@@ -19,8 +19,11 @@ class RunConfig:
     ``methods`` and ``datasets`` are ``"all"``, comma-separated names or a sequence of names;
     ``k`` the pooling factor (None: each card's default); ``draws`` the K draws per input of a
     stochastic method; ``timeout`` seconds per cell (None: no limit); ``max_memory`` the bytes a
-    cell's processes may hold (None: :func:`auto_max_memory`); ``command`` the shell command
-    printed on the leaderboard to regenerate it.
+    cell's processes may hold (None: :func:`auto_max_memory`); ``folds`` ``"all"`` or
+    comma-separated fold indices: each dataset's committed fold files
+    (:func:`bench.data.splits.fold_specs`) run as tasks of their own, labelled ``<dataset>-f<i>``
+    (None: the dataset's single committed split); ``command`` the shell command printed on the
+    leaderboard to regenerate it.
     """
 
     methods: str | Sequence[str] = "all"
@@ -29,6 +32,7 @@ class RunConfig:
     preset: str = "default"
     draws: int = 8
     k: int | None = None
+    folds: str | None = None  # "all" or "0,2": the committed folds as tasks; None: the split
     timeout: float | None = None
     max_memory: int | None = None  # bytes per cell; None: auto_max_memory(jobs)
     data_dir: str | Path | None = None

@@ -85,6 +85,24 @@ def check_outputs(config: RunConfig) -> tuple[Path, Path]:
     return results, board
 
 
+def fold_selection(text: str, count: int, dataset: str, k: int) -> list[int]:
+    """The folds ``--folds`` names: ``"all"`` (every committed fold) or comma-separated indices
+    below ``count``; else a one-line :class:`BenchError` naming the dataset and the fix."""
+    again = f"'python -m bench split --datasets {dataset} --k {k} --folds'"
+    if count == 0:
+        raise BenchError(f"--folds: {dataset} (k = {k}) has no committed fold files; make them "
+                         f"with {again}")  # fmt: skip
+    if text.strip() == "all":
+        return list(range(count))
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() and int(p) < count for p in parts):
+        raise BenchError(
+            f"--folds {text!r}: name 'all' or fold indices 0..{count - 1} of {dataset} "
+            f"(k = {k}), comma-separated"
+        )
+    return list(dict.fromkeys(int(p) for p in parts))
+
+
 def check_memory_cap(value: int | None) -> None:
     """A ``max_memory`` (bytes per cell) is None or a whole number of bytes of at least
     :data:`MIN_MEMORY`; else a one-line :class:`BenchError`."""
@@ -176,6 +194,7 @@ def make_plan(config: RunConfig) -> Plan:
     """Resolve names, check outputs, reach a tracking server or Ray cluster, and read and verify
     every dataset's split; nothing is written."""
     from bench.data import cache, cards
+    from bench.data import splits as splits_mod
     from bench.run import executors
     from bench.run.cell import RunOptions
     from bench.run.resources import code_version
@@ -197,11 +216,19 @@ def make_plan(config: RunConfig) -> Plan:
     if config.tracking_uri and not config.tracking_uri.startswith("sqlite"):
         server = Tracker(config.tracking_uri, results)  # reached before the data
     root = cards.data_dir(config.data_dir)
-    splits, facts = {}, {}
+    splits, facts, tasks = {}, {}, []
     for name in datasets:  # read and verify all data before writing anything
         card = cards.load_card(name)
-        splits[name] = cache.load(card, root, config.k or card.split["default_pooling"])
-        facts[name] = card_facts(card.raw)
+        k = config.k or card.split["default_pooling"]
+        if config.folds is None:
+            splits[name], facts[name] = cache.load(card, root, k), card_facts(card.raw)
+            tasks.append(name)
+            continue
+        for fold in fold_selection(config.folds, splits_mod.fold_count(card, k), card.name, k):
+            split = cache.load(card, root, k, fold)
+            splits[split.label], facts[split.label] = split, card_facts(card.raw)
+            tasks.append(split.label)
+    datasets = tasks  # a dataset's folds are tasks of their own (records under their label)
     opts = RunOptions(
         preset=config.preset,
         draws=config.draws,

@@ -1,0 +1,94 @@
+"""The grid's fold axis: ``bench run --folds`` runs each committed fold of a dataset as a task of
+its own (records under ``<dataset>-f<i>``, one MLflow child run per cell), a rerun reuses every
+finished cell of every fold, a selection runs only the folds it names, and a bad selection or a
+dataset without fold files is one line before anything is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import synthetic as syn
+
+from bench import cli
+from bench.run.records import read_records
+from bench.run.tracking import default_uri
+
+
+@pytest.fixture()
+def folded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[syn.Dataset, list[str]]:
+    monkeypatch.setenv("STSR_DATASETS_DIR", str(tmp_path / "cards"))
+    monkeypatch.setenv("STSR_CACHE_DIR", str(tmp_path / "cache"))
+    ds = syn.transcripts(tmp_path / "cards", tmp_path / "data")
+    ds.card["split"]["folds"] = 4
+    ds.write_card()
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert cli.main(["split", "--datasets", ds.name, "--folds", *data]) == 0
+    out = ["--results-dir", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "LB.md")]
+    args = ["run", "--datasets", ds.name, "--methods", "mean,bicubic", *data, "--no-progress"]
+    args += out
+    return ds, args
+
+
+def _cells(results: Path) -> dict[tuple[str, str], int]:
+    return {
+        (r.dataset, r.method): r.finished_ms
+        for r in read_records(results)
+        if r.method != "ceiling"
+    }
+
+
+def test_folds_run_as_tasks_and_resume(folded, tmp_path: Path, capsys) -> None:
+    import mlflow
+
+    ds, args = folded
+    results = tmp_path / "results"
+    assert cli.main([*args, "--folds", "1,3"]) == 0
+    first = _cells(results)
+    assert set(first) == {(f"{ds.name}-f{i}", m) for i in (1, 3) for m in ("mean", "bicubic")}
+    for (label, method), _ in first.items():
+        record = json.loads((results / label / method / "seed-0.json").read_text())
+        assert record["status"] == "ok" and record["split"]["fingerprint"]
+    fingerprints = {
+        json.loads((results / d / m / "seed-0.json").read_text())["split"]["fingerprint"]
+        for d, m in first
+    }
+    assert len(fingerprints) == 2  # each fold is its own split
+
+    assert cli.main([*args, "--folds", "all"]) == 0  # folds 0 and 2 added, 1 and 3 reused
+    every = _cells(results)
+    assert set(every) == {(f"{ds.name}-f{i}", m) for i in range(4) for m in ("mean", "bicubic")}
+    assert all(every[key] == first[key] for key in first)  # not recomputed
+    client = mlflow.MlflowClient(tracking_uri=default_uri(results))
+    exp = client.get_experiment_by_name("stsr-bench")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    cells = [
+        r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"
+    ]
+    names = {(r.data.tags.get("dataset"), r.info.run_name) for r in cells}
+    assert {d for d, _ in names} >= {f"{ds.name}-f{i}" for i in range(4)}
+    page = (tmp_path / "LB.md").read_text()
+    assert all(f"## {ds.name}-f{i}" in page for i in range(4))
+
+
+@pytest.mark.parametrize("folds", ["7", "a", "1,x", ""])
+def test_a_bad_fold_selection_is_one_line_and_writes_nothing(folded, tmp_path, capsys, folds):
+    _, args = folded
+    assert cli.main([*args, "--folds", folds]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--folds" in err[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_dataset_without_fold_files_names_the_command(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("STSR_DATASETS_DIR", str(tmp_path / "cards"))
+    monkeypatch.setenv("STSR_CACHE_DIR", str(tmp_path / "cache"))
+    ds = syn.transcripts(tmp_path / "cards", tmp_path / "data")
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert cli.main(["split", "--datasets", ds.name, *data]) == 0
+    args = ["run", "--datasets", ds.name, "--methods", "mean", *data, "--folds", "all"]
+    status = cli.main([*args, "--results-dir", str(tmp_path / "results"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert f"python -m bench split --datasets {ds.name} --k 2 --folds" in err[0]
