@@ -151,7 +151,7 @@ def test_plugin_is_listed_splits_runs_and_goes_away(installed: Path, tmp_path: P
     gone = _bench(env, "list")
     assert gone.returncode == 0 and "lr_smooth" not in gone.stdout
     assert "synth_spot" in gone.stdout and "unusable card" in gone.stdout
-    assert "reader 'spot_table' unknown" in gone.stdout
+    assert "reader = 'spot_table' is unknown" in gone.stdout
     again = _bench(env, "run", "--methods", "lr_smooth", *common, "--no-progress")
     assert again.returncode == 2
     assert again.stderr.strip().count("\n") == 0 and "unknown method 'lr_smooth'" in again.stderr

@@ -37,14 +37,14 @@ MIN_R = 0.2  # |r| below this says too little to suspect anything
 THUMB_PX = 2000  # long side of the thumbnail the image signal is read from
 
 
-def _turned(a: np.ndarray, quarter_turns: int) -> np.ndarray:
+def turned(a: np.ndarray, quarter_turns: int) -> np.ndarray:
     """``a`` rotated by 90 degrees ``quarter_turns`` times counter-clockwise and stretched back to
     its own height x width (bilinear), so the positions read it in the same frame."""
     from scipy import ndimage
 
-    turned = np.rot90(a, quarter_turns)
+    rotated = np.rot90(a, quarter_turns)
     return ndimage.zoom(
-        turned, (a.shape[0] / turned.shape[0], a.shape[1] / turned.shape[1]), order=1
+        rotated, (a.shape[0] / rotated.shape[0], a.shape[1] / rotated.shape[1]), order=1
     )
 
 
@@ -60,8 +60,8 @@ TRANSFORMS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "flipped up-down": lambda a, step: np.flipud(a),
     "flipped left-right": lambda a, step: np.fliplr(a),
     "rotated 180 degrees": lambda a, step: a[::-1, ::-1],
-    "rotated 90 degrees": lambda a, step: _turned(a, 1),
-    "rotated 270 degrees": lambda a, step: _turned(a, 3),
+    "rotated 90 degrees": lambda a, step: turned(a, 1),
+    "rotated 270 degrees": lambda a, step: turned(a, 3),
     "shifted one step right": lambda a, step: _shifted(a, 0, step),
     "shifted one step left": lambda a, step: _shifted(a, 0, -step),
     "shifted one step down": lambda a, step: _shifted(a, step, 0),

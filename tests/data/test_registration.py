@@ -43,7 +43,7 @@ def _moved(rgb: np.ndarray, how: str, step: int) -> np.ndarray:
     if how == "flipped":
         return np.flipud(rgb)
     if how == "turned":  # a quarter turn counter-clockwise, stretched back to the frame
-        return registration._turned(rgb.mean(axis=2), 1).astype(np.uint8)
+        return registration.turned(rgb.mean(axis=2), 1).astype(np.uint8)
     return ndimage.shift(rgb, (0, step, 0), order=0, mode="nearest")  # one grid step right
 
 
