@@ -4,9 +4,10 @@
 and every loop runs over sorted keys. ``write`` also draws each section's figures
 (:mod:`bench.board.figures`) and links those it drew, so its page is a function of the records and
 the runner's prediction files beside them. One section per (dataset, split fingerprint) so scores
-from different splits never share a table. Within a section, methods are ranked by mean PCC.
-Control methods (``Record.control`` set) get their own table and no rank. Failed runs are listed
-with their reason.
+from different splits never share a table; the cross-validation folds of one dataset pool into one
+section (:mod:`bench.board.folds`), each fold on its own split. Within a section, methods are
+ranked by mean PCC. Control methods (``Record.control`` set) get their own table and no rank.
+Failed runs are listed with their reason.
 
 Rows (scores, intervals, significance, cost) are computed in :mod:`bench.board.rows`.
 """
@@ -25,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from bench.board import figures as board_figures
+from bench.board import folds as board_folds
 from bench.board import ranking
 from bench.board import rows as board_rows
 from bench.board.rows import ALPHA, LEVEL, N_BOOT
 from bench.files import atomic_write_text
-from bench.run.learning import MIN_GAIN
+from bench.run.learning import EVAL_EVERY, MIN_DELTA, MIN_GAIN, PATIENCE, verdict_points
 from bench.run.records import Record, SplitRef, read_records
 
 __all__ = ["render", "write"]
@@ -131,7 +133,7 @@ def _share_of_ceiling(ranked: list[dict[str, Any]], controls: list[dict[str, Any
     return out
 
 
-def _verdict(ranked: list[dict[str, Any]]) -> list[str]:
+def _verdict(ranked: list[dict[str, Any]], test: str = "paired Wilcoxon on PCC") -> list[str]:
     """One sentence per dataset from the paired tests: who is level with the best, who below."""
     if not ranked:
         return []
@@ -143,7 +145,7 @@ def _verdict(ranked: list[dict[str, Any]]) -> list[str]:
         return ", ".join(f"`{_cell(x)}`" for x in xs) if xs else "none"
 
     return [
-        f"**Verdict** (Holm-corrected paired Wilcoxon on PCC, p < {ALPHA}): best by mean PCC "
+        f"**Verdict** (Holm-corrected {test}, p < {ALPHA}): best by mean PCC "
         f"`{_cell(best['variant'])}` ({_num(best['pcc'][0])}); level with it (not "
         f"separated by the test): {names(level)}; below it: {names(below)}.",
         "",
@@ -256,7 +258,7 @@ def _summary(sections: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
         f"excluded); a method's aggregated rank is the mean of its {n} ranks. Methods scored on "
         "fewer sections come after, whatever their mean. PCC columns: each section's mean with "
         f"its {LEVEL:.0%} bootstrap interval; * marks a method that differs from that section's "
-        f"best (Holm-corrected paired Wilcoxon, p < {ALPHA}).",
+        f"best (Holm-corrected paired Wilcoxon, p < {ALPHA}).{note}",
         "",
         "| rank | method | mean rank | ranks counted | first places | "
         + " | ".join(f"PCC {_cell(label)}" for label, _ in sections)
@@ -318,14 +320,21 @@ def _reproduce(command: str, records: list[Record]) -> str:
 
 
 def _section(
-    group: list[Record], draw: Draw | None
+    group: list[Record], draw: Draw | None, pooled: board_folds.Pooled | None = None
 ) -> tuple[list[str], list[dict[str, Any]], list[Path]]:
     """The markdown of one (dataset, fingerprint) group, its ranked rows and the figures
-    ``draw`` wrote for it (linked from the markdown); ``group`` sorted by (method, seed)."""
-    split = next((r.split for r in group if r.split.k), SplitRef())
-    genes = list(split.genes)
-    dataset, k, fingerprint = group[0].dataset, split.k or "n/a", _fingerprint(group[0])
-    ranked, controls = board_rows.rows(group, genes)
+    ``draw`` wrote for it (linked from the markdown); ``group`` sorted by (method, seed).
+    ``pooled``: a dataset's cross-validation folds in one section (:mod:`bench.board.folds`);
+    ``group`` is then its failed records."""
+    if pooled is None:
+        split = next((r.split for r in group if r.split.k), SplitRef())
+        genes = list(split.genes)
+        dataset, k, fingerprint = group[0].dataset, split.k or "n/a", _fingerprint(group[0])
+        ranked, controls = board_rows.rows(group, genes)
+    else:
+        split, genes = pooled.split, list(pooled.split.genes)
+        dataset, k, fingerprint = pooled.base, split.k or "n/a", pooled.fingerprint
+        ranked, controls = board_rows.rows(pooled.complete, genes, clustered=True)
     out = [
         f"## {dataset} · k = {k} · split `{fingerprint}`",
         "",
@@ -341,16 +350,24 @@ def _section(
         f"first-ranked method on the same (region, gene) pairs; * marks p < {ALPHA}.",
         "",
     ]
-    out += _verdict(ranked)
+    if pooled is None:
+        out += _verdict(ranked)
+    else:
+        out = _pooled_head(pooled, ranked)
+        out += _verdict(ranked, "signed-rank test on region means of the PCC difference")
+        out += _power_sentence(ranked)
     name = board_figures.stem(str(dataset), fingerprint)
     title = f"{dataset} · k = {k} · split {fingerprint[:8]}"
-    drawn = (
-        draw(ranked + controls, name, title, str(dataset), fingerprint) if draw and ranked else []
-    )
+    source = (str(dataset), fingerprint) if pooled is None else pooled.maps_source
+    if pooled is not None:
+        title = f"{dataset} · k = {k} · {pooled.folds} folds, maps of {source[0]}"
+    drawn = draw(ranked + controls, name, title, *source) if draw and ranked else []
     if drawn:
         links = (f"[{board_figures.label(f.name, name)}]({FIGURES}/{f.name})" for f in drawn)
         out += ["Figures: " + " · ".join(links), ""]
     out += _score_table(ranked, "rank") if ranked else ["No successful method runs."]
+    if pooled is not None:
+        out += _per_fold(pooled, ranked, controls) + _power_table(ranked)
     out += ["", "### Controls", "", "Not ranked: they frame the scores above.", ""]
     out += _score_table(controls, "control") if controls else ["none"]
     out += _scaled(ranked, controls)
@@ -363,7 +380,8 @@ def _section(
         "",
         "### Cost",
         "",
-        "Means over seeds; peak resident (CPU) or allocated (GPU) memory.",
+        "Means over seeds; peak resident (CPU) or allocated (GPU) memory."
+        + (" Fit and predict: sums over the folds; memory: the largest fold's." if pooled else ""),
         "",
     ]
     out += [
@@ -392,7 +410,8 @@ def _section(
     failed = [r for r in group if not r.ok]
     out += ["", "### Failed or skipped", ""]
     out += [
-        f"- {_cell(r.method)} (seed {r.seed}, {_cell(r.status)}): "
+        f"- {_cell(r.method)} ({f'{_cell(r.dataset)}, ' if pooled else ''}seed {r.seed}, "
+        f"{_cell(r.status)}): "
         f"{_cell(r.error or 'no reason recorded')}"
         for r in failed
     ] or ["none"]
@@ -401,6 +420,187 @@ def _section(
         out += ["", "### Pairs excluded from PCC", "", "Constant truth (null in every seed):", ""]
         out += [f"- {_cell(r['variant'])}: {r['excluded']} of {r['pairs']}" for r in excluded]
     return out + [""], ranked, drawn
+
+
+POWER_AT = (0.01, 0.02, 0.05, 0.1)  # PCC differences the folded page's power table is read at
+
+
+def _pooled_head(pooled: board_folds.Pooled, ranked: list[dict[str, Any]]) -> list[str]:
+    """The heading and opening paragraph of a folded section, with its warnings: pooled folds
+    that have no records, and variants not ranked because a fold lacks them."""
+    folds = sorted(pooled.by_fold)
+    splits = [pooled.fold_split(f) for f in folds]
+    split = pooled.split
+    in_every = set.intersection(*(set(s.genes) for s in splits))
+    count = str(pooled.folds) + (" (a count inferred from the labels)" if pooled.inferred else "")
+    out = [
+        f"## {pooled.base} · k = {split.k or 'n/a'} · {pooled.folds} folds",
+        "",
+        "Cross-validation: pools folds "
+        + ", ".join(f"`{pooled.fold_label(f)}`" for f in folds)
+        + f" of {count}, each on its own split (under Per fold); every test region is scored "
+        f"once, in the fold that tests it. {len(split.test)} test regions "
+        f"({' + '.join(str(len(s.test)) for s in splits)} by fold), {len(split.genes)} genes in "
+        f"any fold ({len(in_every)} in every fold), {split.scored} scored test positions. Spot "
+        "QC (bench/data/qc.py), each fold's threshold from its own training regions: "
+        f"{split.dropped} in-tissue test position(s) are dropped from every score. "
+        f"{_influence(ranked)}Scores are means over every fold's (region, gene) pairs with "
+        f"{LEVEL:.0%} hierarchical bootstrap intervals ({N_BOOT} resamples of seeds, of regions, "
+        "then of genes within each drawn region, seed 0); a method's seeds are averaged per "
+        f"(region, gene) first. {_regions_are(split.test)} "
+        '"vs best": Holm-corrected p of a Wilcoxon signed-rank test of PCC against the '
+        "first-ranked method on the region means of their paired differences (pairs of one "
+        "region are correlated, so a test on the pooled pairs would reject too often; "
+        f"bench/board/stats.py); * marks p < {ALPHA}. Cost sums the folds; Convergence lists each "
+        "fold's seeds in fold order.",
+        "",
+    ]
+    absent = [f for f in range(pooled.folds) if f not in pooled.by_fold]
+    if absent:
+        out += [
+            f"**Fold(s) {', '.join(f'f{f}' for f in absent)} of {pooled.folds} have no records "
+            "here**: their test regions are not scored in this section.",
+            "",
+        ]
+    if pooled.missing:
+        lacking = "; ".join(
+            f"`{_cell(v)}` lacks {', '.join(f'f{f}' for f in fs)}"
+            for v, fs in sorted(pooled.missing.items())
+        )
+        out += [
+            f"**Not ranked, a fold is missing** (no ok record there): {lacking}. Their scores on "
+            "the folds they have are under Per fold, marked incomplete.",
+            "",
+        ]
+    return out
+
+
+def _power_sentence(ranked: list[dict[str, Any]]) -> list[str]:
+    """The folded section's power in one sentence beside the ranking: the smallest mean PCC
+    difference from the best that its paired test detects (:func:`bench.board.folds.power_rows`),
+    from the runner-up's comparison; and when the regions are too few for any to be detected."""
+    from bench.board.stats import min_signed_rank_p
+
+    found = board_folds.power_rows(ranked)
+    if not found:
+        return []
+    first, best = found[0], ranked[0]["variant"]
+    n, comparisons = first["regions"], len(found)
+    smallest = min_signed_rank_p(n)
+    if not first["reachable"]:
+        return [
+            f"**Power**: with {n} regions the region-mean test's smallest two-sided p is "
+            f"{smallest:.3g}, not below {ALPHA}: no difference from the best is detectable with "
+            "these regions, however large.",
+            "",
+        ]
+    text = (
+        f"**Power** (bench/board/stats.py): from the observed variance of the paired PCC "
+        f"differences of `{_cell(first['variant'])}` against `{_cell(best)}` ({first['pairs']} "
+        f"pairs in {n} regions, intraclass correlation {_num(first['icc'], 2)}), the "
+        f"region-mean test detects a mean difference of {_num(first['mde'])} PCC with "
+        f"{board_folds.POWER:.0%} power (two-sided p < {ALPHA} per comparison, before Holm; "
+        f"normal approximation): differences below {_num(first['mde'])} PCC are not detectable "
+        "with these regions."
+    )
+    others = [p["mde"] for p in found[1:] if math.isfinite(p["mde"])]
+    if others:
+        low, high = _num(min(others)), _num(max(others))
+        text += (
+            f" Against the other ranked methods: {low if low == high else f'{low} to {high}'} PCC."
+        )
+    if comparisons * smallest >= ALPHA:
+        text += (
+            f" With {comparisons} comparisons Holm's correction needs p < "
+            f"{ALPHA / comparisons:.3g} for the first, below the smallest p the test can give on "
+            f"{n} regions ({smallest:.3g}): no method can be separated from the best here."
+        )
+    return [text, ""]
+
+
+def _power_table(ranked: list[dict[str, Any]]) -> list[str]:
+    """Power against difference, per comparison with the best (the folded section)."""
+    from bench.board.stats import power_at
+
+    found = board_folds.power_rows(ranked)
+    if not found:
+        return []
+    out = [
+        "",
+        "### Power",
+        "",
+        "Each ranked method against the best: the observed mean PCC difference (negative: "
+        "below), the regions and the intraclass correlation of the paired differences within "
+        f"them, the difference the region-mean test detects with {board_folds.POWER:.0%} power, "
+        "and its power at a few true differences (bench/board/stats.py `detectable_difference`, "
+        f"`power_at`; two-sided p < {ALPHA} per comparison, before Holm; normal approximation, "
+        "optimistic with few regions; 0 where the exact test on these regions cannot reach "
+        f"p < {ALPHA}).",
+        "",
+        "| method | difference from best | regions | intraclass corr. | detectable at "
+        f"{board_folds.POWER:.0%} power | " + " | ".join(f"power at {d}" for d in POWER_AT) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(POWER_AT),
+    ]
+    for p in found:
+        powers = [
+            power_at(d, p["mde"], board_folds.POWER, ALPHA) if p["reachable"] else 0.0
+            for d in POWER_AT
+        ]
+        cells = [
+            _cell(p["variant"]),
+            _num(p["diff"]),
+            str(p["regions"]),
+            _num(p["icc"], 2),
+            _num(p["mde"]) if p["reachable"] else "none",
+            *(_num(x, 2) for x in powers),
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _per_fold(
+    pooled: board_folds.Pooled, ranked: list[dict[str, Any]], controls: list[dict[str, Any]]
+) -> list[str]:
+    """The folded section's per-fold tables: each fold's split, and each row's mean PCC per fold
+    with the spread across folds; incomplete variants (not ranked) after, marked."""
+    folds = sorted(pooled.by_fold)
+    genes = list(pooled.split.genes)
+    part, part_controls = board_rows.rows(pooled.incomplete, genes, clustered=True)
+    out = [
+        "",
+        "### Per fold",
+        "",
+        "Each fold is a split of its own (genes and spot QC from its training regions):",
+        "",
+        "| fold | task | split | test regions | genes | scored positions | QC threshold "
+        "(counts) | dropped |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for f in folds:
+        s = pooled.fold_split(f)
+        out.append(
+            f"| f{f} | {_cell(pooled.fold_label(f))} | `{s.fingerprint}` | {len(s.test)} | "
+            f"{len(s.genes)} | {s.scored} | {s.qc_min_total} | {s.dropped} |"
+        )
+    out += [
+        "",
+        "Mean PCC over each fold's test (region, gene) pairs (seeds averaged per pair first); "
+        "sd (n - 1) and range (largest - smallest) across folds: how much a score depends on "
+        "which regions are tested.",
+        "",
+        "| method | " + " | ".join(f"f{f}" for f in folds) + " | sd across folds | range |",
+        "|---|" + "---:|" * len(folds) + "---:|---:|",
+    ]
+    shown = [(r, "") for r in ranked + controls]
+    shown += [(r, " (incomplete, not ranked)") for r in part + part_controls]
+    for r, mark in shown:
+        values = [r.get("fold_pcc", {}).get(f, math.nan) for f in folds]
+        finite = [v for v in values if math.isfinite(v)]
+        sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+        spread = max(finite) - min(finite) if len(finite) > 1 else math.nan
+        cells = [_cell(r["variant"]) + mark, *(_num(v) for v in values), _num(sd), _num(spread)]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def _diversity(rows: list[dict[str, Any]]) -> list[str]:
@@ -467,10 +667,11 @@ def _render(
         "```",
         "",
     ]
+    plain, pooled = board_folds.group(records)
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    for rec in records:
+    for rec in plain:
         groups[(str(rec.dataset), _fingerprint(rec))].append(rec)
-    if not groups:
+    if not groups and not pooled:
         out += ["No result records found.", ""]
     sections = []
     for key in sorted(groups):
@@ -479,7 +680,20 @@ def _render(
     # summary column heads: the dataset, with the split when records of two splits share it
     labels = [d for d, _ in sorted(groups)]
     heads = [f"{d} {fp[:8]}" if labels.count(d) > 1 else d for d, fp in sorted(groups)]
-    out += _summary([(h, ranked) for h, (_, ranked, _) in zip(heads, sections, strict=True)])
+    # folded datasets (bench.board.folds): one section each, placed by name among the others
+    order = [(d, 0, fp) for d, fp in sorted(groups)] + [(p.base, 1, p.label) for p in pooled]
+    sections += [_section(p.failed, draw, p) for p in pooled]
+    heads += [p.label for p in pooled]
+    placed = sorted(range(len(order)), key=lambda i: order[i])
+    sections, heads = [sections[i] for i in placed], [heads[i] for i in placed]
+    note = (
+        " Cross-validated columns (n folds): every fold's regions pooled, intervals from the "
+        "hierarchical bootstrap (regions, then genes) and the test on region means."
+        if pooled
+        else ""
+    )
+    pairs = zip(heads, sections, strict=True)
+    out += _summary([(h, ranked) for h, (_, ranked, _) in pairs], note)
     for lines, _, _ in sections:
         out += lines
     return "\n".join(out).rstrip("\n") + "\n", [f for _, _, drawn in sections for f in drawn]

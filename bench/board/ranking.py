@@ -11,23 +11,25 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from bench.board.stats import holm, paired_wilcoxon
+from bench.board.stats import holm, paired_wilcoxon, paired_wilcoxon_regions
 
 Row = dict[str, Any]
 
 
-def vs_best(ranked: Sequence[Row]) -> list[float]:
+def vs_best(ranked: Sequence[Row], clustered: bool = False) -> list[float]:
     """Holm-corrected p of each ranked row's PCC against the first row's (NaN for the first).
 
     Two-sided Wilcoxon signed-rank tests on the same (section, gene) pairs
     (:func:`bench.board.stats.paired_wilcoxon`), corrected together with
-    :func:`bench.board.stats.holm`.
+    :func:`bench.board.stats.holm`. ``clustered``: on the region (table row) means of the
+    paired differences instead (:func:`bench.board.stats.paired_wilcoxon_regions`).
     """
     if not ranked:
         return []
     best = ranked[0]["pcc_table"]
+    test = paired_wilcoxon_regions if clustered else paired_wilcoxon
     raw = [
-        paired_wilcoxon(r["pcc_table"], best) if r["pcc_table"].shape == best.shape else math.nan
+        test(r["pcc_table"], best) if r["pcc_table"].shape == best.shape else math.nan
         for r in ranked[1:]
     ]
     return [math.nan, *holm(raw).tolist()]

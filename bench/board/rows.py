@@ -14,6 +14,13 @@ the same (section, gene) pairs by a two-sided Wilcoxon signed-rank test
 (:func:`bench.board.stats.paired_wilcoxon`); the p-values of all ranked methods but the best are
 Holm-corrected together (:func:`bench.board.stats.holm`) and shown in the "vs best" column, marked
 ``*`` below ``ALPHA`` (different from the best).
+
+Folded sections (``clustered``, :mod:`bench.board.folds`): the records are a method's folds merged
+per seed, so a table holds every fold's test regions. Regions are then clusters of correlated
+pairs: intervals come from :func:`bench.board.stats.hierarchical_bootstrap_ci` (seeds, regions,
+then genes within each drawn region) and the paired test is the signed-rank test on the region
+means of the PCC difference (:func:`bench.board.stats.paired_wilcoxon_regions`), Holm-corrected
+as above.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.board import ranking
-from bench.board.stats import bootstrap_ci_seeds
+from bench.board.stats import bootstrap_ci_seeds, hierarchical_bootstrap_ci
 from bench.run.records import Record
 
 __all__ = ["mean_of", "rows", "seed_mean_table"]
@@ -43,7 +50,7 @@ ALPHA = 0.05  # significance level of the Holm-corrected paired tests against th
 
 
 def rows(
-    group: Sequence[Record], genes: Sequence[str]
+    group: Sequence[Record], genes: Sequence[str], clustered: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(ranked, controls)`` rows of one (dataset, fingerprint) group of records (sorted by
     method, seed): ranked rows best PCC first with ``vs_best`` set; controls by kind, then PCC.
@@ -57,6 +64,12 @@ def rows(
     ``stochastic``, ``curves`` ((seed, :class:`Curve`) of trained methods) and ``converged``
     (every seed's verdict yes; None without any verdict). The ``ceiling`` record gives two
     control rows: the noise ceiling and the LR-aware bound (``ceiling (LR-aware)``).
+
+    ``clustered`` (a folded section, see the module docstring): regions resampled in the
+    intervals and the tests on region means. Records merged from folds (``parts``: their (fold,
+    record) pairs) give each row ``fold_pcc`` ({fold: mean PCC over that fold's pairs, seeds
+    averaged per pair first}; the LR-aware bound's from its ``pcc_lr``) and every fold's
+    curves, labelled ``"<seed> in f<fold>"``.
     """
     by_variant: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
     for rec in group:
@@ -66,12 +79,12 @@ def rows(
             by_variant[key].append(rec)
     labels = Counter(v for _, v, _ in by_variant)
     every = [  # the label alone names the variant, unless other parameters differ too
-        _summarise(m, v if labels[v] == 1 else f"{v} {p}", by_variant[(m, v, p)], genes)
+        _summarise(m, v if labels[v] == 1 else f"{v} {p}", by_variant[(m, v, p)], genes, clustered)
         for m, v, p in sorted(by_variant)
     ]
     every += [_lr_bound(r) for r in every if r["control"] == "ceiling" and r.get("pcc_lr")]
     ranked = sorted((r for r in every if not r["control"]), key=_rank_key)
-    _significance(ranked)
+    _significance(ranked, clustered)
     controls = sorted(
         (r for r in every if r["control"]), key=lambda r: (str(r["control"]), *_rank_key(r))
     )
@@ -138,7 +151,7 @@ def seed_mean_table(
 
 
 def _summarise(
-    method: str, label: str, recs: list[Record], genes: Sequence[str]
+    method: str, label: str, recs: list[Record], genes: Sequence[str], clustered: bool = False
 ) -> dict[str, Any]:
     """Everything one table row needs for one variant's ok records (sorted by seed)."""
     row: dict[str, Any] = {"method": method, "variant": label, "control": recs[0].control}
@@ -150,7 +163,12 @@ def _summarise(
         per_seed = [seed_mean_table([rec], metric, genes)[0] for rec in recs]
         if len({t.shape for t in per_seed}) != 1 or per_seed[0].shape != table.shape:
             per_seed = [table]  # seeds on different pair sets: genes-only interval
-        _, low, high = bootstrap_ci_seeds(np.stack(per_seed), n_boot=N_BOOT, level=LEVEL, seed=0)
+        if clustered:
+            _, low, high = _clustered_ci(np.stack(per_seed))
+        else:
+            _, low, high = bootstrap_ci_seeds(
+                np.stack(per_seed), n_boot=N_BOOT, level=LEVEL, seed=0
+            )
         valid = table[np.isfinite(table)]
         row[metric] = (float(valid.mean()) if valid.size else math.nan, low, high)
         row[f"{metric}_table"] = table
@@ -177,7 +195,33 @@ def _summarise(
     verdicts = [rec.converged for rec in recs if rec.converged is not None]
     # converged when every seed with a verdict converged; None when no seed has one
     row["converged"] = all(verdicts) if verdicts else None
+    parts = sorted(
+        ((int(f), p) for rec in recs for f, p in getattr(rec, "parts", ())),
+        key=lambda fp: (fp[0], int(fp[1].seed)),
+    )
+    if parts:  # merged from folds (bench.board.folds)
+        row["curves"] = [(f"{int(p.seed)} in f{f}", p.curve) for f, p in parts if p.curve]
+        by_fold: dict[int, list[Record]] = defaultdict(list)
+        for f, p in parts:
+            by_fold[f].append(p)
+        for metric in ("pcc", "pcc_lr") if "pcc_lr" in row else ("pcc",):
+            row[f"fold_{metric}"] = {}
+            for f, fold_recs in sorted(by_fold.items()):
+                table = seed_mean_table(fold_recs, metric, genes)[0]
+                valid = table[np.isfinite(table)]
+                row[f"fold_{metric}"][f] = float(valid.mean()) if valid.size else math.nan
     return row
+
+
+def _clustered_ci(per_seed: np.ndarray) -> tuple[float, float, float]:
+    """:func:`bench.board.stats.hierarchical_bootstrap_ci` of ``(seeds, regions, genes)``
+    tables: each table row is a region."""
+    n_seeds, n_regions, n_genes = per_seed.shape
+    if per_seed.size == 0:
+        return math.nan, math.nan, math.nan
+    region = np.repeat(np.arange(n_regions), n_genes)
+    values = per_seed.reshape(n_seeds, n_regions * n_genes)
+    return hierarchical_bootstrap_ci(values, region, n_boot=N_BOOT, level=LEVEL, seed=0)
 
 
 def _influence(recs: list[Record]) -> np.ndarray | None:
@@ -195,12 +239,14 @@ def _lr_bound(ceiling: dict[str, Any]) -> dict[str, Any]:
     row = dict(ceiling)
     row["variant"] = "ceiling (LR-aware)"
     row["pcc"], row["pcc_table"] = ceiling["pcc_lr"], ceiling["pcc_lr_table"]
+    if "fold_pcc_lr" in ceiling:  # merged from folds
+        row["fold_pcc"] = ceiling["fold_pcc_lr"]
     return row
 
 
-def _significance(ranked: list[dict[str, Any]]) -> None:
+def _significance(ranked: list[dict[str, Any]], clustered: bool = False) -> None:
     """Set ``row["vs_best"]`` of every ranked row (see the module docstring)."""
-    for i, (row, p) in enumerate(zip(ranked, ranking.vs_best(ranked), strict=True)):
+    for i, (row, p) in enumerate(zip(ranked, ranking.vs_best(ranked, clustered), strict=True)):
         mark = "best" if i == 0 else "n/a" if math.isnan(p) else f"{p:.2g}"
         row["vs_best"] = mark + (" *" if i and p < ALPHA else "")
 

@@ -11,7 +11,10 @@ cross-validation folds and pools all of them: :func:`hierarchical_bootstrap_ci` 
 by resampling regions, then genes within each drawn region (so region-to-region variation, which a
 genes-only bootstrap ignores, widens the interval), and :func:`detectable_difference` gives the
 smallest mean paired difference a paired test detects at a given power, with a design effect for
-pairs clustered in regions (:func:`intraclass_correlation`).
+pairs clustered in regions (:func:`intraclass_correlation`). Pairs of one region are correlated,
+so the folded page tests a method against the best on the region means of their paired
+differences (:func:`paired_wilcoxon_regions`), whose power :func:`power_at` gives at any
+difference.
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ __all__ = [
     "hierarchical_bootstrap_ci",
     "holm",
     "intraclass_correlation",
+    "min_signed_rank_p",
     "paired_wilcoxon",
+    "paired_wilcoxon_regions",
+    "power_at",
 ]
 
 
@@ -394,3 +400,80 @@ def detectable_difference(
         n_eff *= 3.0 / math.pi
     z = NormalDist().inv_cdf(1.0 - alpha / 2.0) + NormalDist().inv_cdf(power)
     return float(z * sd / math.sqrt(n_eff))
+
+
+def paired_wilcoxon_regions(
+    a: np.ndarray, b: np.ndarray, region_ids: np.ndarray | Sequence | None = None
+) -> float:
+    """Two-sided p-value of the Wilcoxon signed-rank test on the region means of ``a - b``.
+
+    ``a`` and ``b`` hold two methods' scores on the same (region, gene) pairs, NaN = excluded;
+    pairs where either is NaN are dropped. With ``region_ids`` None they are ``(R, G)`` tables,
+    one row per region; else ``(P,)`` with ``region_ids`` ``(P,)`` the region of each pair.
+    Per region with a valid pair, ``m_r`` = the mean of its differences; the test is scipy's
+    ``wilcoxon`` on the ``m_r`` with its defaults (zero means dropped, exact for up to 50 regions
+    without ties, else the normal approximation). Regions, not pairs, are the independent units,
+    so region-to-region variation of the difference is in the null distribution: the test holds
+    its level when pairs are clustered in regions, where :func:`paired_wilcoxon` on the pooled
+    pairs rejects too often. With R regions it cannot give p below :func:`min_signed_rank_p`.
+
+    Returns 1.0 when every region mean is zero (identical methods) and NaN when no pair remains.
+    """
+    from scipy.stats import wilcoxon
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"a has shape {x.shape} but b has {y.shape}; pass paired score tables")
+    if region_ids is None:
+        if x.ndim != 2:
+            raise ValueError(
+                f"a has shape {x.shape}; pass (R, G) regions x genes tables, or (P,) pairs with "
+                "region_ids"
+            )
+        codes = np.repeat(np.arange(x.shape[0]), x.shape[1])
+        x, y = x.reshape(-1), y.reshape(-1)
+    else:
+        if x.ndim != 1:
+            raise ValueError(f"a has shape {x.shape}; with region_ids pass (P,) pairs")
+        codes = _region_index(region_ids, x.size, "a")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    if not keep.any():
+        return float("nan")
+    d, codes = x[keep] - y[keep], codes[keep]
+    sizes = np.bincount(codes)
+    means = np.bincount(codes, weights=d)[sizes > 0] / sizes[sizes > 0]
+    if not np.any(means != 0):
+        return 1.0
+    return float(wilcoxon(means).pvalue)
+
+
+def min_signed_rank_p(n_regions: int) -> float:
+    """The smallest two-sided p of the exact signed-rank test on ``n_regions`` values:
+    ``2 / 2**n`` (every value of one sign), at most 1. A level ``alpha`` at or below it can never
+    be reached, whatever the difference: with five regions or fewer, none at 0.05."""
+    if int(n_regions) != n_regions or n_regions < 0:
+        raise ValueError(f"n_regions is {n_regions!r}; pass a count of regions")
+    return min(1.0, 2.0 / 2.0 ** int(n_regions))
+
+
+def power_at(delta: float, mde: float, power: float = 0.8, alpha: float = 0.05) -> float:
+    """Power of a two-sided paired test at a true mean difference ``delta``, given its
+    :func:`detectable_difference` ``mde`` at ``power`` and ``alpha`` (the same normal
+    approximation, so ``power_at(mde, mde, power, alpha) == power``):
+
+    ``power(delta) = Phi(|delta| * (z_{1 - alpha/2} + z_{power}) / mde - z_{1 - alpha/2})``
+
+    (the opposite tail's rejections ignored). 1 when ``mde`` is 0 and ``delta`` is not; NaN when
+    ``mde`` is NaN.
+    """
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power is {power!r}; pass a probability in (0, 1), e.g. 0.8")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha is {alpha!r}; pass a significance level in (0, 1), e.g. 0.05")
+    if math.isnan(mde) or math.isnan(delta):
+        return float("nan")
+    z_a = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    if mde <= 0.0:
+        return 1.0 if delta != 0 else NormalDist().cdf(-z_a)
+    z = z_a + NormalDist().inv_cdf(power)
+    return float(NormalDist().cdf(abs(delta) * z / mde - z_a))

@@ -158,6 +158,8 @@ def new_record(split: Split, method_name: str, seed: int, opts: RunOptions) -> R
             qc_min_total=split.spec.qc_min_total,
             scored=int(split.truth.scored.sum()),
             dropped=split.truth.dropped,
+            fold=split.spec.fold,
+            folds=split.spec.folds,
         ),
         code_version=opts.code_version,
         device=opts.device,

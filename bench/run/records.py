@@ -36,7 +36,10 @@ _LEGACY_PARAMS = {"samples": "draws"}  # written before the shared vocabulary
 @dataclass(frozen=True)
 class SplitRef:
     """What a record keeps of its split: the fingerprint, pooling k, genes, test regions and its
-    spot QC (:mod:`bench.data.qc`): the threshold, the scored test positions and those dropped."""
+    spot QC (:mod:`bench.data.qc`): the threshold, the scored test positions and those dropped.
+    A cross-validation fold's task also keeps its ``fold`` i of ``folds`` (None for a split, and
+    for fold records written before they carried it: the page then reads the label's ``-f<i>``);
+    the JSON leaves them out when None."""
 
     fingerprint: str = "unknown"
     k: int = 0
@@ -45,8 +48,11 @@ class SplitRef:
     qc_min_total: int = 0
     scored: int = 0
     dropped: int = 0
+    fold: int | None = None
+    folds: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        fold = {k: v for k, v in (("fold", self.fold), ("folds", self.folds)) if v is not None}
         return {
             "fingerprint": self.fingerprint,
             "k": self.k,
@@ -55,6 +61,7 @@ class SplitRef:
             "qc_min_total": self.qc_min_total,
             "scored": self.scored,
             "dropped": self.dropped,
+            **fold,
         }
 
     @classmethod
@@ -68,6 +75,8 @@ class SplitRef:
             qc_min_total=int(data.get("qc_min_total") or 0),
             scored=int(data.get("scored") or 0),
             dropped=int(data.get("dropped") or 0),
+            fold=int(data["fold"]) if data.get("fold") is not None else None,
+            folds=int(data["folds"]) if data.get("folds") is not None else None,
         )
 
 
