@@ -81,8 +81,24 @@ def stack(samples: Sequence[Sample], field: str) -> np.ndarray:
     return np.stack([getattr(s, field) for s in samples])
 
 
-# progress(phase, step, total, loss): see Method.report
-Progress = Callable[[str, int, int, "float | None"], None]
+# progress(phase, step, total, loss) -> stop request: see Method.report
+Progress = Callable[[str, int, int, "float | None"], "bool | None"]
+
+
+def module_states(**modules: Any) -> dict[str, dict[str, Any]]:
+    """A deep copy of named torch modules' ``state_dict``s (tensors cloned, on their device):
+    :meth:`Method.snapshot` for a method whose trainable state is these modules."""
+    return {
+        name: {k: v.detach().clone() for k, v in module.state_dict().items()}
+        for name, module in modules.items()
+    }
+
+
+def load_module_states(state: dict[str, dict[str, Any]], **modules: Any) -> None:
+    """Load a :func:`module_states` copy back into the same named modules
+    (:meth:`Method.restore`)."""
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
 
 
 class Method:
@@ -110,12 +126,29 @@ class Method:
         # :meth:`report`; it may call predict() or sample() mid-fit (learning curves)
         self.progress: Progress | None = None
 
-    def report(self, phase: str, step: int, total: int, loss: float | None = None) -> None:
+    def report(self, phase: str, step: int, total: int, loss: float | None = None) -> bool:
         """Tell the runner that ``step`` of ``total`` is done in ``phase``: "train" for optimiser
         steps of :meth:`fit` (with the training ``loss``; a method that reports them is *trained*
-        and gets learning curves), "sample" for network evaluations of a sampler."""
-        if self.progress is not None:
-            self.progress(phase, step, total, loss)
+        and gets learning curves), "sample" for network evaluations of a sampler.
+
+        Returns True when the runner asks training to stop now (early stopping on validation,
+        :mod:`bench.run.learning`): a trained method's loop ends on it, and the runner then puts
+        back the best validation state (:meth:`snapshot`, :meth:`restore`). A loop that ignores
+        it trains on, as before."""
+        if self.progress is None:
+            return False
+        return bool(self.progress(phase, step, total, loss))
+
+    def snapshot(self) -> object | None:
+        """A copy of the trainable state as it is now (e.g. :func:`module_states` of the networks
+        and EMA weights that ``predict`` uses), taken mid-fit when validation improves; it must
+        not change the training run (no random draws). None (the default): not supported, and
+        the predictions come from the state at the end of ``fit``."""
+        return None
+
+    def restore(self, state: object) -> None:
+        """Put back a :meth:`snapshot` after ``fit``, before the test predictions."""
+        raise NotImplementedError(f"{type(self).__name__} has no restore()")
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters that define this run (JSON-serialisable)."""

@@ -39,7 +39,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from methods.contract import PRESETS, Method, Preset, Sample
+from methods.contract import (
+    PRESETS,
+    Method,
+    Preset,
+    Sample,
+    load_module_states,
+    module_states,
+)
 
 _PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
@@ -273,8 +280,16 @@ class HisToGeneStyle(Method):
                 self.history.append(float(loss.detach()))
                 if not math.isfinite(self.history[-1]):
                     raise FloatingPointError(f"training loss is {self.history[-1]}")
-                self.report("train", len(self.history), total, self.history[-1])
+                if self.report("train", len(self.history), total, self.history[-1]):
+                    return  # early stopping: the runner restores the best snapshot()
                 self.net.train()  # a learning-curve predict() in report() left it in eval mode
+
+    def snapshot(self) -> object | None:
+        """The network's weights now; None before fit."""
+        return module_states(net=self.net) if hasattr(self, "net") else None
+
+    def restore(self, state: object) -> None:
+        load_module_states(state, net=self.net)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:

@@ -205,7 +205,7 @@ def _influence(ranked: list[dict[str, Any]]) -> str:
     )
 
 
-def _convergence(rows: list[dict[str, Any]], name: str) -> list[str]:
+def convergence_table(rows: list[dict[str, Any]], name: str) -> list[str]:
     """The trained methods' learning-curve summary with links to their figures."""
     trained = [r for r in rows if r.get("curves")]
     if not trained:
@@ -215,36 +215,59 @@ def _convergence(rows: list[dict[str, Any]], name: str) -> list[str]:
         "### Convergence",
         "",
         "Trained methods fit on the training regions less a validation carve (the last quarter of "
-        "them, bench/data/splits.py) and are scored on it at 25/50/75/100% of their step budget "
-        "(bench/run/learning.py). Rule: converged when validation PCC at the end is less than "
-        f"{MIN_GAIN} above its value at 75% of the budget (every seed). Seed means.",
+        "them, bench/data/splits.py) and are scored on it every "
+        f"{EVAL_EVERY:.1%} of their step budget (bench/run/learning.py). Early stopping: training "
+        f"stops after {PATIENCE} scores in a row (a quarter of the budget) that add less than "
+        f"{MIN_DELTA} to the validation PCC, and the test predictions use the state of the best "
+        "validation step (where the method can restore it). Rule: converged when validation PCC "
+        f"at the end (where training stopped) is less than {MIN_GAIN} above its value a quarter "
+        "of the budget earlier (every seed). Seed means; steps per seed.",
         "",
-        "| method | steps | validation PCC at 75% | at the end | converged | curve |",
-        "|---|---:|---:|---:|---|---|",
+        "| method | steps | validation PCC a quarter before the end | at the end | converged "
+        "| stopped at | best step | curve |",
+        "|---|---:|---:|---:|---|---|---|---|",
     ]
     for r in trained:
-        at = {"75": [], "end": []}
-        for _, c in r["curves"]:
-            points = dict(zip(c.step, c.pcc, strict=False))
-            at["75"].append(points.get(math.ceil(0.75 * c.total)))
-            at["end"].append(points.get(c.total))
+        points = [verdict_points(c) for _, c in r["curves"]]
         cells = [
             _cell(r["variant"]),
             str(max(c.total for _, c in r["curves"])),
-            _num(board_rows.mean_of(at["75"])),
-            _num(board_rows.mean_of(at["end"])),
+            _num(board_rows.mean_of([before for before, _ in points])),
+            _num(board_rows.mean_of([last for _, last in points])),
             VERDICT[r["converged"]],
+            *_chosen_steps([c for _, c in r["curves"]], [seed for seed, _ in r["curves"]]),
             f"[figure]({FIGURES}/{name}-curve-{r['method']}.png)",
         ]
         out.append("| " + " | ".join(cells) + " |")
     return out
 
 
-def _summary(sections: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
+def _chosen_steps(curves: list[Any], seeds: list[int]) -> list[str]:
+    """The convergence table's "stopped at" and "best step" cells: each seed's step, " / "
+    between seeds; a best step the predictions do not use is marked "(not restored)", and seeds
+    whose best was the last point of the full budget are named "still improving at max"."""
+    if all(c.stopped_at is None for c in curves):  # recorded before early stopping
+        return ["–", "–"]
+    stopped = " / ".join("–" if c.stopped_at is None else str(c.stopped_at) for c in curves)
+
+    def chosen(c: Any) -> str:
+        if c.best_step is None:
+            return "–"
+        kept = c.restored or c.best_step == c.stopped_at  # the state the predictions use
+        return str(c.best_step) + ("" if kept else " (not restored)")
+
+    best = " / ".join(chosen(c) for c in curves)
+    rising = [str(seed) for seed, c in zip(seeds, curves, strict=True) if c.improving]
+    if rising:
+        best += f"; still improving at max (seed {', '.join(rising)})"
+    return [stopped, best]
+
+
+def _summary(sections: list[tuple[str, list[dict[str, Any]]]], note: str = "") -> list[str]:
     """The aggregated rank across datasets and metrics (see
     :func:`bench.board.ranking.aggregated_rank`),
     with each section's headline PCC, interval and significance mark; ``sections`` = (column
-    label, ranked rows)."""
+    label, ranked rows); ``note`` ends the rule's paragraph."""
     rows = ranking.aggregated_rank([r for _, r in sections], [(m, "↓" in t) for m, t in MAIN])
     if not rows:
         return []
@@ -372,7 +395,7 @@ def _section(
     out += _score_table(controls, "control") if controls else ["none"]
     out += _scaled(ranked, controls)
     out += _share_of_ceiling(ranked, controls)
-    out += _convergence(ranked + controls, name)
+    out += convergence_table(ranked + controls, name)
     out += _diversity(ranked + controls)
     out += _rank_stability(ranked)
     costed = [r for r in ranked + controls if r["control"] != "ceiling"]  # computed, not run

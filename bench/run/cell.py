@@ -231,6 +231,7 @@ def run_cell(
             method.progress = watcher
             with Timer() as t:
                 method.fit(split.fit)
+                watcher.restore_best()  # early stopping: predict with the best validation state
             timings["fit_s"] = t.seconds + method.resumed_fit_s  # the whole fit when resumed
             if method.resumed_fit_s:
                 timings["fit_resumed_s"] = method.resumed_fit_s

@@ -7,17 +7,31 @@ it a :class:`Watcher`, which
   with the running loss), so a long fit or sampling pass never looks frozen;
 - for a *trained* method (one that reports "train" steps) scores the point prediction on the
   split's validation regions (:attr:`bench.data.splits.Split.validation`: carved from the
-  training regions, held out of every fit, never a test region) at ``CHECKPOINTS`` of the step
-  budget: PCC and RMSE, and CRPS for samplers (``VAL_DRAWS`` draws, seed 0), with the mean
-  training loss since the previous checkpoint. Scoring there costs prediction time, counted in
-  the fit time; the method's training draws do not change (its predictions draw from their own
-  generators).
+  training regions, held out of every fit, never a test region) every ``EVAL_EVERY`` = 1/40 of
+  the step budget (``CHECKPOINTS``, which hold 25/50/75/100%): PCC and RMSE, and CRPS for
+  samplers (``VAL_DRAWS`` draws, seed 0), with the mean training loss since the previous
+  checkpoint. Scoring there costs prediction time, counted in the fit time; the method's
+  training draws do not change (its predictions draw from their own generators);
+- stops training early and keeps the best state (below).
+
+**Early stopping**: the watcher keeps the best validation PCC so far and, where the method has
+one (:meth:`methods.contract.Method.snapshot`), a copy of its state at that step. After
+``PATIENCE`` = 10 evaluations in a row (a quarter of the budget) that have not raised the
+validation PCC by at least ``MIN_DELTA`` = ``MIN_GAIN`` = 0.01 above its value at the last
+evaluation that did, the watcher answers the method's next "train" report with True, a stop
+request (its loop ends; one that ignores it trains on, and is scored on, to its budget). The
+runner then restores the best snapshot (:meth:`~methods.contract.Method.restore`) before the test
+predictions. The curve records ``stopped_at`` (the last step trained), ``best_step`` (the step of
+the best validation PCC; the state predicted with when ``restored``) and ``improving``: the best
+was the last evaluation at the full budget, i.e. the method was still improving at its maximum.
 
 **Convergence rule** (:func:`converged`): a trained method *converged within its budget* when
 its validation PCC at the end of training is less than ``MIN_GAIN`` = 0.01 above its validation
-PCC at 75% of the budget (the last quarter of the budget bought less than 0.01; a fall counts as
-converged too: more steps would not help). No verdict (None) without both checkpoints, e.g.
-without validation regions or for a fit resumed past 75%.
+PCC a quarter of the budget earlier (at 75% of the budget when it trained to the end: the last
+quarter bought less than 0.01; a fall counts as converged too: more steps would not help). A fit
+that early stopping ended has converged by this rule (its last quarter gained less than
+``MIN_DELTA``). No verdict (None) without both points, e.g. without validation regions or for a
+fit resumed less than a quarter of the budget before its end.
 """
 
 from __future__ import annotations
@@ -32,27 +46,59 @@ from bench.run.records import Curve
 from bench.scoring import diversity, metrics
 from methods.contract import Sample, stack
 
-__all__ = ["CHECKPOINTS", "MIN_GAIN", "VAL_DRAWS", "Watcher", "converged"]
+__all__ = [
+    "CHECKPOINTS",
+    "EVALUATIONS",
+    "EVAL_EVERY",
+    "MIN_DELTA",
+    "MIN_GAIN",
+    "PATIENCE",
+    "VAL_DRAWS",
+    "Watcher",
+    "converged",
+    "verdict_points",
+]
 
-CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)  # fractions of the step budget scored on validation
+EVALUATIONS = 40  # validation points per budget
+EVAL_EVERY = 1 / EVALUATIONS  # fraction of the step budget between validation points
+# fractions of the step budget scored on validation (25/50/75/100% among them)
+CHECKPOINTS = tuple((i + 1) / EVALUATIONS for i in range(EVALUATIONS))
 VAL_DRAWS = 4  # draws per validation region for samplers
 MIN_GAIN = 0.01  # validation PCC the last quarter must add for "not converged"
+PATIENCE = EVALUATIONS // 4  # evaluations without a MIN_DELTA gain before a stop: a quarter
+MIN_DELTA = MIN_GAIN  # validation PCC gain that counts as an improvement for PATIENCE
 
 
 def checkpoint_steps(total: int) -> list[int]:
-    """The steps (1-based, distinct, increasing) scored for a budget of ``total`` steps."""
-    return sorted({max(1, math.ceil(total * q)) for q in CHECKPOINTS})
+    """The steps (1-based, distinct, increasing) scored for a budget of ``total`` steps:
+    ``ceil(total i / EVALUATIONS)`` for i = 1 .. EVALUATIONS."""
+    return sorted({max(1, -(-total * (i + 1) // EVALUATIONS)) for i in range(EVALUATIONS)})
+
+
+def verdict_points(curve: Curve) -> tuple[float | None, float | None]:
+    """The two validation PCCs the convergence rule compares: ``(before, last)``, the PCC at the
+    last step trained (``stopped_at``; the budget for curves recorded before early stopping),
+    checkpoint ``i`` of :func:`checkpoint_steps`, and at checkpoint ``i - EVALUATIONS / 4``, a
+    quarter of the budget before it (75% of a full budget; for an early stop, the last point
+    that gained ``MIN_DELTA``). None for a point that is missing, not finite, or not a
+    checkpoint."""
+    if not curve or not curve.total:
+        return None, None
+    points = dict(zip(curve.step, curve.pcc, strict=True))
+    end, total = curve.stopped_at or curve.total, curve.total
+    at = [i for i in range(1, EVALUATIONS + 1) if -(-total * i // EVALUATIONS) == end]
+    if not at or at[-1] <= EVALUATIONS // 4:
+        return None, points.get(end)
+    return points.get(-(-total * (at[-1] - EVALUATIONS // 4) // EVALUATIONS)), points.get(end)
 
 
 def converged(curve: Curve) -> bool | None:
-    """The verdict of the module docstring's rule; None without the 75% and final points."""
-    if not curve or not curve.total:
+    """The verdict of the module docstring's rule on :func:`verdict_points`; None without
+    both points."""
+    before, last = verdict_points(curve)
+    if last is None or before is None:
         return None
-    points = dict(zip(curve.step, curve.pcc, strict=True))
-    last, three_quarters = points.get(curve.total), points.get(math.ceil(curve.total * 0.75))
-    if last is None or three_quarters is None:  # no such checkpoint, or a non-finite score
-        return None
-    return bool(last - three_quarters < MIN_GAIN)
+    return bool(last - before < MIN_GAIN)
 
 
 class Watcher:
@@ -74,22 +120,50 @@ class Watcher:
         self.bars = bars  # tqdm's disable=None: only on a terminal
         self.line = line  # the terminal line under the grid's bar
         self.curve = Curve(validation=[s.region for s in validation])
+        # the method's snapshot() at curve.best_step (None: none taken, or the method has none)
+        self.best_state: object | None = None
+        self.stop = False  # early stopping has asked the method to stop (module docstring)
+        self._best: float | None = None  # the best validation PCC so far
+        self._reference: float | None = None  # the PCC at the last evaluation that gained
+        self._waited = 0  # evaluations since then
         self._bar: Any = None
         self._phase = ""
         self._losses: list[float] = []
         self._scoring = False
+        self._steps: tuple[int, set[int]] = (-1, set())  # (total, its checkpoint steps)
 
-    def __call__(self, phase: str, step: int, total: int, loss: float | None) -> None:
+    def __call__(self, phase: str, step: int, total: int, loss: float | None) -> bool:
+        """Show the step; for "train", score validation at a checkpoint and return the stop
+        request (True once early stopping has fired; False before, and for other phases)."""
         if self._scoring:
-            return  # the validation pass's own sampling: no bar, no recursion
+            return False  # the validation pass's own sampling: no bar, no recursion
         self._show(phase, step, total, loss)
         if phase != "train":
-            return
+            return False
         if loss is not None:
             self._losses.append(float(loss))
         self.curve.total = total
-        if self.validation and step in checkpoint_steps(total):
+        self.curve.stopped_at = step
+        if self._steps[0] != total:
+            self._steps = (total, set(checkpoint_steps(total)))
+        if self.validation and step in self._steps[1]:
             self._score(step)
+            self._early_stopping(step)
+        return self.stop
+
+    def restore_best(self) -> bool:
+        """After ``fit``: put the best validation state back into the method (its
+        ``restore``) when a snapshot was taken; records ``curve.restored``. Returns whether it
+        did; the snapshot is dropped either way."""
+        state, self.best_state = self.best_state, None
+        if state is None:
+            return False
+        try:
+            self.method.restore(state)
+        except NotImplementedError:  # a snapshot() without a restore(): the last state stays
+            return False
+        self.curve.restored = True
+        return True
 
     def close(self) -> None:
         """Close the progress line (idempotent)."""
@@ -119,6 +193,22 @@ class Watcher:
             self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if step >= total:
             self.close()
+
+    def _early_stopping(self, step: int) -> None:
+        """Keep the best point (and a snapshot of it), count evaluations without a ``MIN_DELTA``
+        gain and ask for a stop after ``PATIENCE`` of them (module docstring)."""
+        c, pcc = self.curve, self.curve.pcc[-1]
+        if pcc is not None and (self._best is None or pcc > self._best):
+            self._best, c.best_step = pcc, step
+            snapshot = getattr(self.method, "snapshot", None)
+            self.best_state = snapshot() if snapshot is not None else None
+        c.improving = c.best_step == step == c.total
+        if pcc is not None and (self._reference is None or pcc >= self._reference + MIN_DELTA):
+            self._reference, self._waited = pcc, 0
+        else:
+            self._waited += 1
+        if self._waited >= PATIENCE and step < c.total:
+            self.stop = True
 
     def _score(self, step: int) -> None:
         hr, mask = stack(self.validation, "hr"), stack(self.validation, "hr_mask")

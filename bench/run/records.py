@@ -114,7 +114,11 @@ class Curve:
     """A trained method's learning curve (:mod:`bench.run.learning`): at each checkpoint
     ``step`` (optimiser steps), the mean training ``loss`` since the previous one and the
     validation ``pcc`` / ``rmse`` (and ``crps`` for samplers, else empty) of the point prediction
-    on the ``validation`` regions; ``total`` is the fit's step budget."""
+    on the ``validation`` regions; ``total`` is the fit's step budget. Early stopping: the last
+    step trained (``stopped_at``), the step of the best validation PCC (``best_step``), whether
+    the test predictions use the state of that step (``restored``; else that of ``stopped_at``)
+    and whether the best was the last point of the full budget (``improving``: still improving
+    at the maximum). Curves recorded before early stopping have None / False there."""
 
     total: int = 0
     validation: list[str] = field(default_factory=list)
@@ -123,6 +127,10 @@ class Curve:
     pcc: list[float | None] = field(default_factory=list)
     rmse: list[float | None] = field(default_factory=list)
     crps: list[float | None] = field(default_factory=list)
+    stopped_at: int | None = None
+    best_step: int | None = None
+    restored: bool = False
+    improving: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.step)

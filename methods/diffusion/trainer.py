@@ -52,7 +52,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from methods.contract import Method, Preset, Sample, StochasticMethod, stack
+from methods.contract import (
+    Method,
+    Preset,
+    Sample,
+    StochasticMethod,
+    load_module_states,
+    module_states,
+    stack,
+)
 from methods.diffusion.config import DiffusionConfig, auto_channels, make_config
 from methods.interpolation import fill_empty, upsample
 
@@ -240,8 +248,18 @@ class UNetTrainer(Method):
             self.history.append(float(loss.detach()))
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.iterations:
                 self._save(step + 1, generator)
-            self.report("train", step + 1, cfg.iterations, self.history[-1])
+            if self.report("train", step + 1, cfg.iterations, self.history[-1]):
+                break  # early stopping: the runner restores the best snapshot()
         self.ema.eval()
+
+    def snapshot(self) -> object | None:
+        """Network and EMA weights now (the EMA is what predictions use); None before fit."""
+        if not hasattr(self, "ema"):
+            return None
+        return module_states(net=self.net, ema=self.ema)
+
+    def restore(self, state: object) -> None:
+        load_module_states(state, net=self.net, ema=self.ema)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -16,12 +16,13 @@ from methods.contract import Method, Sample, StochasticMethod
 
 
 def curve(pcc: list[float | None], total: int = 1000) -> Curve:
-    steps = checkpoint_steps(total)
+    """A curve scored at 25/50/75/100% of ``total`` (as recorded before early stopping)."""
+    steps = [math.ceil(total * q) for q in (0.25, 0.5, 0.75, 1.0)]
     return Curve(total=total, step=steps, pcc=pcc, loss=[1.0] * len(steps))
 
 
 def test_the_convergence_rule_on_synthetic_curves():
-    assert checkpoint_steps(1000) == [250, 500, 750, 1000]
+    assert checkpoint_steps(1000) == list(range(25, 1001, 25))  # every 2.5%
     assert checkpoint_steps(3) == [1, 2, 3]  # distinct, 1-based, the last is the budget
     assert converged(curve([0.1, 0.3, 0.40, 0.405])) is True  # the last quarter added 0.005
     assert converged(curve([0.1, 0.3, 0.40, 0.40 + MIN_GAIN + 1e-3])) is False
@@ -94,7 +95,8 @@ def test_the_watcher_scores_checkpoints_on_validation_only(plateau, verdict):
     method.progress = watcher
     method.fit([fake("train")])
     c = watcher.curve
-    assert c.step == [10, 20, 30, 40] and c.validation == ["v1", "v2"] and not c.crps
+    assert c.step == checkpoint_steps(40) and {10, 20, 30, 40} <= set(c.step)
+    assert c.validation == ["v1", "v2"] and not c.crps
     assert c.pcc[-1] == pytest.approx(1.0)  # the last checkpoint predicts the truth itself
     assert converged(c) is verdict
     assert c.loss[0] > c.loss[-1]  # mean training loss per window, falling
