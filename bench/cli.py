@@ -55,6 +55,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _draws(text: str) -> int | str:
+    """``--draws``: ``auto`` (K chosen per cell by the draw rule) or a positive integer K."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a positive integer") from None
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -121,9 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--draws",
         "--samples",
         dest="draws",
-        type=_positive,
-        default=8,
-        help="K draws per input for stochastic methods (--samples: old name)",
+        type=_draws,
+        default="auto",
+        help="K draws per input for stochastic methods: 'auto' (the default) draws in batches "
+        "until more draws could no longer move the mean's PCC (methods.contract.DrawRule), a "
+        "number fixes K (--samples: old name)",
     )
     run.add_argument(
         "--results-dir", default="results", help="records and the MLflow store (default: results)"

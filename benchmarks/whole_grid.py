@@ -3,7 +3,8 @@ or, with ``--project RESULTS``, a cost model of a page from records already meas
 
 Cost model (``--project RESULTS --folds F --seeds S --jobs J --draws K``): each measured cell
 costs ``c = fit_s + score_s + predict_s * r``, where ``r = K / K_recorded`` for a sampler (its
-prediction time is its draws' time) and 1 otherwise; a cell of a fold is assumed to cost what the
+prediction time is its draws' time; ``K_recorded`` is its ``draws_used``, else a fixed
+``--draws``) and 1 otherwise; a cell of a fold is assumed to cost what the
 measured cell of its dataset and method cost (a fold fits on about as many regions and predicts
 fewer). The page runs ``F * S`` such cells per (dataset, method), means over the measured seeds
 of each; its wall time on ``J`` workers is estimated by longest-processing-time-first list
@@ -56,8 +57,9 @@ def project(results: Path, folds: int, seeds: int, jobs: int, k: int | None) -> 
     for rec in read_records(results):
         if rec.status != "ok":
             continue
-        draws = rec.params.get("draws")
-        cost = cell_cost(rec.timings, int(draws) if draws else None, k)
+        asked = rec.params.get("draws")  # a number, or "auto" (then the record's draws_used)
+        draws = rec.draws_used or (int(asked) if isinstance(asked, int | float) else None)
+        cost = cell_cost(rec.timings, draws, k)
         per.setdefault((rec.dataset, rec.method), []).append(cost)
     if not per:
         raise SystemExit(f"{results}: no finished records to project from; run a grid first")

@@ -24,6 +24,7 @@ Batches are ``(N, G, H, W)``; stochastic draws are ``(N, K, G, H, W)``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,3 +178,148 @@ class StochasticMethod(Method):
 
     def predict(self, samples: Sequence[Sample], k: int = 8) -> np.ndarray:
         return self.sample(samples, k, self.seed).mean(axis=1)
+
+
+# --- K chosen by the error it leaves (``--draws auto``) -----------------------------------------
+
+AUTO_DRAWS = "auto"  # the runner's --draws value that hands K to DEFAULT_DRAW_RULE
+
+
+@dataclass(frozen=True)
+class DrawRule:
+    """When a sampler stops drawing: once more draws could no longer move the mean's PCC.
+
+    The point prediction is the mean of K draws, ``m_K = m + e``: ``m`` the model's conditional
+    mean, ``e`` Monte-Carlo error whose variance at position ``i`` is ``s2_i / K`` (``s2_i`` the
+    variance of one draw there). For one (input, gene) over its ``P`` in-tissue positions let
+
+    - ``S2 = mean_i s2_i``, the draws' squared RMS spread, so ``se2 = S2 / K`` is the squared
+      RMS standard error of the mean;
+    - ``V = Var_i(m)``, the spread of the mean map across positions: the signal a PCC sees.
+
+    For a truth ``y`` that the draws do not depend on, ``E PCC(m_K, y) ~ a(K) PCC(m, y)`` with the
+    attenuation ``a(K) = 1 / sqrt(1 + S2 / (K V))``. Drawing on to ``max_draws`` could therefore
+    change that pair's expected PCC by at most (``|PCC| <= 1``)
+
+        ``gain(K) = a(max_draws) - a(K)``.
+
+    Estimates after K draws (running sums, float64): ``s2_i`` unbiased over the K draws;
+    ``V = max(Var_i(m_K) - S2 / K, sqrt(2 / (P - 1)) S2 / K)``: the running mean's variance less
+    the Monte-Carlo share it holds, floored at the sampling error of that variance (a signal
+    below it cannot be told from noise and counts as that large, the conservative side: it keeps
+    drawing); ``S2 = 0`` (identical draws) gives gain 0. Pairs with fewer than 2 in-tissue
+    positions are left out. Draws come in batches of ``batch``; drawing stops at the first
+    ``K >= min_draws`` where the mean of ``gain(K)`` over every (input, gene) is at most ``tol``,
+    else at ``max_draws``, so K is a multiple of ``batch`` in ``[min_draws, max_draws]``. The
+    rule aims at the PCC alone (RMSE's Monte-Carlo share, ``S2 / K``, falls with the same K).
+    Chosen on validation regions only: docs/decisions.md, "K chosen by the error it leaves".
+    """
+
+    tol: float = 0.0025
+    batch: int = 8
+    min_draws: int = 16
+    max_draws: int = 128
+
+    def __post_init__(self) -> None:
+        if not (self.tol >= 0 and math.isfinite(self.tol)):
+            raise ValueError(f"DrawRule: tol must be finite and >= 0, got {self.tol}")
+        if self.batch < 1 or not 2 <= self.min_draws <= self.max_draws:
+            raise ValueError(
+                f"DrawRule: need batch >= 1 and 2 <= min_draws <= max_draws, got batch "
+                f"{self.batch}, min {self.min_draws}, max {self.max_draws}"
+            )
+        if self.min_draws % self.batch or self.max_draws % self.batch:
+            raise ValueError(
+                f"DrawRule: min_draws {self.min_draws} and max_draws {self.max_draws} must be "
+                f"multiples of batch {self.batch}"
+            )
+
+    def label(self) -> str:
+        """The rule as a record's ``draw_rule`` parameter: ``tol=...,batch=...,K=min..max``."""
+        return f"tol={self.tol:g},batch={self.batch},K={self.min_draws}..{self.max_draws}"
+
+
+DEFAULT_DRAW_RULE = DrawRule()
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index`` of :func:`draw_adaptive`: ``seed`` itself for the first (its
+    draws are ``sample(samples, batch, seed)``'s), then a ``SeedSequence([seed, index])`` child,
+    so no two batches of a cell, nor of cells with other seeds, share a stream."""
+    if index == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def draw_gain(
+    total: np.ndarray, squares: np.ndarray, k: int, mask: np.ndarray, max_draws: int
+) -> float:
+    """The mean over (input, gene) of :class:`DrawRule`'s ``gain(k)`` after ``k >= 2`` draws.
+
+    ``total``, ``squares``: ``(N, G, H, W)`` sums over the draws of each value and of its square;
+    ``mask``: ``(N, H, W)`` in-tissue positions. NaN when no pair has 2 in-tissue positions.
+    """
+    total = np.asarray(total, dtype=np.float64)
+    squares = np.asarray(squares, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)[:, None]  # (N, 1, H, W)
+    p = m.sum(axis=(-2, -1)).astype(np.float64)  # (N, 1) in-tissue positions per input
+    mean = total / k
+    s2 = np.maximum(squares - k * mean**2, 0.0) / (k - 1)  # per-position variance of one draw
+    with np.errstate(invalid="ignore", divide="ignore"):
+        big_s2 = np.where(m, s2, 0.0).sum(axis=(-2, -1)) / p  # (N, G)
+        mu = np.where(m, mean, 0.0).sum(axis=(-2, -1)) / p
+        var_m = np.where(m, (mean - mu[..., None, None]) ** 2, 0.0).sum(axis=(-2, -1)) / p
+        se2 = big_s2 / k
+        v = np.maximum(var_m - se2, np.sqrt(2.0 / (p - 1)) * se2)
+        rho = np.where(big_s2 > 0, big_s2 / np.where(v > 0, v, 1.0), 0.0)
+        gain = 1.0 / np.sqrt(1.0 + rho / max_draws) - 1.0 / np.sqrt(1.0 + rho / k)
+    valid = np.broadcast_to(p >= 2, gain.shape)
+    return float(gain[valid].mean()) if valid.any() else math.nan
+
+
+def draw_adaptive(
+    method: Any, samples: Sequence[Sample], seed: int, rule: DrawRule = DEFAULT_DRAW_RULE
+) -> np.ndarray:
+    """Draws per input until ``rule`` stops (:class:`DrawRule`): ``(N, K, G, H, W)`` float32.
+
+    ``method`` is a sampler (its ``sample(samples, k, seed)``); batch ``b`` is
+    ``sample(samples, rule.batch, batch_seed(seed, b))``, in order, so one seed gives the same K
+    and the same draws. The K used is ``result.shape[1]``. The method's "sample" progress is
+    reported on one scale, batches after one another, out of the ``max_draws`` total.
+    """
+    mask = stack(samples, "hr_mask")
+    report, batches = method.progress, []
+    total = squares = None
+    done = {"calls": 0}
+
+    def relay(phase: str, step: int, of: int, loss: float | None = None) -> bool:
+        done["last"] = step
+        if report is None:
+            return False
+        return bool(report(phase, done["calls"] + step, of * (rule.max_draws // rule.batch), loss))
+
+    try:
+        for index in range(rule.max_draws // rule.batch):
+            done["last"] = 0
+            method.progress = relay if report is not None else None
+            part = np.asarray(method.sample(samples, rule.batch, batch_seed(seed, index)))
+            method.progress = report
+            done["calls"] += done["last"]
+            if part.ndim != 5 or part.shape[1] != rule.batch:
+                raise ValueError(
+                    f"sample() returned {part.shape}, expected (N, {rule.batch}, G, H, W)"
+                )
+            batches.append(part.astype(np.float32, copy=False))
+            wide = part.astype(np.float64)
+            total = wide.sum(axis=1) if total is None else total + wide.sum(axis=1)
+            sq = (wide**2).sum(axis=1)
+            squares = sq if squares is None else squares + sq
+            k = rule.batch * len(batches)
+            if (
+                k >= rule.min_draws
+                and draw_gain(total, squares, k, mask, rule.max_draws) <= rule.tol
+            ):
+                break
+    finally:
+        method.progress = report
+    return np.concatenate(batches, axis=1)

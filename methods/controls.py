@@ -25,7 +25,7 @@ import numpy as np
 from methods.contract import Method, Preset, Sample
 from methods.registry import create
 
-DRAWS = 8  # draws averaged when the base method is stochastic (the runner's default K)
+DRAWS = 8  # draws averaged when the base method is stochastic (a fixed K for the controls)
 
 
 def block_permutation(

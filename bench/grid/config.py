@@ -18,9 +18,10 @@ class RunConfig:
 
     ``methods`` and ``datasets`` are ``"all"``, comma-separated names or a sequence of names;
     ``k`` the pooling factor (None: each card's default); ``draws`` the K draws per input of a
-    stochastic method; ``timeout`` seconds per cell (None: no limit); ``max_memory`` the bytes a
-    cell's processes may hold (None: :func:`auto_max_memory`); ``folds`` ``"all"`` or
-    comma-separated fold indices: each dataset's committed fold files
+    stochastic method, or ``"auto"`` for K chosen per cell by
+    :data:`methods.contract.DEFAULT_DRAW_RULE`; ``timeout`` seconds per cell (None: no limit);
+    ``max_memory`` the bytes a cell's processes may hold (None: :func:`auto_max_memory`);
+    ``folds`` ``"all"`` or comma-separated fold indices: each dataset's committed fold files
     (:func:`bench.data.splits.fold_specs`) run as tasks of their own, labelled ``<dataset>-f<i>``
     (None: the dataset's single committed split); ``command`` the shell command printed on the
     leaderboard to regenerate it.
@@ -30,7 +31,7 @@ class RunConfig:
     datasets: str | Sequence[str] = DEFAULT_DATASETS
     seeds: Sequence[int] = (0,)
     preset: str = "default"
-    draws: int = 8
+    draws: int | str = "auto"
     k: int | None = None
     folds: str | None = None  # "all" or "0,2": the committed folds as tasks; None: the split
     timeout: float | None = None

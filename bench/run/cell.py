@@ -1,12 +1,13 @@
 """The runner: every (dataset, method, seed) cell fitted, predicted, scored, recorded and tracked.
 
 One cell = ``fit`` on the split's training samples, ``predict`` (or ``sample`` K draws for a
-stochastic method; the point prediction is their mean) on the test samples with the target
-removed, scoring against the HR truth, a JSON record and an MLflow child run. A cell that raises,
-returns the wrong shape or non-finite values is recorded as failed with its reason and the grid
-goes on. A cell whose record already exists with status ok, the same split fingerprint and the same
-parameters is not run again (failed cells always are), so an interrupted grid resumes. Its
-files are written by :mod:`bench.run.outputs`.
+stochastic method, K fixed by ``--draws`` or chosen by :class:`methods.contract.DrawRule` and kept
+as the record's ``draws_used``; the point prediction is their mean) on the test samples with the
+target removed, scoring against the HR truth, a JSON record and an MLflow child run. A cell that
+raises, returns the wrong shape or non-finite values is recorded as failed with its reason and the
+grid goes on. A cell whose record already exists with status ok, the same split fingerprint and
+the same parameters is not run again (failed cells always are), so an interrupted grid resumes.
+Its files are written by :mod:`bench.run.outputs`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from bench.run.resources import PeakMemory, Timer, device
 from bench.run.tracking import run_name
 from bench.scoring import diversity, influence, metrics, paper_metrics, protocols
 from methods import create
-from methods.contract import stack
+from methods.contract import AUTO_DRAWS, DEFAULT_DRAW_RULE, draw_adaptive, stack
 
 
 @dataclass
@@ -39,7 +40,9 @@ class RunOptions:
     """Settings shared by every cell of one invocation."""
 
     preset: str = "default"
-    draws: int = 8  # K draws per input for stochastic methods
+    # K draws per input for stochastic methods: a number fixes K; "auto" (AUTO_DRAWS) draws in
+    # batches until DEFAULT_DRAW_RULE stops (methods.contract.DrawRule)
+    draws: int | str = AUTO_DRAWS
     timeout: float | None = None  # seconds per cell (fit + predict + score); None: no limit
     max_memory: int | None = None  # bytes a cell's processes may hold; None: no cap
     threads: int | None = None  # torch intra-op threads of a cell; None: torch's default
@@ -196,7 +199,25 @@ def method_params(method: Any, opts: RunOptions) -> dict[str, Any]:
     params = {**method.params(), "preset": opts.preset}
     if method.stochastic:
         params["draws"] = opts.draws
+        if opts.draws == AUTO_DRAWS:
+            params["draw_rule"] = DEFAULT_DRAW_RULE.label()
     return params
+
+
+def sample_draws(method: Any, inputs: list, draws: int | str, seed: int) -> np.ndarray:
+    """A sampler's ``(N, K, G, H, W)`` draws for one cell: ``sample(inputs, draws, seed)`` for a
+    fixed K, else batches until :data:`~methods.contract.DEFAULT_DRAW_RULE` stops (its K in
+    ``[min_draws, max_draws]``, a multiple of its batch). The K used is the result's axis 1."""
+    n, g, (h, w) = len(inputs), len(inputs[0].genes), inputs[0].hr_shape
+    if draws == AUTO_DRAWS:
+        rule = DEFAULT_DRAW_RULE
+        out = np.asarray(draw_adaptive(method, inputs, seed, rule), dtype=np.float32)
+        k = out.shape[1] if out.ndim == 5 else -1
+        if not (rule.min_draws <= k <= rule.max_draws and k % rule.batch == 0):
+            raise ValueError(f"adaptive draws have shape {out.shape}: K outside the rule")
+        return _check_shape("sample()", out, (n, k, g, h, w))
+    k = int(draws)
+    return _check_shape("sample()", method.sample(inputs, k, seed), (n, k, g, h, w))
 
 
 def run_cell(
@@ -239,11 +260,8 @@ def run_cell(
             n, g, (h, w) = len(inputs), len(split.genes), inputs[0].hr_shape
             with Timer() as t:
                 if method.stochastic:
-                    draws = _check_shape(
-                        "sample()",
-                        method.sample(inputs, opts.draws, seed),
-                        (n, opts.draws, g, h, w),
-                    )
+                    draws = sample_draws(method, inputs, opts.draws, seed)
+                    record.draws_used = int(draws.shape[1])
                     pred = draws.mean(axis=1)
                 else:
                     draws, pred = (
@@ -268,6 +286,7 @@ def run_cell(
             watcher.close()
         record.status, record.error = "failed", one_line(err)[:1000]
         record.metrics, record.per_gene, record.influence = {}, PerGene(), []
+        record.draws_used = None
         extras["traceback"] = traceback.format_exc()
     record.timings = timings
     record.peak_memory_mb = round(max(memory.cpu_mb, memory.gpu_mb or 0.0), 1)

@@ -7,7 +7,8 @@ Layout: ``<results-dir>/<dataset>/<method>/seed-<seed>.json``, one :class:`Recor
 metric), ``timings`` (seconds), ``peak_memory_mb``, ``memory``, ``device``, ``code_version``,
 ``name`` (the run name), start/finish times (Unix seconds), ``influence`` (per scored test
 position, the change of the mean PCC when it alone is dropped), and for trained methods the
-learning ``curve`` (:class:`Curve`) and its ``converged`` verdict; ``files``, the sha256 of each
+learning ``curve`` (:class:`Curve`) and its ``converged`` verdict; for samplers ``draws_used``,
+the K draws per input that were averaged; ``files``, the sha256 of each
 side file the record owns (:mod:`bench.run.outputs`), by name in the record's folder.
 
 Schema 1 on disk. Records written before the shared vocabulary named the per-gene region column
@@ -169,6 +170,9 @@ class Record:
     finished_ms: int = 0
     curve: Curve = field(default_factory=Curve)  # trained methods only (else empty)
     converged: bool | None = None  # the learning-curve verdict; None: not trained / no curve
+    # a sampler's K: the draws per input its point prediction averages (fixed by --draws or
+    # chosen by methods.contract.DrawRule); None for deterministic methods and failed cells
+    draws_used: int | None = None
     # per scored test position (C order of the split's scored mask): the change of the mean PCC
     # when that position alone is dropped (bench.scoring.influence); empty for failed cells
     influence: list[float | None] = field(default_factory=list)
@@ -221,6 +225,8 @@ class Record:
             value = raw.get(key)
             known[key] = float(value) if value is not None else 0.0
         known["finished_ms"] = int(raw.get("finished_ms") or 0)
+        used = raw.get("draws_used")
+        known["draws_used"] = int(used) if used is not None else None
         known["influence"] = list(raw.get("influence") or [])
         files = raw.get("files")
         known["files"] = {str(k): str(v) for k, v in files.items()} if files is not None else None

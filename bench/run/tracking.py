@@ -300,12 +300,18 @@ def card_facts(raw: dict[str, Any]) -> dict[str, str]:
 def cell_metrics(record: Record) -> dict[str, float]:
     """The scalar metrics a record's child run carries (at step 0): the record's metrics (those
     not None), ``time_<timing>``, ``peak_memory_mb`` and, for trained methods, ``converged``
-    (the learning curve's step metrics aside)."""
+    (the learning curve's step metrics aside) with its ``stopped_at`` and ``best_step``, and, for
+    samplers, ``draws_used`` (their K)."""
     metrics = dict(record.metrics)
     metrics.update({f"time_{k}": v for k, v in record.timings.items()})
     metrics["peak_memory_mb"] = record.peak_memory_mb
     if record.converged is not None:
         metrics["converged"] = record.converged
+    if record.draws_used is not None:
+        metrics["draws_used"] = record.draws_used
+    for key in ("stopped_at", "best_step"):  # early stopping (bench/run/learning.py)
+        if getattr(record.curve, key, None) is not None:
+            metrics[key] = getattr(record.curve, key)
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
