@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data.readers.lattice import image_size, lattice_parity, pitch
-from bench.data.readers.tenx import MEX_FILES, read_counts, read_scalefactors
+from bench.data.readers.tenx import MEX_FILES, check_positions, read_counts, read_scalefactors
 from bench.data.section import Section, check_section, fit_to_pixel
 from bench.errors import BenchError, one_line
 
@@ -94,18 +94,7 @@ def read_positions(
     if str(table.iloc[0, 0]).strip() == "barcode":
         table = table.iloc[1:]
     table.columns = list(POSITION_COLUMNS)
-    table = table.set_index("barcode")
-    try:
-        table = table.astype(np.float64)
-    except ValueError as err:
-        raise BenchError(f"{path}: non-numeric position ({one_line(err)}); re-fetch it") from None
-    grid = table[["in_tissue", "array_row", "array_col"]].to_numpy()
-    if not np.isfinite(table.to_numpy()).all() or (grid != np.round(grid)).any():
-        raise BenchError(f"{path}: in_tissue/array_row/array_col must be integers; re-fetch it")
-    if table.index.duplicated().any():
-        dup = table.index[table.index.duplicated()][0]
-        raise BenchError(f"{path}: barcode {dup} appears more than once; each barcode once")
-    return path, table
+    return path, check_positions(path, table.set_index("barcode"))
 
 
 def read_section(

@@ -1,5 +1,6 @@
 """Shared 10x Genomics helpers for the Space Ranger readers (:mod:`.spaceranger` for Visium,
-:mod:`.visium_hd` for Visium HD): the feature-barcode matrix and ``scalefactors_json.json``.
+:mod:`.visium_hd` for Visium HD): the feature-barcode matrix, the tissue positions' checks and
+``scalefactors_json.json``.
 
 Matrix: a MEX directory (``matrix.mtx.gz``, ``features.tsv.gz``, ``barcodes.tsv.gz``) or the same
 matrix as a 10x ``.h5`` file; raw UMI counts. Only ``feature_types == "Gene Expression"`` rows
@@ -18,12 +19,36 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 from bench.data.section import check_counts
 from bench.errors import BenchError, one_line
 
 MEX_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
+GRID_COLUMNS = ["in_tissue", "array_row", "array_col"]
+
+
+def check_positions(path: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """A tissue-positions table indexed by barcode (``in_tissue array_row array_col
+    pxl_row_in_fullres pxl_col_in_fullres``) as float64, once it has rows, every value is finite,
+    the flag and grid indices are non-negative integers and each barcode appears once; else a
+    one-line :class:`BenchError` naming ``path``."""
+    try:
+        table = table.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise BenchError(f"{path}: non-numeric position ({one_line(err)}); re-fetch it") from None
+    grid = table[GRID_COLUMNS].to_numpy()
+    finite = np.isfinite(table.to_numpy()).all()
+    if table.empty or not finite or (grid != np.round(grid)).any() or (grid < 0).any():
+        raise BenchError(
+            f"{path}: no positions, or in_tissue/array_row/array_col not non-negative integers; "
+            "re-fetch it"
+        )
+    if table.index.has_duplicates:
+        dup = table.index[table.index.duplicated()][0]
+        raise BenchError(f"{path}: barcode {dup} appears more than once; each barcode once")
+    return table
 
 
 def _culprit(folder: Path) -> Path:

@@ -55,7 +55,7 @@ from scipy import sparse
 
 from bench.data.readers.binning import bin_points
 from bench.data.readers.lattice import image_size, pitch
-from bench.data.readers.tenx import MEX_FILES, read_counts, read_scalefactors
+from bench.data.readers.tenx import MEX_FILES, check_positions, read_counts, read_scalefactors
 from bench.data.section import Section, check_section, fit_to_pixel
 from bench.errors import BenchError, one_line
 
@@ -175,19 +175,7 @@ def read_positions(path: Path) -> pd.DataFrame:
     except Exception as err:  # noqa: BLE001 - pyarrow raises many types
         raise BenchError(f"{path}: unreadable positions ({one_line(err)}); re-fetch it") from None
     table = table.set_index(table["barcode"].astype(str)).drop(columns="barcode")
-    try:
-        table = table.astype(np.float64)
-    except (TypeError, ValueError) as err:
-        raise BenchError(f"{path}: non-numeric position ({one_line(err)}); re-fetch it") from None
-    grid = table[["in_tissue", "array_row", "array_col"]].to_numpy()
-    if table.empty or not np.isfinite(table.to_numpy()).all() or (grid != np.round(grid)).any():
-        raise BenchError(f"{path}: no bins, or a non-integer bin index or flag; re-fetch it")
-    if grid.min() < 0:
-        raise BenchError(f"{path}: negative in_tissue/array_row/array_col; re-fetch it")
-    if table.index.has_duplicates:
-        dup = table.index[table.index.duplicated()][0]
-        raise BenchError(f"{path}: barcode {dup} appears more than once; each barcode once")
-    return table
+    return check_positions(path, table)
 
 
 def read_section(
