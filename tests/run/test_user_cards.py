@@ -64,11 +64,8 @@ def test_transcript_splits_report_dropped_controls_and_honour_test_fraction(user
         assert len(spec["test"]) == -(-n // 4), (name, n, len(spec["test"]))
 
 
-@pytest.fixture(scope="module")
-def exported(user: Path):
-    import anndata as ad
-
-    out = user / "export" / "st2k.h5ad"
+def _export(user: Path, out: Path) -> None:
+    """``bench export`` of the checkerboard dataset's bicubic cell to ``out`` (exit 0)."""
     args = ["export", "--dataset", "synth_st2k", "--method", "bicubic", "--data-dir"]
     args += [str(user / "data"), "--results-dir", str(user / "results"), "--out", str(out)]
     mp = pytest.MonkeyPatch()
@@ -78,6 +75,14 @@ def exported(user: Path):
         assert cli.main(args) == 0
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def exported(user: Path):
+    import anndata as ad
+
+    out = user / "export" / "st2k.h5ad"
+    _export(user, out)
     return ad.read_h5ad(out)
 
 
@@ -136,15 +141,7 @@ def test_export_as_spatialdata_store_aligns_positions_lr_and_image(user: Path, e
     from spatialdata.transformations import get_transformation
 
     out = user / "export" / "st2k.zarr"
-    args = ["export", "--dataset", "synth_st2k", "--method", "bicubic", "--data-dir"]
-    args += [str(user / "data"), "--results-dir", str(user / "results"), "--out", str(out)]
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STSR_DATASETS_DIR", str(user / "cards"))
-    mp.setenv("STSR_CACHE_DIR", str(user / "cache"))
-    try:
-        assert cli.main(args) == 0
-    finally:
-        mp.undo()
+    _export(user, out)
     store = read_zarr(out)
     table = store.tables["prediction"]
     np.testing.assert_array_equal(table.X, exported.X)
