@@ -7,6 +7,10 @@ sampling time does not depend on what the weights learned), then prints
   the ratio to 20 steps (the released setting);
 - one batched call for all K draws against K calls of one draw each (a per-sample loop), same
   steps, with the ratio loop / batched;
+- one network call on a chunk of 64 rows (the sampler's chunk: 64 draws of one input) with the
+  input repeated 64 times against the input given once (``rows``: the conditioning streams run
+  once and are shared by the draws, as ``sample`` does), with the ratio and the largest
+  difference between the two outputs;
 - peak memory (process RSS, or CUDA allocated on a GPU).
 
 Usage: ``python benchmarks/diffst_sampling.py [--preset quick|paper] [--genes 50] [--size 24]
@@ -112,6 +116,44 @@ def main() -> None:
     for label, mem in (("batched", mem_b), ("loop", mem_l)):
         peak = mem.gpu_mb if mem.gpu_mb is not None else mem.cpu_mb
         print(f"  peak memory {label}: {peak:.0f} MiB")
+
+    shared_conditioning(method, test[0], calls=5)
+
+
+def shared_conditioning(method, sample, calls: int) -> None:
+    """Seconds per network call on 64 draws of ``sample``: repeated input against ``rows``."""
+    import copy
+
+    import torch
+
+    from methods.diffst.histology import cell_tiles, tissue_image
+
+    net, device, rows_n = copy.deepcopy(method.ema), method.device, 64
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # weights off their zero start, so every path carries signal
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g).to(device))
+    cfg = method.config
+    lr = torch.from_numpy(sample.lr).float()[None].to(device)
+    image = tissue_image(sample.image, sample.hr_shape)[None].to(device)
+    tiles = cell_tiles(sample.image, cfg.tile_grid, cfg.tile_px)[None].to(device)
+    x_t = torch.randn((rows_n, lr.shape[1], *sample.hr_shape), generator=g).to(device)
+    t = torch.full((rows_n,), 500, device=device)
+    rows = torch.zeros(rows_n, dtype=torch.long, device=device)
+    rep = (lr.expand(rows_n, *lr.shape[1:]), image.expand(rows_n, *image.shape[1:]))
+    rep_tiles = tiles.expand(rows_n, *tiles.shape[1:])
+    with torch.no_grad():
+        repeated = net(x_t, t, *rep, rep_tiles)[0]
+        shared = net(x_t, t, lr, image, tiles, rows=rows)[0]
+        per_repeated = timed(lambda: [net(x_t, t, *rep, rep_tiles) for _ in range(calls)])
+        per_shared = timed(lambda: [net(x_t, t, lr, image, tiles, rows=rows) for _ in [0] * calls])
+    per_repeated, per_shared = per_repeated / calls, per_shared / calls
+    print(
+        f"\none network call, {rows_n} draws of one input: input repeated {per_repeated:.3f} s, "
+        f"shared (rows) {per_shared:.3f} s, repeated / shared = {per_repeated / per_shared:.2f}x, "
+        f"max |difference| {float((repeated - shared).abs().max()):.1e} "
+        f"(outputs up to {float(repeated.abs().max()):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from methods.contract import Sample
@@ -107,5 +108,11 @@ class DiffST(HistologyInputs, DiffusionTrainer):
     def _denoise(
         self, net: nn.Module, x_t: Tensor, t: Tensor, batch: Batch, ratio: float
     ) -> tuple[Tensor, Tensor]:
-        """DiffSTNet's epsilon and v, and its disentangling loss."""
-        return net(x_t, t, batch["lr"], batch["image"], batch["tiles"], ratio=ratio)
+        """DiffSTNet's epsilon and v, and its disentangling loss; at inference (``batch`` has
+        ``input``, each row's input) the conditioning streams run once per input."""
+        lr, image, tiles = batch["lr"], batch["image"], batch["tiles"]
+        rows = batch.get("input")
+        if rows is None:
+            return net(x_t, t, lr, image, tiles, ratio=ratio)
+        first = torch.searchsorted(rows, torch.arange(int(rows[-1]) + 1, device=rows.device))
+        return net(x_t, t, lr[first], image[first], tiles[first], ratio=ratio, rows=rows)

@@ -132,20 +132,24 @@ class DiffSTNet(nn.Module):
         if self.gene_graph is not None:
             self.gene_graph.set_adjacency(totals)
 
-    def _check(self, x_t: Tensor, t: Tensor, lr: Tensor, image: Tensor, tiles: Tensor) -> None:
+    def _check(
+        self, x_t: Tensor, t: Tensor, lr: Tensor, image: Tensor, tiles: Tensor, u: int | None
+    ) -> None:
+        """Shapes of one call; ``u`` conditioning inputs (None: one per x_t row)."""
         b, g = x_t.shape[:2]
+        u = b if u is None else u
         factor = check_xt(x_t, self.genes, self.channel_mult)
-        if lr.shape[:2] != (b, g) or min(lr.shape[-2:]) < factor:
+        if lr.shape[:2] != (u, g) or min(lr.shape[-2:]) < factor:
             raise ValueError(
-                f"lr must be (B={b}, G={g}, h, w) with h, w >= {factor}; got {tuple(lr.shape)}"
+                f"lr must be (U={u}, G={g}, h, w) with h, w >= {factor}; got {tuple(lr.shape)}"
             )
-        if image.ndim != 4 or image.shape[:2] != (b, self.image_channels):
+        if image.ndim != 4 or image.shape[:2] != (u, self.image_channels):
             raise ValueError(
-                f"image must be (B={b}, {self.image_channels}, Hi, Wi); got {tuple(image.shape)}"
+                f"image must be (U={u}, {self.image_channels}, Hi, Wi); got {tuple(image.shape)}"
             )
-        if tiles.ndim != 5 or tiles.shape[0] != b or t.shape != (b,):
+        if tiles.ndim != 5 or tiles.shape[0] != u or t.shape != (b,):
             raise ValueError(
-                f"tiles must be (B={b}, T, C, p, p) and t (B={b},); got {tuple(tiles.shape)} "
+                f"tiles must be (U={u}, T, C, p, p) and t (B={b},); got {tuple(tiles.shape)} "
                 f"and {tuple(t.shape)}"
             )
 
@@ -157,6 +161,7 @@ class DiffSTNet(nn.Module):
         image: Tensor,
         tiles: Tensor,
         ratio: float = 1.0,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Predict epsilon and v.
 
@@ -169,39 +174,81 @@ class DiffSTNet(nn.Module):
         t : Tensor
             ``(B,)`` int64 timesteps.
         lr : Tensor
-            ``(B, G, h, w)`` LR map, any size (odd included); ``lr_hw`` with the gene graph.
+            ``(U, G, h, w)`` LR map, any size (odd included); ``lr_hw`` with the gene graph.
         image : Tensor
-            ``(B, C_img, Hi, Wi)`` tissue-level image.
+            ``(U, C_img, Hi, Wi)`` tissue-level image.
         tiles : Tensor
-            ``(B, T, C_img, p, p)`` cell tiles in ascending entropy order.
+            ``(U, T, C_img, p, p)`` cell tiles in ascending entropy order.
         ratio : float
             Fraction of tiles kept (:func:`~methods.diffst.attention.curriculum_ratio`; 1.0 at
             inference).
+        rows : Tensor, optional
+            ``(B,)`` int64: the conditioning input (row of ``lr``, ``image``, ``tiles``) of each
+            ``x_t`` row. None: ``U = B``, row i conditions row i. K draws of one input at one
+            step share their conditioning streams (everything but ``x_t``'s encoder and the
+            decoder depends on the input and ``t`` only), so a sampler passes each input once
+            and the streams run on U rows instead of B; rows that share an input must share t.
 
         Returns
         -------
         out : Tensor
             ``(B, 2G, H, W)``: channels ``[:G]`` epsilon, ``[G:]`` the learned-variance v.
         loss : Tensor
-            Scalar disentangling loss (0 without ``disentangle``).
+            Scalar disentangling loss (0 without ``disentangle``), over the U inputs.
         """
-        self._check(x_t, t, lr, image, tiles)
+        u = lr.shape[0]
+        if rows is None:
+            rows_t = t
+        else:
+            if rows.shape != t.shape or int(rows.min()) < 0 or int(rows.max()) >= u:
+                raise ValueError(f"rows must be (B={t.shape[0]},) indices below {u}")
+            rows_t = t.new_zeros(u).scatter_reduce(0, rows, t, "amax", include_self=False)
+            if not torch.equal(rows_t[rows], t):
+                raise ValueError("rows that share a conditioning input must share t")
+        self._check(x_t, t, lr, image, tiles, u if rows is not None else None)
         emb = self.time_embed(t)
+        xt_skips, h = self.xt_encoder(x_t, emb)
+        sizes = [s.shape[-2:] for s in xt_skips]
+        cond_skips, cond, loss = self._condition(
+            self.time_embed(rows_t) if rows is not None else emb,
+            lr,
+            image,
+            tiles,
+            ratio,
+            sizes,
+            h.shape[-2:],
+        )
+        if rows is not None:
+            cond_skips, cond = [c[rows] for c in cond_skips], cond[rows]
+        # Each stream runs on its own; only the skips handed to the decoder are averaged.
+        skips = [(xs + c) / 3 for xs, c in zip(xt_skips, cond_skips, strict=True)]
+        h = self.inject(h, cond)
+        return decode(self.middle, self.decoder, self.out, h, skips, emb), loss
+
+    def _condition(
+        self,
+        emb: Tensor,
+        lr: Tensor,
+        image: Tensor,
+        tiles: Tensor,
+        ratio: float,
+        sizes: list[torch.Size],
+        deep: torch.Size,
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """The streams that do not see x_t, on U inputs with their ``(U, E)`` time embedding:
+        per skip level the LR plus image skips resized to ``sizes``, the injected condition
+        ``(U, 3 C/2, *deep)`` (common, distinct image, distinct LR) and the disentangling loss."""
         if self.gene_graph is not None:
             lr = self.gene_graph(lr)
-        xt_skips, h = self.xt_encoder(x_t, emb)
         lr_skips, lr_deep = self.lr_encoder(lr, emb)
         img_skips, img_deep = self.image_encoder(image, emb)
-        # Each stream runs on its own; only the skips handed to the decoder are averaged.
-        skips = []
-        for xs, ls, im in zip(xt_skips, lr_skips, img_skips, strict=True):
-            size = xs.shape[-2:]
-            skips.append((xs + _to_size(ls, size, "nearest") + _to_size(im, size, "bilinear")) / 3)
-
+        skips = [
+            _to_size(ls, size, "nearest") + _to_size(im, size, "bilinear")
+            for ls, im, size in zip(lr_skips, img_skips, sizes, strict=True)
+        ]
         # Condition at the deepest x_t grid: image resized first, so attention runs there.
-        size = h.shape[-2:]
-        img_deep = _to_size(img_deep, size, "bilinear")
-        lr_deep = _to_size(lr_deep, size, "nearest")
+        img_deep = _to_size(img_deep, deep, "bilinear")
+        lr_deep = _to_size(lr_deep, deep, "nearest")
         if self.cell_attention is not None:
             img_deep = self.cell_attention(img_deep, tiles, ratio)
         if self.disentangle is not None:
@@ -209,9 +256,7 @@ class DiffSTNet(nn.Module):
         else:
             distinct_img, distinct_lr = self.distinct_img(img_deep), self.distinct_lr(lr_deep)
             common = torch.zeros_like(distinct_img)
-            loss = x_t.new_zeros(())
+            loss = lr.new_zeros(())
         if self.modulation is not None:
             distinct_img, distinct_lr = self.modulation(distinct_img, distinct_lr)
-        h = self.inject(h, torch.cat([common, distinct_img, distinct_lr], dim=1))
-
-        return decode(self.middle, self.decoder, self.out, h, skips, emb), loss
+        return skips, torch.cat([common, distinct_img, distinct_lr], dim=1), loss

@@ -72,6 +72,27 @@ def test_sample_shape_seeds_and_scale(trained):
     np.testing.assert_allclose(trained.predict(test, k=4), mean, rtol=1e-6)
 
 
+def test_draws_share_conditioning_across_chunk_boundaries(trained, monkeypatch):
+    """Sampling with each input's conditioning computed once per chunk gives the draws of the
+    plain network call on repeated inputs, also when a chunk holds parts of several inputs."""
+    import methods.diffusion.trainer as trainer
+
+    test = samples(n=3, seed=6, target=False)
+    monkeypatch.setattr(trainer, "BATCH", 5)  # chunks of 5 rows cut the 4-draw blocks
+    shared = trained.sample(test, 4, seed=3)
+    calls = []
+
+    def repeated(self, net, x_t, t, batch, ratio):
+        calls.append(batch["input"].tolist())
+        return net(x_t, t, batch["lr"], batch["image"], batch["tiles"], ratio=ratio)
+
+    monkeypatch.setattr(DiffST, "_denoise", repeated)
+    plain = trained.sample(test, 4, seed=3)
+    # rows 0-4, 5-9, 10-11 of inputs 0 0 0 0 1 | 1 1 1 2 2 | 2 2, counted from each chunk's first
+    assert list(dict.fromkeys(map(tuple, calls))) == [(0, 0, 0, 0, 1), (0, 0, 0, 1, 1), (0, 0)]
+    np.testing.assert_allclose(shared, plain, rtol=0, atol=1e-4 * float(np.abs(plain).max()))
+
+
 def test_graph_adjacency_comes_from_training_maps_only(trained):
     train = samples()
     totals = torch.tensor(np.stack([s.hr for s in train]).sum(axis=(0, 2, 3)), dtype=torch.float32)

@@ -292,6 +292,33 @@ def test_network_bad_sizes_and_missing_graph():
         net(**batch)
 
 
+def test_draws_of_one_input_share_its_conditioning_streams():
+    """rows: U inputs conditioning B = U K rows give what the K-times repeated inputs give."""
+    net = make_net()
+    randomise_zero_params(net)
+    net.eval()
+    u, k = 3, 4
+    g = torch.Generator().manual_seed(3)
+    lr, image = torch.rand(u, G, LR, LR, generator=g), torch.rand(u, 3, H, H, generator=g)
+    tiles = torch.rand(u, T, 3, P, P, generator=g)
+    rows = torch.arange(u).repeat_interleave(k)
+    x_t = torch.randn(u * k, G, H, H, generator=g)
+    t = torch.tensor([700] * k + [10] * k + [300] * k)  # shared within an input only
+    with torch.no_grad():
+        repeated, _ = net(x_t, t, lr[rows], image[rows], tiles[rows])
+        shared, _ = net(x_t, t, lr, image, tiles, rows=rows)
+        other, _ = net(x_t, t, lr.flip(0), image.flip(0), tiles.flip(0), rows=rows)
+    assert repeated.abs().max() > 0.1
+    # float32 sums in another order (the convolutions' batch size differs): 1e-4 of the scale
+    scale = float(repeated.abs().max())
+    torch.testing.assert_close(shared, repeated, rtol=0, atol=1e-4 * scale)
+    assert (other - repeated).abs().max() > 1e-2  # the rows do pick the input
+    with pytest.raises(ValueError, match="share t"):
+        net(x_t, torch.arange(u * k), lr, image, tiles, rows=rows)
+    with pytest.raises(ValueError, match="indices below 3"):
+        net(x_t, t, lr, image, tiles, rows=rows + 1)
+
+
 def test_image_encoder_shares_x_t_blocks_and_lr_encoder_does_not():
     net = make_net()
     shared = list(net.xt_encoder.res_blocks.parameters())
