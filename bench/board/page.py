@@ -7,7 +7,8 @@ the runner's prediction files beside them. One section per (dataset, split finge
 from different splits never share a table; the cross-validation folds of one dataset pool into one
 section (:mod:`bench.board.folds`), each fold on its own split. Within a section, methods are
 ranked by mean PCC. Control methods (``Record.control`` set) get their own table and no rank.
-Failed runs are listed with their reason.
+Failed runs are listed with their reason. A dataset's splits at other pooling factors k form its
+pooling ladder at the end of the page (:mod:`bench.board.ladder`), not sections of their own.
 
 Rows (scores, intervals, significance, cost) are computed in :mod:`bench.board.rows`.
 """
@@ -27,6 +28,7 @@ import numpy as np
 
 from bench.board import figures as board_figures
 from bench.board import folds as board_folds
+from bench.board import ladder as board_ladder
 from bench.board import ranking
 from bench.board import rows as board_rows
 from bench.board.rows import ALPHA, LEVEL, N_BOOT
@@ -677,7 +679,7 @@ def _finite(x: Any) -> bool:
 
 
 def _render(
-    records: list[Record], command: str, draw: Draw | None = None
+    records: list[Record], command: str, draw: Draw | None = None, folder: Path | None = None
 ) -> tuple[str, list[Path]]:
     out = [
         "# stsr-bench leaderboard",
@@ -691,6 +693,7 @@ def _render(
         "",
     ]
     plain, pooled = board_folds.group(records)
+    plain, ladders = board_ladder.take(plain)
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for rec in plain:
         groups[(str(rec.dataset), _fingerprint(rec))].append(rec)
@@ -719,7 +722,10 @@ def _render(
     out += _summary([(h, ranked) for h, (_, ranked, _) in pairs], note)
     for lines, _, _ in sections:
         out += lines
-    return "\n".join(out).rstrip("\n") + "\n", [f for _, _, drawn in sections for f in drawn]
+    ladder_lines, ladder_drawn = board_ladder.section(ladders, folder if draw else None, FIGURES)
+    out += ladder_lines
+    drawn = [f for _, _, figs in sections for f in figs] + ladder_drawn
+    return "\n".join(out).rstrip("\n") + "\n", drawn
 
 
 def render(records: list[Record], command: str) -> str:
@@ -762,6 +768,6 @@ def write(results_dir: Path, path: Path, command: str) -> tuple[Path, list[Path]
     def draw(rows: list, name: str, title: str, label: str, fingerprint: str) -> list[Path]:
         return board_figures.draw(rows, folder, name, title, (results_dir, label, fingerprint))
 
-    text, drawn = _render(read_records(results_dir), command, draw)
+    text, drawn = _render(read_records(results_dir), command, draw, folder)
     atomic_write_text(Path(path), text)
     return Path(path), drawn

@@ -1,0 +1,183 @@
+"""The pooling ladder: how each method's PCC falls as the resolution gap k grows.
+
+A dataset's committed splits at other pooling factors (``python -m bench run --k 3``: tasks
+labelled ``<dataset>-k<k>``, :meth:`bench.data.splits.SplitSpec.label`) are not ranked sections of
+the page. With the records of the dataset's own section they form its ladder: per method
+(variant) and k, the mean PCC over the split's (region, gene) pairs with its 95% bootstrap
+interval (:func:`bench.board.rows.rows`), and the noise ceiling of that split; a table
+(method x k) and a figure (PCC against k, one line per method, the ceiling dashed).
+
+Seeds: only the seeds scored at every k of the dataset count (a ladder run at seed 0 beside a
+page at seeds 0-2 compares seed 0 with seed 0). Each k's split chooses its own genes and spot QC
+from its own training regions (the same test regions), so a point is that split's verdict, not
+the same genes on a coarser grid. Records of a ``-k<k>`` task whose dataset has no section of its
+own stay a section (a user who ran only ``--k 3``); cross-validation folds never join a ladder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.board import rows as board_rows
+from bench.board.ranking import ceilings
+from bench.run import plots
+from bench.run.records import Record
+
+__all__ = ["Ladder", "figure", "section", "take"]
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """One dataset's records by pooling factor: ``by_k[k]`` the records of its split at k."""
+
+    dataset: str
+    by_k: dict[int, list[Record]] = field(default_factory=dict)
+
+    @property
+    def ks(self) -> list[int]:
+        return sorted(self.by_k)
+
+    def seeds(self) -> list[int]:
+        """The seeds with a successful record at every k."""
+        sets = [{int(r.seed) for r in recs if r.ok} for recs in self.by_k.values()]
+        return sorted(set.intersection(*sets)) if sets else []
+
+    def table(self) -> tuple[dict[str, dict[int, tuple[float, float, float]]], dict[int, float]]:
+        """``(pcc, ceiling)``: per ranked variant ``{k: (mean, low, high)}`` over the common
+        seeds, in the order of the smallest k's ranking; and the noise ceiling's PCC per k."""
+        keep = set(self.seeds())
+        pcc: dict[str, dict[int, tuple[float, float, float]]] = defaultdict(dict)
+        ceiling: dict[int, float] = {}
+        order: list[str] = []
+        for k in self.ks:
+            group = sorted(
+                (r for r in self.by_k[k] if int(r.seed) in keep),
+                key=lambda r: (str(r.method), int(r.seed)),
+            )
+            genes = next((list(r.split.genes) for r in group if r.split.genes), [])
+            ranked, controls = board_rows.rows(group, genes)
+            for row in ranked:
+                pcc[row["variant"]][k] = tuple(float(x) for x in row["pcc"])
+                if row["variant"] not in order:
+                    order.append(row["variant"])
+            plain, _ = ceilings(controls)
+            if plain is not None:
+                ceiling[k] = float(plain["pcc"][0])
+        return {v: pcc[v] for v in order}, ceiling
+
+
+def _base(record: Record) -> str | None:
+    """The dataset a ``<dataset>-k<k>`` record belongs to (None: not such a record)."""
+    suffix = f"-k{record.split.k}"
+    name = str(record.dataset)
+    if record.split.fold is None and record.split.k and name.endswith(suffix):
+        return name.removesuffix(suffix)
+    return None
+
+
+def take(records: Sequence[Record]) -> tuple[list[Record], list[Ladder]]:
+    """``(section records, ladders)``: records of other-k tasks whose dataset has records of its
+    own move into that dataset's :class:`Ladder` (with the dataset's own records, which also
+    stay in its section); a dataset without other-k records has no ladder."""
+    names = {str(r.dataset) for r in records}
+    extra: dict[str, list[Record]] = defaultdict(list)
+    kept = []
+    for rec in records:
+        base = _base(rec)
+        if base is not None and base in names:
+            extra[base].append(rec)
+        else:
+            kept.append(rec)
+    ladders = []
+    for base in sorted(extra):
+        by_k: dict[int, list[Record]] = defaultdict(list)
+        for rec in [*extra[base], *(r for r in kept if str(r.dataset) == base)]:
+            by_k[int(rec.split.k)].append(rec)
+        ladders.append(Ladder(base, dict(by_k)))
+    return kept, ladders
+
+
+def figure(ladder: Ladder, path: Path) -> Path:
+    """PCC against k per method (95% intervals as bars), the noise ceiling dashed; written
+    atomically (:func:`bench.run.plots.save_png`)."""
+    from matplotlib.figure import Figure
+
+    pcc, ceiling = ladder.table()
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    for variant, points in pcc.items():
+        ks = sorted(points)
+        mean = np.array([points[k][0] for k in ks])
+        err = np.array([[points[k][0] - points[k][1], points[k][2] - points[k][0]] for k in ks])
+        ax.errorbar(ks, mean, yerr=err.T, marker="o", ms=3, capsize=2, lw=1, label=variant)
+    if ceiling:
+        ks = sorted(ceiling)
+        ax.plot(ks, [ceiling[k] for k in ks], "k--", lw=1.5, label="noise ceiling")
+    ax.set_xticks(ladder.ks)
+    ax.set_xlabel("pooling factor k (LR spot = k x k HR positions)")
+    ax.set_ylabel("PCC (mean over region x gene)")
+    ax.set_title(f"{ladder.dataset}: pooling ladder, seeds {_seeds(ladder)}", fontsize=9)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return plots.save_png(fig, path)
+
+
+def _seeds(ladder: Ladder) -> str:
+    return ", ".join(str(s) for s in ladder.seeds()) or "none"
+
+
+def _cell(point: tuple[float, float, float] | None) -> str:
+    if point is None or not math.isfinite(point[0]):
+        return "–"
+    return f"{point[0]:.3f} [{point[1]:.3f}, {point[2]:.3f}]"
+
+
+def section(
+    ladders: Sequence[Ladder], folder: Path | None, figures: str
+) -> tuple[list[str], list[Path]]:
+    """The page's ladder section and the figures drawn in ``folder`` (none without it), linked
+    as ``<figures>/<file>``; no lines without a ladder."""
+    if not ladders:
+        return [], []
+    out = [
+        "## Pooling ladder",
+        "",
+        "Each dataset's committed splits at several pooling factors k (records of `python -m "
+        "bench run --k K`), scored like its section: mean PCC over (region, gene) pairs with "
+        "95% bootstrap intervals, over the seeds scored at every k. Each k's split picks its "
+        "own genes and spot QC from its training regions; the test regions are the same. "
+        "Drop: PCC at the largest k less PCC at the smallest (negative: falls as the gap grows).",
+        "",
+    ]
+    drawn: list[Path] = []
+    for ladder in ladders:
+        pcc, ceiling = ladder.table()
+        ks = ladder.ks
+        out += [
+            f"### {ladder.dataset} · k = {', '.join(str(k) for k in ks)} · seeds {_seeds(ladder)}",
+            "",
+        ]
+        if folder is not None and pcc:
+            path = figure(ladder, Path(folder) / f"{ladder.dataset}-ladder.png")
+            drawn.append(path)
+            out += [f"![{ladder.dataset} pooling ladder]({figures}/{path.name})", ""]
+        out += [
+            "| method | " + " | ".join(f"k = {k}" for k in ks) + " | drop |",
+            "|---|" + "---:|" * (len(ks) + 1),
+        ]
+        for variant, points in pcc.items():
+            first, last = points.get(ks[0]), points.get(ks[-1])
+            drop = f"{last[0] - first[0]:+.3f}" if first and last else "–"
+            cells = [_cell(points.get(k)) for k in ks]
+            out.append(f"| {variant} | " + " | ".join(cells) + f" | {drop} |")
+        if ceiling:
+            cells = [f"{ceiling[k]:.3f}" if k in ceiling else "–" for k in ks]
+            out.append("| *noise ceiling* | " + " | ".join(cells) + " | |")
+        out.append("")
+    return out, drawn
