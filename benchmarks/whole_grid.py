@@ -4,12 +4,15 @@ or, with ``--project RESULTS``, a cost model of a page from records already meas
 Cost model (``--project RESULTS --folds F --seeds S --jobs J --draws K``): each measured cell
 costs ``c = fit_s + score_s + predict_s * r``, where ``r = K / K_recorded`` for a sampler (its
 prediction time is its draws' time; ``K_recorded`` is its ``draws_used``, else a fixed
-``--draws``) and 1 otherwise; a cell of a fold is assumed to cost what the
-measured cell of its dataset and method cost (a fold fits on about as many regions and predicts
-fewer). The page runs ``F * S`` such cells per (dataset, method), means over the measured seeds
-of each; its wall time on ``J`` workers is estimated by longest-processing-time-first list
-scheduling of all cells (never below the total divided by ``J`` nor the longest cell). Printed:
-each (dataset, method)'s share of the total and the projected wall time.
+``--draws``) and 1 otherwise, means over the measured seeds. ``--folds all`` reads each dataset's
+committed fold files (at the measured split's k): a fold's cell fits as long as the measured one
+(the step budget does not depend on the number of training regions) and predicts in proportion
+to its test regions, ``predict_s * n_fold / n_split``, so the folds together predict every region
+once; ``--folds F`` (a number) instead counts F copies of the measured cell. The page runs that
+per seed (``--seeds S``); its wall time on ``J`` workers is estimated by
+longest-processing-time-first list scheduling of all cells (never below the total divided by
+``J`` nor the longest cell). Printed: each (dataset, method)'s share of the total and the
+projected wall time.
 
 Calls the library entry point (``bench.run_grid(RunConfig(...))``, what ``python -m bench run``
 calls) with a fresh results folder and a fresh split cache, and prints its wall time and peak
@@ -34,11 +37,14 @@ BUDGET_MIN = 20
 BUDGET_GIB = 4.0
 
 
-def cell_cost(timings: dict[str, float], draws: int | None, k: int | None) -> float:
-    """Seconds of one cell with ``k`` draws instead of the ``draws`` it was measured with."""
+def cell_cost(
+    timings: dict[str, float], draws: int | None, k: int | None, predict_share: float = 1.0
+) -> float:
+    """Seconds of one cell with ``k`` draws instead of the ``draws`` it was measured with, and
+    ``predict_share`` of its test regions."""
     scale = k / draws if draws and k else 1.0
     fixed = timings.get("fit_s", 0.0) + timings.get("score_s", 0.0)
-    return fixed + timings.get("predict_s", 0.0) * scale
+    return fixed + timings.get("predict_s", 0.0) * scale * predict_share
 
 
 def schedule(costs: list[float], jobs: int) -> float:
@@ -49,27 +55,50 @@ def schedule(costs: list[float], jobs: int) -> float:
     return max(loads)
 
 
-def project(results: Path, folds: int, seeds: int, jobs: int, k: int | None) -> None:
+def fold_shares(dataset: str, k: int, tested: int, folds: str) -> list[float]:
+    """Per fold, its test regions over the measured split's ``tested``: from the committed fold
+    files with ``folds == "all"``, else ``int(folds)`` folds of share 1."""
+    if folds != "all":
+        return [1.0] * int(folds)
+    import json
+
+    from bench.data import cards
+    from bench.data.splits import fold_paths
+
+    paths = fold_paths(cards.load_card(dataset), k)
+    if not paths:
+        raise SystemExit(f"{dataset}: no committed fold files at k = {k}; bench split --folds")
+    return [len(json.loads(p.read_text())["test"]) / tested for p in paths]
+
+
+def project(results: Path, folds: str, seeds: int, jobs: int, k: int | None) -> None:
     """Print the cost model of the module docstring for the records under ``results``."""
     from bench.run.records import read_records
 
     per: dict[tuple[str, str], list[float]] = {}
+    shares: dict[str, list[float]] = {}
     for rec in read_records(results):
-        if rec.status != "ok":
+        if rec.status != "ok" or rec.split.fold is not None:
             continue
+        if rec.dataset not in shares:
+            shares[rec.dataset] = fold_shares(rec.dataset, rec.split.k, len(rec.split.test), folds)
         asked = rec.params.get("draws")  # a number, or "auto" (then the record's draws_used)
         draws = rec.draws_used or (int(asked) if isinstance(asked, int | float) else None)
-        cost = cell_cost(rec.timings, draws, k)
-        per.setdefault((rec.dataset, rec.method), []).append(cost)
+        costs = [cell_cost(rec.timings, draws, k, share) for share in shares[rec.dataset]]
+        per.setdefault((rec.dataset, rec.method), []).append(costs)
     if not per:
         raise SystemExit(f"{results}: no finished records to project from; run a grid first")
-    mean = {key: sum(v) / len(v) for key, v in per.items()}
-    cells = [c for c in mean.values() for _ in range(folds * seeds)]
+    # per (dataset, method): each fold's cost, the mean over the measured seeds
+    mean = {key: [sum(c) / len(c) for c in zip(*v, strict=True)] for key, v in per.items()}
+    cells = [c for folds_cost in mean.values() for c in folds_cost for _ in range(seeds)]
     total = sum(cells)
     print(f"{'dataset':<30} {'method':<13} {'cell s':>8} {'cells':>6} {'share':>6}")
-    for (dataset, method), cost in sorted(mean.items(), key=lambda kv: -kv[1]):
-        share = cost * folds * seeds / total
-        print(f"{dataset:<30} {method:<13} {cost:8.1f} {folds * seeds:6d} {share:6.1%}")
+    for (dataset, method), cost in sorted(mean.items(), key=lambda kv: -sum(kv[1])):
+        n = len(cost) * seeds
+        print(
+            f"{dataset:<30} {method:<13} {sum(cost) / len(cost):8.1f} {n:6d} "
+            f"{sum(cost) * seeds / total:6.1%}"
+        )
     wall = schedule(cells, jobs)
     print(
         f"projected page: {len(cells)} cells, {total / 60:.1f} cell-minutes, {wall / 60:.1f} min "
@@ -83,7 +112,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="all")
     parser.add_argument("--data-dir", default=os.environ.get("STSR_DATA_DIR"))
     parser.add_argument("--project", type=Path, help="results folder to project a page from")
-    parser.add_argument("--folds", type=int, default=1)
+    parser.add_argument(
+        "--folds", default="1", help="'all': each dataset's committed fold files; or a number"
+    )
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--draws", type=int, default=None, help="K per sampler cell")
