@@ -261,6 +261,7 @@ def _merge(base: str, split: SplitRef, seed: int, parts: list[tuple[int, Record]
             share = n / sum(pairs)
             influence += [None if v is None else float(v) * share for v in r.influence]
     verdicts = [r.converged for r in recs if r.converged is not None]
+    draws = [r.draws_used for r in recs if r.draws_used is not None]
     return PooledRecord(
         dataset=base,
         method=first.method,
@@ -278,6 +279,7 @@ def _merge(base: str, split: SplitRef, seed: int, parts: list[tuple[int, Record]
         code_version=first.code_version,
         converged=all(verdicts) if verdicts else None,
         influence=influence,
+        draws_used=round(sum(draws) / len(draws)) if draws else None,
         parts=tuple(parts),
     )
 

@@ -405,16 +405,19 @@ def _section(
         "",
         "### Cost",
         "",
-        "Means over seeds; peak resident (CPU) or allocated (GPU) memory."
+        "Means over seeds; peak resident (CPU) or allocated (GPU) memory. K: the draws per "
+        "input a sampler's point prediction averages (`--draws auto` draws until more could no "
+        "longer move its PCC, methods/contract.py `DrawRule`)."
         + (" Fit and predict: sums over the folds; memory: the largest fold's." if pooled else ""),
         "",
     ]
     out += [
-        "| method | fit (s) | predict (s) | peak memory (MiB) | device |",
-        "|---|---:|---:|---:|---|",
+        "| method | fit (s) | predict (s) | K | peak memory (MiB) | device |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for r in costed:
-        cells = [_num(r["fit_s"], 1), _num(r["predict_s"], 1), _num(r["memory"], 0)]
+        draws = _num(r["draws"], 0) if r["stochastic"] else "–"
+        cells = [_num(r["fit_s"], 1), _num(r["predict_s"], 1), draws, _num(r["memory"], 0)]
         device = _cell(r["device"])
         out.append(f"| {_cell(r['variant'])} | " + " | ".join(cells) + f" | {device} |")
     if any(r["paper_pcc"] is not None for r in costed):

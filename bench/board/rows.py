@@ -59,10 +59,11 @@ def rows(
     never averaged. Each row holds ``method``, ``variant`` (its label and key), ``control``,
     ``seeds``, ``first_seed``, ``<metric>`` = (mean, low, high) and ``<metric>_table`` (S, G) for
     pcc/ssim/rmse, ``excluded``/``pairs``, ``time``, ``fit_s``, ``predict_s``, ``memory`` (MiB),
-    ``device``, ``paper_*``, the diversity means, ``input_response``, the alternative protocols'
-    means, ``influence`` (the seed-mean change of its mean PCC per scored position, or None),
-    ``stochastic``, ``curves`` ((seed, :class:`Curve`) of trained methods) and ``converged``
-    (every seed's verdict yes; None without any verdict). The ``ceiling`` record gives two
+    ``draws`` (a sampler's K, seeds' mean), ``device``, ``paper_*``, the diversity means,
+    ``input_response``, the alternative protocols' means, ``influence`` (the seed-mean change
+    of its mean PCC per scored position, or None), ``stochastic``, ``curves`` ((seed,
+    :class:`Curve`) of trained methods) and ``converged`` (every seed's verdict yes; None
+    without any verdict). The ``ceiling`` record gives two
     control rows: the noise ceiling and the LR-aware bound (``ceiling (LR-aware)``).
 
     ``clustered`` (a folded section, see the module docstring): regions resampled in the
@@ -183,6 +184,7 @@ def _summarise(
     for key in ("fit_s", "predict_s"):
         row[key] = mean_of(rec.timings.get(key) for rec in recs)
     row["memory"] = mean_of(rec.peak_memory_mb for rec in recs)
+    row["draws"] = mean_of(rec.draws_used for rec in recs)  # NaN: not a sampler's record
     for key in ("paper_pcc", "paper_ssim", "paper_rmse"):
         values = [rec.metrics.get(key) for rec in recs]
         row[key] = mean_of(values) if any(v is not None for v in values) else None

@@ -72,6 +72,7 @@ def _record(
     if stochastic:
         rec["metrics"] |= {"spread": 0.2, "crps": 0.4, "spread_skill": 0.5 + seed,
                            "draw_diversity": 0.02, "rvd": 0.3}  # fmt: skip
+        rec["draws_used"] = 16 + 8 * seed
     rec["metrics"]["input_response"] = 0.9 if method != "fixed" else 0.1
     return rec
 
@@ -351,7 +352,14 @@ def test_cost_table_lists_every_method_with_device():
     cost = _part(section, "Cost")
     rows = {r[0]: r for r in _tables(cost)[0]}
     assert set(rows) == {"zeta", "alpha", "flat"}
-    assert rows["zeta"][1:] == ["1.5", "0.5", "10", "cpu"]  # fit (1 + seed) averaged over 2 seeds
+    assert rows["zeta"][1:] == ["1.5", "0.5", "–", "10", "cpu"]  # fit (1 + seed) over 2 seeds
+
+
+def test_cost_table_gives_a_samplers_draws():
+    records = [_record("gen", seed=s, pcc=0.6, stochastic=True) for s in (0, 1)]
+    (section,) = _sections(render(records + [_record("alpha", pcc=0.3)], CMD))
+    rows = {r[0]: r for r in _tables(_part(section, "Cost"))[0]}
+    assert rows["gen"][3] == "20" and rows["alpha"][3] == "–"  # K: 16 and 24 averaged
 
 
 def test_aggregated_rank_rule_across_datasets_and_metrics():
