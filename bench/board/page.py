@@ -33,7 +33,14 @@ from bench.board import ranking
 from bench.board import rows as board_rows
 from bench.board.rows import ALPHA, LEVEL, N_BOOT
 from bench.files import atomic_write_text
-from bench.run.learning import EVAL_EVERY, MIN_DELTA, MIN_GAIN, PATIENCE, verdict_points
+from bench.run.learning import (
+    EVAL_EVERY,
+    MIN_DELTA,
+    MIN_GAIN,
+    PATIENCE,
+    WARM_UP,
+    verdict_points,
+)
 from bench.run.records import Record, SplitRef, read_records
 
 __all__ = ["render", "write"]
@@ -220,7 +227,8 @@ def convergence_table(rows: list[dict[str, Any]], name: str) -> list[str]:
         "them, bench/data/splits.py) and are scored on it every "
         f"{EVAL_EVERY:.1%} of their step budget (bench/run/learning.py). Early stopping: training "
         f"stops after {PATIENCE} scores in a row (a quarter of the budget) that add less than "
-        f"{MIN_DELTA} to the validation PCC, and the test predictions use the state of the best "
+        f"{MIN_DELTA} to the validation PCC, never before {WARM_UP:.0%} of the budget, and the "
+        "test predictions use the state of the best "
         "validation step (where the method can restore it). Rule: converged when validation PCC "
         f"at the end (where training stopped) is less than {MIN_GAIN} above its value a quarter "
         "of the budget earlier (every seed). Seed means; steps per seed.",

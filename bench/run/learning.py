@@ -18,12 +18,14 @@ it a :class:`Watcher`, which
 one (:meth:`methods.contract.Method.snapshot`), a copy of its state at that step. After
 ``PATIENCE`` = 10 evaluations in a row (a quarter of the budget) that have not raised the
 validation PCC by at least ``MIN_DELTA`` = ``MIN_GAIN`` = 0.01 above its value at the last
-evaluation that did, the watcher answers the method's next "train" report with True, a stop
-request (its loop ends; one that ignores it trains on, and is scored on, to its budget). The
-runner then restores the best snapshot (:meth:`~methods.contract.Method.restore`) before the test
-predictions. The curve records ``stopped_at`` (the last step trained), ``best_step`` (the step of
-the best validation PCC; the state predicted with when ``restored``) and ``improving``: the best
-was the last evaluation at the full budget, i.e. the method was still improving at its maximum.
+evaluation that did, and not before ``WARM_UP`` = half of the budget has been trained, the
+watcher answers the method's next "train" report with True, a stop request (its loop ends; one
+that ignores it trains on, and is scored on, to its budget). The best state is chosen among all
+evaluations, warm-up included. The runner then restores the best snapshot
+(:meth:`~methods.contract.Method.restore`) before the test predictions. The curve records
+``stopped_at`` (the last step trained), ``best_step`` (the step of the best validation PCC; the
+state predicted with when ``restored``) and ``improving``: the best was the last evaluation at
+the full budget, i.e. the method was still improving at its maximum.
 
 **Convergence rule** (:func:`converged`): a trained method *converged within its budget* when
 its validation PCC at the end of training is less than ``MIN_GAIN`` = 0.01 above its validation
@@ -54,6 +56,7 @@ __all__ = [
     "MIN_GAIN",
     "PATIENCE",
     "VAL_DRAWS",
+    "WARM_UP",
     "Watcher",
     "converged",
     "verdict_points",
@@ -67,6 +70,10 @@ VAL_DRAWS = 4  # draws per validation region for samplers
 MIN_GAIN = 0.01  # validation PCC the last quarter must add for "not converged"
 PATIENCE = EVALUATIONS // 4  # evaluations without a MIN_DELTA gain before a stop: a quarter
 MIN_DELTA = MIN_GAIN  # validation PCC gain that counts as an improvement for PATIENCE
+# share of the step budget trained before early stopping may stop (the best state is still
+# chosen among every evaluation): a diffusion model's validation PCC first dips below its
+# start and recovers later than PATIENCE (docs/decisions.md, "Early stopping on validation")
+WARM_UP = 0.5
 
 
 def checkpoint_steps(total: int) -> list[int]:
@@ -207,7 +214,7 @@ class Watcher:
             self._reference, self._waited = pcc, 0
         else:
             self._waited += 1
-        if self._waited >= PATIENCE and step < c.total:
+        if self._waited >= PATIENCE and WARM_UP * c.total <= step < c.total:
             self.stop = True
 
     def _score(self, step: int) -> None:

@@ -11,6 +11,7 @@ from bench.run.learning import (
     EVALUATIONS,
     MIN_DELTA,
     PATIENCE,
+    WARM_UP,
     Watcher,
     checkpoint_steps,
     converged,
@@ -22,6 +23,12 @@ SLOW = pytest.mark.slow  # fits a U-Net (the diffusion trainer's), as test_basel
 KINDS = [pytest.param(k, marks=SLOW) for k in ("unet", "sr3", "diffst")] + ["histogene"]
 TOTAL = 400  # steps of the synthetic curves, scored every EVERY steps
 EVERY = TOTAL // EVALUATIONS
+HALF = int(WARM_UP * TOTAL)  # no stop before: a scored step here
+
+
+def stop_step(peak: int) -> int:
+    """Where a curve peaking at ``peak`` stops: PATIENCE scores past it, not before HALF."""
+    return max(peak + PATIENCE * EVERY, HALF)
 
 
 def region(name: str, seed: int, g: int = 3, h: int = 8) -> Sample:
@@ -139,7 +146,7 @@ def test_early_stopping_restores_the_best_checkpoint(peak):
     method = Peaked(truth=truth(), peak=peak)
     watcher = watched(method)
     c = watcher.curve
-    stopped = peak + PATIENCE * EVERY  # PATIENCE scores past the peak without a gain
+    stopped = stop_step(peak)  # PATIENCE scores past the peak without a gain, not before HALF
     assert watcher.stop and c.stopped_at == stopped and method.weights == stopped
     assert c.step == [s for s in checkpoint_steps(TOTAL) if s <= stopped]
     assert c.best_step == peak and c.pcc[c.step.index(peak)] == max(c.pcc)
@@ -157,6 +164,39 @@ def test_an_early_stop_is_a_converged_verdict_whatever_the_budget(total):
     c = watcher.curve
     assert watcher.stop and c.stopped_at < total and converged(c) is True
     assert c.step == checkpoint_steps(total)[: len(c.step)]
+
+
+class Dipping(Peaked):
+    """A diffusion-like curve: validation PCC starts high, dips for longer than PATIENCE, then
+    climbs above its start and peaks at ``peak``."""
+
+    def mix(self, step: int) -> float:
+        if step <= 60:
+            return 0.3 - 0.2 * step / 60  # 0.3 -> 0.1
+        if step <= self.peak:
+            return 0.1 + 0.3 * (step - 60) / (self.peak - 60)  # -> 0.4
+        return 0.4 - 0.4 * (step - self.peak) / 200
+
+
+def test_no_stop_before_warm_up_so_a_dip_longer_than_patience_recovers():
+    method = Dipping(truth=truth(), peak=300)
+    watcher = watched(method)
+    c = watcher.curve
+    start = c.pcc[0]
+    dip = [p for s, p in zip(c.step, c.pcc, strict=True) if s <= EVERY * (PATIENCE + 1)]
+    assert all(p < start for p in dip[1:])  # below the first score for more than PATIENCE
+    assert c.stopped_at == stop_step(300) and c.best_step == 300 and max(c.pcc) > start
+    assert watcher.restore_best() and method.weights == 300
+    # without the warm-up it would have stopped in the dip, at the first score's PATIENCE
+    assert EVERY + PATIENCE * EVERY < HALF
+
+
+def test_the_best_state_may_come_from_the_warm_up():
+    method = Peaked(truth=truth(), peak=30)  # falls after 30 for good
+    watcher = watched(method)
+    c = watcher.curve
+    assert c.stopped_at == HALF and c.best_step == 30
+    assert watcher.restore_best() and method.weights == 30
 
 
 def test_gains_below_min_delta_do_not_hold_off_the_stop_but_still_pick_the_best():
@@ -208,7 +248,7 @@ def test_the_cell_restores_the_best_step_and_records_it(her2st, register_method)
     record, extras = run_cell(her2st, "peaked", 0, RunOptions(preset="quick"))
     assert record.ok, record.error
     c = record.curve
-    assert c.best_step == peak and c.stopped_at == peak + PATIENCE * EVERY
+    assert c.best_step == peak and c.stopped_at == stop_step(peak)
     assert c.restored and not c.improving and record.converged is True
     assert extras["pred"][0, 0, 0, 0] == peak  # the test predictions are step s*'s
     back = Record.from_json(record.to_json()).curve
