@@ -13,8 +13,10 @@ The children run one after the other, alternating, ``--repeat`` times, each with
 torch threads; measure on an otherwise idle machine.
 
 A page cell predicts the split's test regions, not the validation carve: ``cell s`` is the fit
-plus the sampling scaled by ``test regions / validation regions`` of the split. The runner's
-validation scoring during the fit (early stopping) is not part of either fit here.
+plus the sampling scaled by ``test regions / validation regions`` of the split. Of the test
+regions only their number is read (no input, no truth), and nothing is chosen from what it
+prints. The runner's validation scoring during the fit (early stopping) is not part of either
+fit here.
 
 Printed per run: fit s, sampling s, cell s, K, validation PCC and spread-skill; then the median
 cell seconds of each checkout, their ratio (reference / this; > 1: this checkout is cheaper), and

@@ -12,15 +12,17 @@ once; ``--folds F`` (a number) instead counts F copies of the measured cell. The
 per seed (``--seeds S``); its wall time on ``J`` workers is estimated by
 longest-processing-time-first list scheduling of all cells (never below the total divided by
 ``J`` nor the longest cell). Printed: each (dataset, method)'s share of the total and the
-projected wall time.
+projected wall time. The projection reads the records' timings and the fold files' test-region
+counts, never a score.
 
 Calls the library entry point (``bench.run_grid(RunConfig(...))``, what ``python -m bench run``
 calls) with a fresh results folder and a fresh split cache, and prints its wall time and peak
 resident memory (this process and any cell processes, the largest) against issue 14's budget of
 20 minutes and 4 GiB on 2 CPU cores, and each cell's fit and predict seconds, most expensive first,
-with its share of the cells' total, so what to cut is visible. Usage:
-``python benchmarks/whole_grid.py [--datasets all] [--data-dir D]``. Measure on an otherwise
-idle machine.
+with its share of the cells' total, so what to cut is visible. The grid it runs scores the test
+regions, as the page does; this script reports cost only and chooses nothing from the scores.
+Usage: ``python benchmarks/whole_grid.py [--datasets all] [--data-dir D]``. Measure on an
+otherwise idle machine.
 """
 
 from __future__ import annotations

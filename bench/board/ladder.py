@@ -103,12 +103,17 @@ def take(records: Sequence[Record]) -> tuple[list[Record], list[Ladder]]:
     return kept, ladders
 
 
-def figure(ladder: Ladder, path: Path) -> Path:
+def figure(
+    ladder: Ladder,
+    path: Path,
+    table: tuple[dict[str, dict[int, tuple[float, float, float]]], dict[int, float]] | None = None,
+) -> Path:
     """PCC against k per method (95% intervals as bars), the noise ceiling dashed; written
-    atomically (:func:`bench.run.plots.save_png`)."""
+    atomically (:func:`bench.run.plots.save_png`). ``table``: ``ladder.table()`` when the
+    caller already has it (its intervals are bootstraps)."""
     from matplotlib.figure import Figure
 
-    pcc, ceiling = ladder.table()
+    pcc, ceiling = table if table is not None else ladder.table()
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.subplots()
     for variant, points in pcc.items():
@@ -157,14 +162,15 @@ def section(
     ]
     drawn: list[Path] = []
     for ladder in ladders:
-        pcc, ceiling = ladder.table()
+        table = ladder.table()
+        pcc, ceiling = table
         ks = ladder.ks
         out += [
             f"### {ladder.dataset} · k = {', '.join(str(k) for k in ks)} · seeds {_seeds(ladder)}",
             "",
         ]
         if folder is not None and pcc:
-            path = figure(ladder, Path(folder) / f"{ladder.dataset}-ladder.png")
+            path = figure(ladder, Path(folder) / f"{ladder.dataset}-ladder.png", table)
             drawn.append(path)
             out += [f"![{ladder.dataset} pooling ladder]({figures}/{path.name})", ""]
         out += [
