@@ -19,7 +19,8 @@ Construction of one sample from a region (metrics.md, "Splits"):
   ``hr_mask`` = measured in-tissue positions with counts.
 - LR: non-overlapping k x k blocks of the window; counts of the block's in-tissue HR positions
   summed; a block is an LR spot when at least half of its lattice positions are in tissue (on a
-  checkerboard lattice a block holds k^2 / 2 positions, exactly, for even k).
+  checkerboard lattice a block holds k^2 / 2 positions, exactly, for even k;
+  :mod:`bench.data.blocks`).
 - Scale (the card's ``normalisation``), 0 outside the mask:
   ``log1p_cp10k`` (spot platforms): ``x = log1p(counts / spot_total * 1e4)`` on each resolution's
   own counts (``spot_total`` = all genes of that spot or block);
@@ -42,10 +43,11 @@ import numpy as np
 import pandas as pd
 
 from bench.data import qc
+from bench.data.blocks import lr_spots, pool
 from bench.data.cards import NORMALISATIONS, Card, require_files
 from bench.data.histology import crop_grids
 from bench.data.readers import reader
-from bench.data.regions import define_regions, in_window, sites
+from bench.data.regions import define_regions, in_window, sites, window_totals
 from bench.data.section import Section
 from bench.errors import BenchError, first_line
 from bench.files import atomic_write_text
@@ -303,9 +305,8 @@ def _grid(section: Section, origin: tuple[int, int], shape: tuple[int, int], gen
     spot = in_window(section, origin, shape)
     i, j = section.row[spot] - origin[0], section.col[spot] - origin[1]
     counts = np.zeros((len(genes), *shape))
-    totals = np.zeros(shape)
     counts[:, i, j] = section.gene_counts(genes)[spot].T
-    totals[i, j] = section.totals[spot]
+    totals = window_totals(section, origin, shape)
     return counts, totals, totals > 0
 
 
@@ -564,20 +565,16 @@ def to_samples(section: Section, region_ids: list[str], spec: SplitSpec) -> list
     images = crop_grids(section, origins, shape, spec.image_px)
     how = spec.normalisation
 
-    def pool(a: np.ndarray) -> np.ndarray:
-        return a.reshape(*a.shape[:-2], shape[0] // k, k, shape[1] // k, k).sum(axis=(-3, -1))
-
     out = []
     for rid, origin, image in zip(region_ids, origins, images, strict=True):
         counts, totals, mask = _grid(section, origin, shape, genes)
-        lr_mask = pool(mask.astype(np.int64)) * 2 >= pool(sites(section, origin, shape))
-        lr_mask &= pool(totals * mask) > 0
+        lr_mask = lr_spots(mask, sites(section, origin, shape), totals, k)
         out.append(
             Sample(
                 region=rid,
                 genes=genes,
                 scale=k,
-                lr=normalise(pool(counts * mask), pool(totals * mask), lr_mask, how, k * k),
+                lr=normalise(pool(counts * mask, k), pool(totals * mask, k), lr_mask, how, k * k),
                 lr_mask=lr_mask,
                 hr_mask=mask,
                 image=image,
