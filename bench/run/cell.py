@@ -158,7 +158,7 @@ def new_record(split: Split, method_name: str, seed: int, opts: RunOptions) -> R
             k=split.spec.k,
             genes=split.genes,
             test=tuple(split.spec.test),
-            qc_min_total=split.spec.qc_min_total,
+            qc_min_totals=dict.fromkeys(split.spec.test, split.spec.qc_min_total),
             scored=int(split.truth.scored.sum()),
             dropped=split.truth.dropped,
             fold=split.spec.fold,
