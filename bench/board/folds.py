@@ -187,6 +187,7 @@ def _pool(base: str, folds: int, inferred: bool, by_fold: dict[int, list[Record]
         k=next((s.k for s in splits if s.k), 0),
         genes=tuple(genes),
         test=tuple(r for s in splits for r in s.test),
+        qc_min_totals={r: t for s in splits for r, t in s.qc_min_totals.items()},
         scored=sum(s.scored for s in splits),
         dropped=sum(s.dropped for s in splits),
         folds=folds,

@@ -372,10 +372,7 @@ def _section(
         f"## {dataset} · k = {k} · split `{fingerprint}`",
         "",
         f"{len(split.test)} test regions, {len(genes)} genes, {split.scored} scored test "
-        f"positions. Spot QC (bench/data/qc.py): {split.dropped} in-tissue test position(s) "
-        f"with an all-gene total below {split.qc_min_total} counts (3 MADs of log depth below "
-        "the training regions' median, or the card's `qc_nmads`) are dropped from every score. "
-        f"{_influence(ranked)}Scores are means over "
+        f"positions. {_qc_sentence(split)} {_influence(ranked)}Scores are means over "
         f"(region, gene) pairs with {LEVEL:.0%} bootstrap intervals ({N_BOOT} resamples of seeds "
         "and of genes within regions, seed 0); a method's seeds are averaged per (region, gene) "
         f"first. {_regions_are(split.test)} "
@@ -461,6 +458,41 @@ def _section(
 POWER_AT = (0.01, 0.02, 0.05, 0.1)  # PCC differences the folded page's power table is read at
 
 
+def _qc_thresholds(split: SplitRef, unit: str = " counts") -> str:
+    """The test regions' spot-QC thresholds, regions of one threshold together: ``"31 counts"``
+    when every region has it, else ``"31 counts in C5; 29 in C6"`` (``unit`` after the first
+    number; ``""`` gives table cells, ``"31 in C5; 29 in C6"``)."""
+    groups: dict[int, list[str]] = {}
+    for region, threshold in split.qc_min_totals.items():
+        groups.setdefault(threshold, []).append(region)
+    if len(groups) <= 1:
+        return f"{next(iter(groups), 0)}{unit}"
+    parts = [
+        f"{t}{unit if i == 0 else ''} in {', '.join(rs)}"
+        for i, (t, rs) in enumerate(groups.items())
+    ]
+    return "; ".join(parts)
+
+
+def _qc_sentence(split: SplitRef) -> str:
+    """Spot QC in the section's opening paragraph: the dropped positions and each test region's
+    threshold; for records from before the per-section rule, the one threshold it had."""
+    if split.qc_depth_fraction is None:
+        return (
+            f"Spot QC (bench/data/qc.py): {split.dropped} in-tissue test position(s) with an "
+            f"all-gene total below {_qc_thresholds(split)} (3 MADs of log depth below the "
+            "training regions' median, or the card's `qc_nmads`) are dropped from every score."
+        )
+    return (
+        f"Spot QC (bench/data/qc.py): {split.dropped} in-tissue test position(s) with an "
+        f"all-gene total below their region's threshold ({_qc_thresholds(split)}: "
+        f"{split.qc_depth_fraction:g} x the depth level of the region's section, read from its "
+        "LR input; the fraction is 3 MADs below the training positions' median log depth "
+        "relative to their section's level, or the card's `qc_nmads`) are dropped from every "
+        "score."
+    )
+
+
 def _pooled_head(pooled: board_folds.Pooled, ranked: list[dict[str, Any]]) -> list[str]:
     """The heading and opening paragraph of a folded section, with its warnings: pooled folds
     that have no records, and variants not ranked because a fold lacks them."""
@@ -469,6 +501,12 @@ def _pooled_head(pooled: board_folds.Pooled, ranked: list[dict[str, Any]]) -> li
     split = pooled.split
     in_every = set.intersection(*(set(s.genes) for s in splits))
     count = str(pooled.folds) + (" (a count inferred from the labels)" if pooled.inferred else "")
+    qc_rule = (
+        "each fold's threshold from its own training regions"
+        if any(s.qc_depth_fraction is None for s in splits)  # records before per-section QC
+        else "each fold's cut from its own training regions and each test region's threshold "
+        "from its section's depth level (LR input)"
+    )
     out = [
         f"## {pooled.base} · k = {split.k or 'n/a'} · {pooled.folds} folds",
         "",
@@ -478,7 +516,7 @@ def _pooled_head(pooled: board_folds.Pooled, ranked: list[dict[str, Any]]) -> li
         f"once, in the fold that tests it. {len(split.test)} test regions "
         f"({' + '.join(str(len(s.test)) for s in splits)} by fold), {len(split.genes)} genes in "
         f"any fold ({len(in_every)} in every fold), {split.scored} scored test positions. Spot "
-        "QC (bench/data/qc.py), each fold's threshold from its own training regions: "
+        f"QC (bench/data/qc.py), {qc_rule}: "
         f"{split.dropped} in-tissue test position(s) are dropped from every score. "
         f"{_influence(ranked)}Scores are means over every fold's (region, gene) pairs with "
         f"{LEVEL:.0%} hierarchical bootstrap intervals ({N_BOOT} resamples of seeds, of regions, "
@@ -606,7 +644,9 @@ def _per_fold(
         "",
         "### Per fold",
         "",
-        "Each fold is a split of its own (genes and spot QC from its training regions):",
+        "Each fold is a split of its own (genes and spot QC's cut from its training regions; "
+        "each test region's QC threshold from its section's depth level, read from the LR "
+        "input):",
         "",
         "| fold | task | split | test regions | genes | scored positions | QC threshold "
         "(counts) | dropped |",
@@ -616,7 +656,7 @@ def _per_fold(
         s = pooled.fold_split(f)
         out.append(
             f"| f{f} | {_cell(pooled.fold_label(f))} | `{s.fingerprint}` | {len(s.test)} | "
-            f"{len(s.genes)} | {s.scored} | {s.qc_min_total} | {s.dropped} |"
+            f"{len(s.genes)} | {s.scored} | {_cell(_qc_thresholds(s, ''))} | {s.dropped} |"
         )
     out += [
         "",

@@ -63,6 +63,15 @@ def in_window(section: Section, origin: tuple[int, int], shape: tuple[int, int])
     return section.in_tissue & (i >= 0) & (i < shape[0]) & (j >= 0) & (j < shape[1])
 
 
+def window_totals(section: Section, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float64: the all-gene total of each in-tissue spot of the window at its grid
+    position, 0 elsewhere (the window's in-tissue positions with counts are those above 0)."""
+    spot = in_window(section, origin, shape)
+    totals = np.zeros(shape)
+    totals[section.row[spot] - origin[0], section.col[spot] - origin[1]] = section.totals[spot]
+    return totals
+
+
 def tiles(section: Section, canvas: tuple[int, int], min_tissue: float) -> list[tuple[int, int]]:
     """Origins of the kept tiles of one section, row-major (see the module docstring)."""
     rows, cols = section.row[section.in_tissue], section.col[section.in_tissue]

@@ -7,10 +7,15 @@ and the sha256 of every input file. Its fingerprint is the first 16 hex digits o
 canonical JSON of those fields (no dates, paths or machine facts, so two builds on different days
 or machines agree); results carry it and the leaderboard never mixes fingerprints.
 
+Spot QC (:mod:`bench.data.qc`) is fixed in the file too: ``qc_depth_fraction``, the cut as a
+fraction of a section's depth level (from the training regions), and ``qc_min_totals``, each test
+region's threshold in counts (its section's depth level, from the LR input, times that fraction).
+The test thresholds read the test regions' LR input, never their HR truth.
+
 A fold file ``datasets/<name>/folds/split-k<k>-f<i>.json`` (:mod:`bench.data.folds`) is a split
 file with three more fields, fingerprinted: ``fold`` (i), ``folds`` (how many) and ``excluded``
 (the regions that neither train nor test in this fold: the buffer around its test block). Its
-genes, spot-QC threshold and fingerprint come from its own training regions; split files carry
+genes, spot-QC fraction and fingerprint come from its own training regions; split files carry
 none of the three keys (their bytes are unchanged).
 
 Construction of one sample from a region (metrics.md, "Splits"):
@@ -19,7 +24,8 @@ Construction of one sample from a region (metrics.md, "Splits"):
   ``hr_mask`` = measured in-tissue positions with counts.
 - LR: non-overlapping k x k blocks of the window; counts of the block's in-tissue HR positions
   summed; a block is an LR spot when at least half of its lattice positions are in tissue (on a
-  checkerboard lattice a block holds k^2 / 2 positions, exactly, for even k).
+  checkerboard lattice a block holds k^2 / 2 positions, exactly, for even k;
+  :mod:`bench.data.blocks`).
 - Scale (the card's ``normalisation``), 0 outside the mask:
   ``log1p_cp10k`` (spot platforms): ``x = log1p(counts / spot_total * 1e4)`` on each resolution's
   own counts (``spot_total`` = all genes of that spot or block);
@@ -42,10 +48,11 @@ import numpy as np
 import pandas as pd
 
 from bench.data import qc
+from bench.data.blocks import lr_spots, pool
 from bench.data.cards import NORMALISATIONS, Card, require_files
 from bench.data.histology import crop_grids
 from bench.data.readers import reader
-from bench.data.regions import define_regions, in_window, sites
+from bench.data.regions import define_regions, in_window, sites, window_totals
 from bench.data.section import Section
 from bench.errors import BenchError, first_line
 from bench.files import atomic_write_text
@@ -61,7 +68,8 @@ _FINGERPRINTED = (
     "test",
     "genes",
     "normalisation",
-    "qc_min_total",
+    "qc_depth_fraction",
+    "qc_min_totals",
     "inputs",
 )
 _FOLD_KEYS = ("fold", "folds", "excluded")  # fingerprinted when present (fold files only)
@@ -100,7 +108,10 @@ class SplitSpec:
     gene_rule: str
     region_rule: str
     normalisation: str
-    qc_min_total: int  # spot QC (:mod:`bench.data.qc`): scored test positions have this total
+    # spot QC (:mod:`bench.data.qc`): the cut as a fraction of a section's depth level, and each
+    # test region's threshold in counts (its scored positions have at least that total)
+    qc_depth_fraction: float
+    qc_min_totals: dict[str, int]
     inputs: dict[str, str]
     fingerprint: str
     # what the readers dropped or inferred (e.g. control probes), for the user; not fingerprinted
@@ -161,7 +172,8 @@ class SplitSpec:
             gene_rule=str(data["gene_rule"]),
             region_rule=str(data["region_rule"]),
             normalisation=str(data["normalisation"]),
-            qc_min_total=int(data["qc_min_total"]),
+            qc_depth_fraction=float(data["qc_depth_fraction"]),
+            qc_min_totals={str(r): int(t) for r, t in data["qc_min_totals"].items()},
             inputs=dict(data["inputs"]),
             fingerprint=str(data["fingerprint"]),
             notes=tuple(str(n) for n in data.get("notes", ())),
@@ -303,9 +315,8 @@ def _grid(section: Section, origin: tuple[int, int], shape: tuple[int, int], gen
     spot = in_window(section, origin, shape)
     i, j = section.row[spot] - origin[0], section.col[spot] - origin[1]
     counts = np.zeros((len(genes), *shape))
-    totals = np.zeros(shape)
     counts[:, i, j] = section.gene_counts(genes)[spot].T
-    totals[i, j] = section.totals[spot]
+    totals = window_totals(section, origin, shape)
     return counts, totals, totals > 0
 
 
@@ -402,8 +413,9 @@ def make_split(
 
     ``layout`` gives the regions and their roles (``regions``, ``train``, ``test``; a fold's
     also ``fold``, ``folds``, ``excluded`` and ``region_rule``), default the card's
-    (:func:`bench.data.regions.define_regions`); genes, spot QC and the fingerprint then come
-    from its ``train`` regions alone."""
+    (:func:`bench.data.regions.define_regions`); genes and spot QC's fraction then come from its
+    ``train`` regions alone, and each test region's QC threshold from its section's LR input
+    (:mod:`bench.data.qc`)."""
     cfg = card.split
     if k not in cfg["pooling"]:
         raise BenchError(
@@ -420,10 +432,14 @@ def make_split(
     sections = sections if sections is not None else verified_sections(card, root)
     layout = dict(layout) if layout is not None else define_regions(sections, cfg)
     region_rule = layout.pop("region_rule", cfg.get("region_rule", ""))
-    train = [
-        (sections[layout["regions"][r]["section"]], tuple(layout["regions"][r]["origin"]))
-        for r in layout["train"]
-    ]
+    windows = {
+        r: (sections[v["section"]], (int(v["origin"][0]), int(v["origin"][1])))
+        for r, v in layout["regions"].items()
+    }
+    train = [windows[r] for r in layout["train"]]
+    spot_qc = qc.for_split(
+        windows, layout["train"], layout["test"], canvas, k, float(cfg.get("qc_nmads", qc.NMADS))
+    )
     gene_cfg = card.raw["genes"]
     spec: dict[str, Any] = {
         "dataset": card.name,
@@ -444,16 +460,13 @@ def make_split(
         "gene_rule": gene_cfg.get("rule", ""),
         "region_rule": region_rule,
         "normalisation": cfg["normalisation"],
-        "qc_min_total": qc.min_total(
-            np.concatenate(
-                [s.totals[in_window(s, origin, canvas) & (s.totals > 0)] for s, origin in train]
-            ),
-            float(cfg.get("qc_nmads", qc.NMADS)),
-        ),
+        "qc_depth_fraction": spot_qc.fraction,
+        "qc_min_totals": spot_qc.min_totals,
         "inputs": card.files,
     }
     spec["fingerprint"] = fingerprint(spec)
     spec["notes"] = [f"{sid}: {note}" for sid, sec in sections.items() for note in sec.notes]
+    spec["notes"] += qc.notes(spot_qc, windows, layout["test"], canvas)
     return SplitSpec.from_json(spec)
 
 
@@ -523,10 +536,10 @@ def load_spec(card: Card, k: int, fold: int | None = None) -> SplitSpec:
         )
     try:
         raw = json.loads(path.read_text())
-        if isinstance(raw, dict) and "fingerprint" in raw and "qc_min_total" not in raw:
+        if isinstance(raw, dict) and "fingerprint" in raw and "qc_min_totals" not in raw:
             raise BenchError(
-                f"{path}: split file predates spot QC (no qc_min_total); regenerate it with "
-                f"'{again}'"
+                f"{path}: split file predates spot QC relative to each section's depth (no "
+                f"qc_min_totals); regenerate it with '{again}'"
             )
         ok = raw["fingerprint"] == fingerprint(raw)
         spec = SplitSpec.from_json(raw)
@@ -564,20 +577,16 @@ def to_samples(section: Section, region_ids: list[str], spec: SplitSpec) -> list
     images = crop_grids(section, origins, shape, spec.image_px)
     how = spec.normalisation
 
-    def pool(a: np.ndarray) -> np.ndarray:
-        return a.reshape(*a.shape[:-2], shape[0] // k, k, shape[1] // k, k).sum(axis=(-3, -1))
-
     out = []
     for rid, origin, image in zip(region_ids, origins, images, strict=True):
         counts, totals, mask = _grid(section, origin, shape, genes)
-        lr_mask = pool(mask.astype(np.int64)) * 2 >= pool(sites(section, origin, shape))
-        lr_mask &= pool(totals * mask) > 0
+        lr_mask = lr_spots(mask, sites(section, origin, shape), totals, k)
         out.append(
             Sample(
                 region=rid,
                 genes=genes,
                 scale=k,
-                lr=normalise(pool(counts * mask), pool(totals * mask), lr_mask, how, k * k),
+                lr=normalise(pool(counts * mask, k), pool(totals * mask, k), lr_mask, how, k * k),
                 lr_mask=lr_mask,
                 hr_mask=mask,
                 image=image,
@@ -612,7 +621,9 @@ def materialise(spec: SplitSpec, sections: dict[str, Section]) -> Split:
     truth = Truth(
         hr=np.stack([s.hr for s in test]),
         tissue=tissue,
-        scored=qc.scored(totals, tissue, spec.qc_min_total),
+        scored=qc.scored(
+            totals, tissue, np.array([spec.qc_min_totals[r] for r in spec.test])[:, None, None]
+        ),
         counts=np.stack([(c * m).astype(np.int64) for c, _, m in grids]),
         totals=totals,
     )

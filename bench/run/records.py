@@ -37,16 +37,22 @@ _LEGACY_PARAMS = {"samples": "draws"}  # written before the shared vocabulary
 @dataclass(frozen=True)
 class SplitRef:
     """What a record keeps of its split: the fingerprint, pooling k, genes, test regions and its
-    spot QC (:mod:`bench.data.qc`): the threshold, the scored test positions and those dropped.
-    A cross-validation fold's task also keeps its ``fold`` i of ``folds`` (None for a split, and
-    for fold records written before they carried it: the page then reads the label's ``-f<i>``);
-    the JSON leaves them out when None."""
+    spot QC (:mod:`bench.data.qc`): each test region's threshold in counts (``qc_min_totals``),
+    the cut as a fraction of a section's depth level (``qc_depth_fraction``), the scored test
+    positions and those dropped. A cross-validation fold's task also keeps its ``fold`` i of
+    ``folds`` (None for a split, and for fold records written before they carried it: the page
+    then reads the label's ``-f<i>``); the JSON leaves them out when None.
+
+    Records written before the thresholds were per section hold one ``qc_min_total`` for every
+    test region and no fraction: :meth:`from_json` gives each test region that threshold and
+    ``qc_depth_fraction`` None."""
 
     fingerprint: str = "unknown"
     k: int = 0
     genes: tuple[str, ...] = ()
     test: tuple[str, ...] = ()
-    qc_min_total: int = 0
+    qc_min_totals: dict[str, int] = field(default_factory=dict)
+    qc_depth_fraction: float | None = None
     scored: int = 0
     dropped: int = 0
     fold: int | None = None
@@ -59,7 +65,8 @@ class SplitRef:
             "k": self.k,
             "genes": list(self.genes),
             "test": list(self.test),
-            "qc_min_total": self.qc_min_total,
+            "qc_min_totals": dict(self.qc_min_totals),
+            "qc_depth_fraction": self.qc_depth_fraction,
             "scored": self.scored,
             "dropped": self.dropped,
             **fold,
@@ -68,12 +75,19 @@ class SplitRef:
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> SplitRef:
         data = data or {}
+        test = tuple(data.get("test") or ())
+        if data.get("qc_min_totals") is not None:
+            thresholds = {str(r): int(t) for r, t in data["qc_min_totals"].items()}
+        else:  # before per-section QC: one threshold for every test region
+            thresholds = {str(r): int(data.get("qc_min_total") or 0) for r in test}
+        fraction = data.get("qc_depth_fraction")
         return cls(
             fingerprint=str(data.get("fingerprint") or "unknown"),
             k=int(data.get("k") or 0),
             genes=tuple(data.get("genes") or ()),
-            test=tuple(data.get("test") or ()),
-            qc_min_total=int(data.get("qc_min_total") or 0),
+            test=test,
+            qc_min_totals=thresholds,
+            qc_depth_fraction=None if fraction is None else float(fraction),
             scored=int(data.get("scored") or 0),
             dropped=int(data.get("dropped") or 0),
             fold=int(data["fold"]) if data.get("fold") is not None else None,

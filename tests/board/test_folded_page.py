@@ -62,7 +62,8 @@ def _records(
             k=2,
             genes=tuple(gene_names),
             test=tuple(names),
-            qc_min_total=5 + f,
+            qc_min_totals={r: 5 + f + (i == 0 and f == 1) for i, r in enumerate(names)},
+            qc_depth_fraction=0.1,
             scored=50 * sizes[f],
             dropped=f,
             fold=f if with_fold else None,
@@ -171,6 +172,12 @@ def test_per_fold_table_has_each_fold_mean(folded) -> None:
     splits = _table(lines, "| fold | task |")
     assert [c[0] for c in splits.values()] == [f"syn-f{f}" for f in range(4)]
     assert [c[2] for c in splits.values()] == ["5", "8", "6", "7"]
+    # each fold's QC thresholds, one number when its test regions share it
+    thresholds = [c[5] for c in splits.values()]
+    assert thresholds[0] == "5" and thresholds[2:] == ["7", "8"]
+    assert thresholds[1] == "7 in section_r1c0; 6 in " + ", ".join(
+        f"section_r1c{i}" for i in range(1, 8)
+    )
 
 
 def test_a_missing_fold_drops_the_method_with_a_sentence() -> None:

@@ -22,7 +22,12 @@ def _record(dataset: str, k: int, method: str, seed: int, pcc: float, **extra) -
         method=method,
         seed=seed,
         split=SplitRef(
-            fingerprint=f"{k:x}" * 16, k=k, genes=GENES, test=REGIONS, scored=100, qc_min_total=3
+            fingerprint=f"{k:x}" * 16,
+            k=k,
+            genes=GENES,
+            test=REGIONS,
+            scored=100,
+            qc_min_totals=dict.fromkeys(REGIONS, 3),
         ),
         status="ok",
         metrics={"pcc": float(np.mean(values)), "input_response": 0.9},

@@ -298,6 +298,41 @@ def test_excluded_pairs_and_nan_shown_as_na():
     assert "- holes: 2 of 18" in note and "- void: 18 of 18" in note and "alpha" not in note
 
 
+def _with_qc(split: dict) -> list[dict]:
+    records = _records()
+    for rec in records:
+        rec["split"] |= split
+    return records
+
+
+def test_spot_qc_sentence_names_each_regions_threshold():
+    split = {"qc_min_totals": {"s2": 31, "s1": 88, "s3": 31}, "qc_depth_fraction": 0.1238}
+    (section,) = _sections(render(_with_qc(split | {"dropped": 5}), CMD))
+    assert (
+        "5 in-tissue test position(s) with an all-gene total below their region's threshold "
+        "(31 counts in s2, s3; 88 in s1: 0.1238 x the depth level of the region's section, read "
+        "from its LR input;"
+    ) in " ".join(section.split())
+    same = {"qc_min_totals": dict.fromkeys(SECTIONS, 9), "qc_depth_fraction": 0.04}
+    (section,) = _sections(render(_with_qc(same), CMD))
+    assert "below their region's threshold (9 counts: 0.04 x the depth level" in section
+
+
+def test_records_from_before_per_section_qc_keep_their_one_threshold():
+    """A record written with one ``qc_min_total`` loads with it on every test region, and the
+    page says what that rule was."""
+    from bench.run.records import SplitRef
+
+    ref = SplitRef.from_json({"fingerprint": "fp-a", "test": ["C5", "C6"], "qc_min_total": 138})
+    assert ref.qc_min_totals == {"C5": 138, "C6": 138} and ref.qc_depth_fraction is None
+    assert SplitRef.from_json(ref.to_json()) == ref
+    (section,) = _sections(render(_with_qc({"qc_min_total": 138, "dropped": 4}), CMD))
+    assert (
+        "4 in-tissue test position(s) with an all-gene total below 138 counts (3 MADs of log "
+        "depth below the training regions' median"
+    ) in " ".join(section.split())
+
+
 def test_no_records():
     assert "No result records found." in render([], CMD)
 

@@ -322,7 +322,8 @@ def test_split_folds_command_writes_checked_fold_files(tmp_path, monkeypatch, ca
 @pytest.mark.slow
 def test_her2st_fold_genes_ignore_the_test_section(root, monkeypatch) -> None:
     """Rebuilt from the data, the committed folds come back; scrambling B4 (fold 0's test
-    section) leaves fold 0's genes and fingerprint unchanged and changes the others'."""
+    section) leaves fold 0's genes and QC fraction unchanged, and its fingerprint but for B4's
+    QC threshold (read from B4's LR input), and changes the others' genes."""
     card = cards.load_card("her2st")
     sections = splits.read_sections(card, root, splits.card_sections(card))
     committed = splits.fold_specs(card, 2)
@@ -333,7 +334,9 @@ def test_her2st_fold_genes_ignore_the_test_section(root, monkeypatch) -> None:
     scrambled = dict(sections, B4=dataclasses.replace(b4, counts=noise))
     rebuilt = folds.make_folds(card, root, 2, scrambled)
     assert rebuilt[0].genes == committed[0].genes
-    assert rebuilt[0].fingerprint == committed[0].fingerprint
+    assert rebuilt[0].qc_depth_fraction == committed[0].qc_depth_fraction
+    same_qc = dataclasses.replace(rebuilt[0], qc_min_totals=committed[0].qc_min_totals)
+    assert splits.fingerprint(same_qc) == committed[0].fingerprint
     assert all(r.genes != c.genes for r, c in zip(rebuilt[1:], committed[1:], strict=True))
 
 

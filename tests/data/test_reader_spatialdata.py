@@ -207,7 +207,8 @@ def test_her2st_as_spatialdata_stores_splits_and_scores_as_read_directly(
     direct_spec = splits.load_spec(direct_card, 2)
     store_spec = splits.make_split(store_card, tmp_path / "data", 2)
     assert store_spec.genes == direct_spec.genes
-    assert store_spec.qc_min_total == direct_spec.qc_min_total
+    assert store_spec.qc_min_totals == direct_spec.qc_min_totals
+    assert store_spec.qc_depth_fraction == direct_spec.qc_depth_fraction
     assert {r: (v.section, v.origin) for r, v in store_spec.regions.items()} == {
         r: (v.section, v.origin) for r, v in direct_spec.regions.items()
     }

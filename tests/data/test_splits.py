@@ -44,7 +44,11 @@ def test_genes_do_not_depend_on_test_sections(card, root, sections, monkeypatch)
     monkeypatch.setattr(splits, "read_sections", lambda *a, **k: scrambled)
     spec = splits.make_split(card, root, 2)
     assert spec.genes == committed.genes
-    assert spec.fingerprint == committed.fingerprint
+    assert spec.qc_depth_fraction == committed.qc_depth_fraction  # spot QC's cut: train only
+    # the test sections' QC thresholds follow their (scrambled) LR input, and nothing else moves
+    assert spec.qc_min_totals != committed.qc_min_totals
+    same_qc = dataclasses.replace(spec, qc_min_totals=committed.qc_min_totals)
+    assert splits.fingerprint(same_qc) == committed.fingerprint
     # ...while scrambling a training section does change them
     train_sid = card.split["train"][0]
     s = sections[train_sid]
