@@ -9,7 +9,11 @@ committed fold files (at the measured split's k): a fold's cell fits as long as 
 (the step budget does not depend on the number of training regions) and predicts in proportion
 to its test regions, ``predict_s * n_fold / n_split``, so the folds together predict every region
 once; ``--folds F`` (a number) instead counts F copies of the measured cell. The page runs that
-per seed (``--seeds S``); its wall time on ``J`` workers is estimated by
+per seed (``--seeds S``). The pooling ladder (records of a dataset's other-k tasks,
+``<dataset>-k<k>``) is a single split at each k, at ``--ladder-seeds L`` seeds (default 1): its
+cells count as measured, and when the ranked sections are folded the ladder also needs the
+dataset's single split at its own k (the measured default-k cells, once per ladder seed). Its
+wall time on ``J`` workers is estimated by
 longest-processing-time-first list scheduling of all cells (never below the total divided by
 ``J`` nor the longest cell). Printed: each (dataset, method)'s share of the total and the
 projected wall time. The projection reads the records' timings and the fold files' test-region
@@ -73,39 +77,59 @@ def fold_shares(dataset: str, k: int, tested: int, folds: str) -> list[float]:
     return [len(json.loads(p.read_text())["test"]) / tested for p in paths]
 
 
-def project(results: Path, folds: str, seeds: int, jobs: int, k: int | None) -> None:
+def project(
+    results: Path, folds: str, seeds: int, jobs: int, k: int | None, ladder_seeds: int = 1
+) -> None:
     """Print the cost model of the module docstring for the records under ``results``."""
+    from bench.data import cards
     from bench.run.records import read_records
 
-    per: dict[tuple[str, str], list[float]] = {}
+    known = set(cards.dataset_names())
+    # per (task, method): per measured seed, each cell's cost; and how many seeds it runs at
+    per: dict[tuple[str, str], list[list[float]]] = {}
+    runs: dict[tuple[str, str], int] = {}
     shares: dict[str, list[float]] = {}
+    ladders = {
+        r.dataset.rsplit("-k", 1)[0] for r in read_records(results) if r.dataset not in known
+    }
     for rec in read_records(results):
         if rec.status != "ok" or rec.split.fold is not None:
             continue
-        if rec.dataset not in shares:
-            shares[rec.dataset] = fold_shares(rec.dataset, rec.split.k, len(rec.split.test), folds)
         asked = rec.params.get("draws")  # a number, or "auto" (then the record's draws_used)
         draws = rec.draws_used or (int(asked) if isinstance(asked, int | float) else None)
+        if rec.dataset not in known:  # a ladder task: a single split at another k
+            key = (rec.dataset, rec.method)
+            per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
+            runs[key] = ladder_seeds
+            continue
+        if rec.dataset not in shares:
+            shares[rec.dataset] = fold_shares(rec.dataset, rec.split.k, len(rec.split.test), folds)
         costs = [cell_cost(rec.timings, draws, k, share) for share in shares[rec.dataset]]
         per.setdefault((rec.dataset, rec.method), []).append(costs)
+        runs[(rec.dataset, rec.method)] = seeds
+        if folds == "all" and rec.dataset in ladders:  # the ladder's own-k point
+            key = (f"{rec.dataset} (ladder)", rec.method)
+            per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
+            runs[key] = ladder_seeds
     if not per:
         raise SystemExit(f"{results}: no finished records to project from; run a grid first")
-    # per (dataset, method): each fold's cost, the mean over the measured seeds
+    # per (task, method): each cell's cost, the mean over the measured seeds
     mean = {key: [sum(c) / len(c) for c in zip(*v, strict=True)] for key, v in per.items()}
-    cells = [c for folds_cost in mean.values() for c in folds_cost for _ in range(seeds)]
+    cells = [c for key, costs in mean.items() for c in costs for _ in range(runs[key])]
     total = sum(cells)
-    print(f"{'dataset':<30} {'method':<13} {'cell s':>8} {'cells':>6} {'share':>6}")
-    for (dataset, method), cost in sorted(mean.items(), key=lambda kv: -sum(kv[1])):
-        n = len(cost) * seeds
+    print(f"{'task':<32} {'method':<13} {'cell s':>8} {'cells':>6} {'share':>6}")
+    for key, cost in sorted(mean.items(), key=lambda kv: -sum(kv[1]) * runs[kv[0]]):
+        n = len(cost) * runs[key]
         print(
-            f"{dataset:<30} {method:<13} {sum(cost) / len(cost):8.1f} {n:6d} "
-            f"{sum(cost) * seeds / total:6.1%}"
+            f"{key[0]:<32} {key[1]:<13} {sum(cost) / len(cost):8.1f} {n:6d} "
+            f"{sum(cost) * runs[key] / total:6.1%}"
         )
+    ladder = sum(sum(c) * runs[key] for key, c in mean.items() if key[0] not in known)
     wall = schedule(cells, jobs)
     print(
-        f"projected page: {len(cells)} cells, {total / 60:.1f} cell-minutes, {wall / 60:.1f} min "
-        f"wall on {jobs} worker(s) (folds {folds}, seeds {seeds}, draws "
-        f"{k if k else 'as recorded'})"
+        f"projected page: {len(cells)} cells, {total / 60:.1f} cell-minutes (the ladder "
+        f"{ladder / 60:.1f}), {wall / 60:.1f} min wall on {jobs} worker(s) (folds {folds}, seeds "
+        f"{seeds}, ladder seeds {ladder_seeds}, draws {k if k else 'as recorded'})"
     )
 
 
@@ -118,11 +142,12 @@ def main() -> None:
         "--folds", default="1", help="'all': each dataset's committed fold files; or a number"
     )
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--ladder-seeds", type=int, default=1, help="seeds of the ladder's cells")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--draws", type=int, default=None, help="K per sampler cell")
     args = parser.parse_args()
     if args.project is not None:
-        project(args.project, args.folds, args.seeds, args.jobs, args.draws)
+        project(args.project, args.folds, args.seeds, args.jobs, args.draws, args.ladder_seeds)
         return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
