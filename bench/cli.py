@@ -156,10 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--folds",
-        default=None,
-        help="'all' or comma-separated fold indices: run each dataset's committed "
-        "cross-validation folds (datasets/<name>/folds/, made by 'bench split --folds') as tasks "
-        "labelled <dataset>-f<i>; default: the single committed split",
+        default="all",
+        help="'all' (the default): each dataset's committed cross-validation folds at its k "
+        "(datasets/<name>/folds/, made by 'bench split --folds') as tasks labelled "
+        "<dataset>-f<i>, so every region is tested once, or its single committed split where "
+        "it has no fold files at that k; comma-separated fold indices: those folds; 'none': "
+        "the single committed split",
+    )
+    run.add_argument(
+        "--ladder",
+        action="store_true",
+        help="also score each dataset's pooling ladder: its single committed split at every "
+        "committed k (the card's [split].pooling), at the first seed; the page shows each "
+        "method's PCC against k",
     )
     run.add_argument(
         "--timeout",
@@ -255,6 +264,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         draws=args.draws,
         k=args.k,
         folds=args.folds,
+        ladder=args.ladder,
         timeout=args.timeout,
         max_memory=args.max_memory,
         data_dir=args.data_dir,

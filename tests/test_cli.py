@@ -28,6 +28,8 @@ def main_job(tmp_path_factory, root):
         "all",
         "--datasets",
         "her2st",
+        "--folds",
+        "none",
         "--data-dir",
         str(root),
         "--results-dir",
@@ -212,6 +214,8 @@ def test_failing_cells_are_recorded_and_the_grid_goes_on(stubs, root, tmp_path, 
             "broken,nan,peek,noisy,mean",
             "--datasets",
             "her2st",
+            "--folds",
+            "none",
             "--data-dir",
             str(root),
             "--results-dir",
@@ -250,6 +254,7 @@ def test_each_fault_kind_is_isolated(stubs, root, tmp_path):
     and traceback; the good cell after them still runs; exit status 1."""
     results = tmp_path / "r"
     argv = ["run", "--methods", "broken,nan,shape,slow,greedy,bicubic", "--datasets", "her2st"]
+    argv += ["--folds", "none"]
     argv += ["--timeout", "5"]  # bicubic's cell (scoring included) fits on a loaded 2-core machine
     argv += ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
     assert cli.main(argv + ["--leaderboard", str(tmp_path / "LB.md")]) == 1
@@ -320,6 +325,7 @@ def test_all_datasets_score_and_export(root, tmp_path, capsys):
     common = ["--data-dir", str(root), "--results-dir", str(results), "--no-progress"]
     board = ["--leaderboard", str(tmp_path / "LB.md")]
     argv = ["run", "--methods", "bicubic,mean", "--datasets", "all", "--preset", "quick"]
+    argv += ["--folds", "none"]
     assert cli.main(argv + common + board) == 0
     records = [r for r in read_records(results) if r.method != "ceiling"]
     assert {r.dataset for r in records} == {

@@ -1,8 +1,10 @@
 """The pooling ladder: how each method's PCC falls as the resolution gap k grows.
 
-A dataset's committed splits at other pooling factors (``python -m bench run --k 3``: tasks
-labelled ``<dataset>-k<k>``, :meth:`bench.data.splits.SplitSpec.label`) are not ranked sections of
-the page. With the records of the dataset's own section they form its ladder: per method
+A dataset's committed splits at other pooling factors (``python -m bench run --ladder`` runs its
+single split at every committed k at the first seed, ``--k 3`` one of them: tasks labelled
+``<dataset>-k<k>``, :meth:`bench.data.splits.SplitSpec.label`) are not ranked sections of the
+page. With the records of the dataset's single split at its own k they form its ladder (a
+dataset whose section is its pooled folds keeps those records for the ladder only): per method
 (variant) and k, the mean PCC over the split's (region, gene) pairs with its 95% bootstrap
 interval (:func:`bench.board.rows.rows`), and the noise ceiling of that split; a table
 (method x k) and a figure (PCC against k, one line per method, the ceiling dashed).
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,10 +83,14 @@ def _base(record: Record) -> str | None:
     return None
 
 
-def take(records: Sequence[Record]) -> tuple[list[Record], list[Ladder]]:
+def take(
+    records: Sequence[Record], folded: Collection[str] = ()
+) -> tuple[list[Record], list[Ladder]]:
     """``(section records, ladders)``: records of other-k tasks whose dataset has records of its
     own move into that dataset's :class:`Ladder` (with the dataset's own records, which also
-    stay in its section); a dataset without other-k records has no ladder."""
+    stay in its section, unless the dataset is ``folded``: its section is then its pooled folds
+    and its single split's records are the ladder's own-k rung only); a dataset without other-k
+    records has no ladder."""
     names = {str(r.dataset) for r in records}
     extra: dict[str, list[Record]] = defaultdict(list)
     kept = []
@@ -94,10 +100,12 @@ def take(records: Sequence[Record]) -> tuple[list[Record], list[Ladder]]:
             extra[base].append(rec)
         else:
             kept.append(rec)
+    kept = [r for r in kept if not (str(r.dataset) in folded and str(r.dataset) in extra)]
     ladders = []
     for base in sorted(extra):
         by_k: dict[int, list[Record]] = defaultdict(list)
-        for rec in [*extra[base], *(r for r in kept if str(r.dataset) == base)]:
+        own = (r for r in records if str(r.dataset) == base)
+        for rec in [*extra[base], *own]:
             by_k[int(rec.split.k)].append(rec)
         ladders.append(Ladder(base, dict(by_k)))
     return kept, ladders

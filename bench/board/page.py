@@ -744,7 +744,7 @@ def _render(
         "",
     ]
     plain, pooled = board_folds.group(records)
-    plain, ladders = board_ladder.take(plain)
+    plain, ladders = board_ladder.take(plain, {p.base for p in pooled})
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for rec in plain:
         groups[(str(rec.dataset), _fingerprint(rec))].append(rec)

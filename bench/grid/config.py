@@ -21,10 +21,14 @@ class RunConfig:
     stochastic method, or ``"auto"`` for K chosen per cell by
     :data:`methods.contract.DEFAULT_DRAW_RULE`; ``timeout`` seconds per cell (None: no limit);
     ``max_memory`` the bytes a cell's processes may hold (None: :func:`auto_max_memory`);
-    ``folds`` ``"all"`` or comma-separated fold indices: each dataset's committed fold files
-    (:func:`bench.data.splits.fold_specs`) run as tasks of their own, labelled ``<dataset>-f<i>``
-    (None: the dataset's single committed split); ``command`` the shell command printed on the
-    leaderboard to regenerate it.
+    ``folds`` ``"all"`` (the default) runs each dataset's committed fold files at its k
+    (:func:`bench.data.splits.fold_specs`) as tasks of their own, labelled ``<dataset>-f<i>``, so
+    that every region is tested once, and a dataset with no fold files at that k its single
+    committed split; comma-separated fold indices run those folds; ``"none"`` the single committed
+    split; ``ladder`` also runs each dataset's pooling ladder: its single committed split at
+    every committed pooling factor (``[split].pooling``), at the first seed only
+    (:mod:`bench.board.ladder`); ``command`` the shell command printed on the leaderboard to
+    regenerate it.
     """
 
     methods: str | Sequence[str] = "all"
@@ -33,7 +37,8 @@ class RunConfig:
     preset: str = "default"
     draws: int | str = "auto"
     k: int | None = None
-    folds: str | None = None  # "all" or "0,2": the committed folds as tasks; None: the split
+    folds: str = "all"  # "all", "0,2": the committed folds as tasks; "none": the single split
+    ladder: bool = False  # also every committed k's single split, first seed (the ladder)
     timeout: float | None = None
     max_memory: int | None = None  # bytes per cell; None: auto_max_memory(jobs)
     data_dir: str | Path | None = None

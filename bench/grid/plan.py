@@ -85,9 +85,17 @@ def check_outputs(config: RunConfig) -> tuple[Path, Path]:
     return results, board
 
 
+def single_split(folds: str, count: int) -> bool:
+    """Whether ``--folds`` runs a dataset's single committed split: ``"none"``, or ``"all"`` when
+    it has no fold files at its k (``count`` of them)."""
+    text = folds.strip()
+    return text == "none" or (text == "all" and count == 0)
+
+
 def fold_selection(text: str, count: int, dataset: str, k: int) -> list[int]:
     """The folds ``--folds`` names: ``"all"`` (every committed fold) or comma-separated indices
-    below ``count``; else a one-line :class:`BenchError` naming the dataset and the fix."""
+    below ``count``; else a one-line :class:`BenchError` naming the dataset and the fix (fold
+    indices of a dataset without fold files: how to make them)."""
     again = f"'python -m bench split --datasets {dataset} --k {k} --folds'"
     if count == 0:
         raise BenchError(f"--folds: {dataset} (k = {k}) has no committed fold files; make them "
@@ -216,19 +224,25 @@ def make_plan(config: RunConfig) -> Plan:
     if config.tracking_uri and not config.tracking_uri.startswith("sqlite"):
         server = Tracker(config.tracking_uri, results)  # reached before the data
     root = cards.data_dir(config.data_dir)
-    splits, facts, tasks = {}, {}, []
+    splits, facts, tasks, ladder = {}, {}, [], []
     for name in datasets:  # read and verify all data before writing anything
         card = cards.load_card(name)
         k = config.k or card.split["default_pooling"]
-        if config.folds is None:
+        count = splits_mod.fold_count(card, k)
+        if single_split(config.folds, count):
             splits[name], facts[name] = cache.load(card, root, k), card_facts(card.raw)
             tasks.append(name)
-            continue
-        for fold in fold_selection(config.folds, splits_mod.fold_count(card, k), card.name, k):
-            split = cache.load(card, root, k, fold)
-            splits[split.label], facts[split.label] = split, card_facts(card.raw)
-            tasks.append(split.label)
-    datasets = tasks  # a dataset's folds are tasks of their own (records under their label)
+        else:
+            for fold in fold_selection(config.folds, count, card.name, k):
+                split = cache.load(card, root, k, fold)
+                splits[split.label], facts[split.label] = split, card_facts(card.raw)
+                tasks.append(split.label)
+        for rung in card.split["pooling"] if config.ladder else ():
+            split = cache.load(card, root, int(rung))
+            if split.label not in splits:
+                splits[split.label], facts[split.label] = split, card_facts(card.raw)
+                ladder.append(split.label)
+    datasets = tasks + ladder  # folds and ladder rungs are tasks of their own (their labels)
     opts = RunOptions(
         preset=config.preset,
         draws=config.draws,
@@ -242,7 +256,8 @@ def make_plan(config: RunConfig) -> Plan:
     if cap is None and config.executor == "local":
         cap = auto_max_memory(jobs)
     opts = dataclasses.replace(opts, max_memory=cap)
-    cells = [Cell(d, m, s) for d in datasets for m in methods for s in seeds]
+    cells = [Cell(d, m, s) for d in tasks for m in methods for s in seeds]
+    cells += [Cell(d, m, seeds[0]) for d in ladder for m in methods]  # one seed is enough
     check_space(results, board, config.tracking_uri, cells, splits)
     return Plan(
         methods=methods,

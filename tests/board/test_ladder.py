@@ -106,3 +106,13 @@ def test_ladder_figure_is_written_and_linked(tmp_path) -> None:
     lines, drawn = ladder.section([lad], tmp_path, "figures")
     assert drawn == [tmp_path / "syn-ladder.png"]
     assert "![syn pooling ladder](figures/syn-ladder.png)" in lines
+
+
+def test_a_folded_dataset_keeps_its_single_split_for_the_ladder_only() -> None:
+    records = _records()
+    kept, ladders = ladder.take(records, folded={"syn"})
+    assert kept == []  # its section is its pooled folds; the single split is a rung
+    assert [(lad.dataset, lad.ks) for lad in ladders] == [("syn", [2, 3, 4])]
+    assert ladders[0].table() == ladder.take(records)[1][0].table()
+    base_only = [r for r in records if r.dataset == "syn"]
+    assert ladder.take(base_only, folded={"syn"})[0] == base_only  # no ladder: stays a section

@@ -54,7 +54,8 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
 
 def grid(root: Path, results: Path, board: Path, *extra: str) -> list[str]:
     return [
-        "run", "--datasets", "her2st", "--preset", "quick", "--data-dir", str(root),
+        "run", "--datasets", "her2st", "--folds", "none", "--preset", "quick",
+        "--data-dir", str(root),
         "--results-dir", str(results), "--leaderboard", str(board), "--no-progress", *extra,
     ]  # fmt: skip
 

@@ -18,6 +18,8 @@ def _run(root, out, *extra):
         METHODS,
         "--datasets",
         "her2st",
+        "--folds",
+        "none",
         "--seeds",
         "0",
         "1",

@@ -1,8 +1,9 @@
-"""The grid's fold axis: ``bench run --folds`` runs each committed fold of a dataset as a task of
-its own (records under ``<dataset>-f<i>``, one MLflow child run per cell; one page section pools
-them), a rerun reuses every
-finished cell of every fold, a selection runs only the folds it names, and a bad selection or a
-dataset without fold files is one line before anything is written."""
+"""The grid's fold axis: ``bench run`` runs each committed fold of a dataset as a task of its own
+(records under ``<dataset>-f<i>``, one MLflow child run per cell; one page section pools them) by
+default, a rerun reuses every finished cell of every fold, a selection runs only the folds it
+names, ``--folds none`` the single split, a dataset without fold files its single split, and a bad
+selection or fold indices of a dataset without fold files is one line before anything is
+written."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_folds_run_as_tasks_and_resume(folded, tmp_path: Path, capsys) -> None:
     }
     assert len(fingerprints) == 2  # each fold is its own split
 
-    assert cli.main([*args, "--folds", "all"]) == 0  # folds 0 and 2 added, 1 and 3 reused
+    assert cli.main(args) == 0  # the default, all: folds 0 and 2 added, 1 and 3 reused
     every = _cells(results)
     assert set(every) == {(f"{ds.name}-f{i}", m) for i in range(4) for m in ("mean", "bicubic")}
     assert all(every[key] == first[key] for key in first)  # not recomputed
@@ -88,8 +89,56 @@ def test_a_dataset_without_fold_files_names_the_command(tmp_path, monkeypatch, c
     ds = syn.transcripts(tmp_path / "cards", tmp_path / "data")
     data = ["--data-dir", str(tmp_path / "data")]
     assert cli.main(["split", "--datasets", ds.name, *data]) == 0
-    args = ["run", "--datasets", ds.name, "--methods", "mean", *data, "--folds", "all"]
+    args = ["run", "--datasets", ds.name, "--methods", "mean", *data, "--folds", "0,1"]
     status = cli.main([*args, "--results-dir", str(tmp_path / "results"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1
     assert f"python -m bench split --datasets {ds.name} --k 2 --folds" in err[0]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("folds", [None, "all"])
+def test_without_fold_files_all_runs_the_single_split(tmp_path, monkeypatch, folds) -> None:
+    monkeypatch.setenv("STSR_DATASETS_DIR", str(tmp_path / "cards"))
+    monkeypatch.setenv("STSR_CACHE_DIR", str(tmp_path / "cache"))
+    ds = syn.transcripts(tmp_path / "cards", tmp_path / "data")
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert cli.main(["split", "--datasets", ds.name, *data]) == 0
+    args = ["run", "--datasets", ds.name, "--methods", "mean", *data, "--no-progress"]
+    args += ["--results-dir", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "LB")]
+    assert cli.main(args + ([] if folds is None else ["--folds", folds])) == 0
+    assert set(_cells(tmp_path / "results")) == {(ds.name, "mean")}
+
+
+def test_none_runs_the_single_split_beside_committed_folds(folded, tmp_path: Path) -> None:
+    ds, args = folded
+    data = args[args.index("--data-dir") : args.index("--data-dir") + 2]
+    assert cli.main(["split", "--datasets", ds.name, *data]) == 0  # the single split too
+    assert cli.main([*args, "--folds", "none"]) == 0
+    assert set(_cells(tmp_path / "results")) == {(ds.name, m) for m in ("mean", "bicubic")}
+
+
+def test_ladder_adds_every_committed_k_at_the_first_seed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("STSR_DATASETS_DIR", str(tmp_path / "cards"))
+    monkeypatch.setenv("STSR_CACHE_DIR", str(tmp_path / "cache"))
+    ds = syn.transcripts(tmp_path / "cards", tmp_path / "data")
+    ds.card["split"]["folds"] = 4
+    ds.card["split"]["pooling"] = [2, 4]
+    ds.write_card()
+    data = ["--data-dir", str(tmp_path / "data")]
+    for k in ("2", "4"):
+        assert cli.main(["split", "--datasets", ds.name, "--k", k, *data]) == 0
+    assert cli.main(["split", "--datasets", ds.name, "--folds", *data]) == 0
+    results, board = tmp_path / "results", tmp_path / "LB.md"
+    args = ["run", "--datasets", ds.name, "--methods", "mean,bicubic", *data, "--no-progress"]
+    args += ["--results-dir", str(results), "--leaderboard", str(board), "--seeds", "0", "1"]
+    assert cli.main([*args, "--ladder"]) == 0
+    cells = {(r.dataset, r.method, r.seed) for r in read_records(results) if r.method != "ceiling"}
+    methods = ("mean", "bicubic")
+    folds = {(f"{ds.name}-f{i}", m, s) for i in range(4) for m in methods for s in (0, 1)}
+    rungs = {(d, m, 0) for d in (ds.name, f"{ds.name}-k4") for m in methods}
+    assert cells == folds | rungs  # the ladder at the first seed only
+    page = board.read_text()
+    assert f"## {ds.name} · k = 2 · 4 folds" in page and "## Pooling ladder" in page
+    assert f"## {ds.name} · k = 2 ·" not in page.replace(f"## {ds.name} · k = 2 · 4 folds", "")
+    assert f"## {ds.name}-k4" not in page  # a rung, not a section

@@ -71,6 +71,8 @@ def test_two_invocations_of_the_same_cells_compute_each_once(root, tmp_path):
         "counting,bicubic",
         "--datasets",
         "her2st",
+        "--folds",
+        "none",
     ]
     argv += ["--seeds", "0", "1", "2", "--data-dir", str(root), "--results-dir", str(results)]
     argv += ["--leaderboard", str(tmp_path / "LB.md"), "--no-progress"]
@@ -132,6 +134,7 @@ def test_repeated_seeds_are_one_cell(root, tmp_path):
     result = run_grid(
         RunConfig(
             datasets="her2st",
+            folds="none",
             methods="bicubic",
             seeds=(0, 0, 1, 0),
             data_dir=root,

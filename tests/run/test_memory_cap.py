@@ -20,7 +20,8 @@ from bench.run.resources import group_memory, machine_memory
 
 def _grid(root, out, *extra: str) -> list[str]:
     return [
-        "run", "--datasets", "her2st", "--preset", "quick", "--data-dir", str(root),
+        "run", "--datasets", "her2st", "--folds", "none", "--preset", "quick",
+        "--data-dir", str(root),
         "--results-dir", str(out / "results"), "--leaderboard", str(out / "LB.md"),
         "--no-progress", *extra,
     ]  # fmt: skip

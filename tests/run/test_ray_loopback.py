@@ -82,6 +82,7 @@ def test_the_deadline_holds_in_ray_tasks_and_stubs_reach_the_workers(
     result = run_grid(
         RunConfig(
             datasets="her2st",
+            folds="none",
             methods="bicubic,swallowing",
             executor="ray",
             timeout=15,  # room for a cold worker's imports and scoring on a loaded 2-core machine

@@ -35,6 +35,8 @@ def test_credentials_stay_out_of_stderr(tmp_path, capsys):
         "bicubic",
         "--datasets",
         "her2st",
+        "--folds",
+        "none",
         "--tracking-uri",
         uri,
         "--results-dir",
@@ -52,6 +54,7 @@ def test_credentials_stay_out_of_parameters_and_leaderboard(root, tmp_path, caps
     result = run_grid(
         RunConfig(
             datasets="her2st",
+            folds="none",
             methods="bicubic",
             data_dir=root,
             results_dir=tmp_path / "r",

@@ -43,6 +43,8 @@ def test_sigkill_at_a_random_moment_then_rerun_completes(root, tmp_path):
         METHODS,
         "--datasets",
         "her2st",
+        "--folds",
+        "none",
         "--preset",
         "quick",
     ]
@@ -130,6 +132,8 @@ def test_two_concurrent_runs_share_results_and_store(root, tmp_path):
             methods,
             "--datasets",
             "her2st",
+            "--folds",
+            "none",
             "--preset",
             "quick",
         ]

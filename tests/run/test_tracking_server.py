@@ -83,6 +83,8 @@ def test_runs_reach_the_server_and_read_back_over_rest(server, root, tmp_path, c
             "bicubic,mean",
             "--datasets",
             "her2st",
+            "--folds",
+            "none",
             "--data-dir",
             str(root),
             "--results-dir",
