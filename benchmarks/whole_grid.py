@@ -1,5 +1,6 @@
-"""The whole default grid: ``run --methods all --preset quick`` on every committed dataset, cold;
-or, with ``--project RESULTS``, a cost model of a page from records already measured.
+"""The whole default grid: ``run --methods all --preset quick`` (every fold of every committed
+dataset, ``--seeds S``, ``--jobs J``), cold; or, with ``--project RESULTS``, a cost model of a page
+from records already measured.
 
 Cost model (``--project RESULTS --folds F --seeds S --jobs J --draws K``): each measured cell
 costs ``c = fit_s + score_s + predict_s * r``, where ``r = K / K_recorded`` for a sampler (its
@@ -21,12 +22,12 @@ counts, never a score.
 
 Calls the library entry point (``bench.run_grid(RunConfig(...))``, what ``python -m bench run``
 calls) with a fresh results folder and a fresh split cache, and prints its wall time and peak
-resident memory (this process and any cell processes, the largest) against issue 14's budget of
-20 minutes and 4 GiB on 2 CPU cores, and each cell's fit and predict seconds, most expensive first,
-with its share of the cells' total, so what to cut is visible. The grid it runs scores the test
-regions, as the page does; this script reports cost only and chooses nothing from the scores.
-Usage: ``python benchmarks/whole_grid.py [--datasets all] [--data-dir D]``. Measure on an
-otherwise idle machine.
+resident memory (this process and any cell processes, the largest) against the performance issue's
+budget for the folded page, 90 minutes and 4 GiB on 2 CPU cores with ``--jobs 2``, and each cell's
+fit and predict seconds, most expensive first, with its share of the cells' total, so what to cut
+is visible. The grid it runs scores the test regions, as the page does; this script reports cost
+only and chooses nothing from the scores. Usage: ``python benchmarks/whole_grid.py [--datasets all]
+[--seeds S] [--jobs J] [--data-dir D]``. Measure on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ import argparse
 import os
 import platform
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-BUDGET_MIN = 20
+BUDGET_MIN = 90
 BUDGET_GIB = 4.0
 
 
@@ -88,6 +90,7 @@ def project(
     # per (task, method): per measured seed, each cell's cost; and how many seeds it runs at
     per: dict[tuple[str, str], list[list[float]]] = {}
     runs: dict[tuple[str, str], int] = {}
+    validation: dict[tuple[str, str], list[float]] = {}  # seconds of validation scoring per fit
     shares: dict[str, list[float]] = {}
     ladders = {
         r.dataset.rsplit("-k", 1)[0] for r in read_records(results) if r.dataset not in known
@@ -107,6 +110,10 @@ def project(
         costs = [cell_cost(rec.timings, draws, k, share) for share in shares[rec.dataset]]
         per.setdefault((rec.dataset, rec.method), []).append(costs)
         runs[(rec.dataset, rec.method)] = seeds
+        if "validation_s" in rec.timings:
+            validation.setdefault((rec.dataset, rec.method), []).append(
+                rec.timings["validation_s"]
+            )
         if folds == "all" and rec.dataset in ladders:  # the ladder's own-k point
             key = (f"{rec.dataset} (ladder)", rec.method)
             per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
@@ -125,6 +132,12 @@ def project(
             f"{sum(cost) * runs[key] / total:6.1%}"
         )
     ladder = sum(sum(c) * runs[key] for key, c in mean.items() if key[0] not in known)
+    scoring = sum(statistics.mean(v) * len(mean[key]) * runs[key] for key, v in validation.items())
+    if scoring:
+        print(
+            f"validation scoring during fits (records with timings['validation_s']): "
+            f"{scoring / 60:.1f} cell-minutes, {scoring / total:.1%} of the total"
+        )
     wall = schedule(cells, jobs)
     print(
         f"projected page: {len(cells)} cells, {total / 60:.1f} cell-minutes (the ladder "
@@ -143,11 +156,13 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--ladder-seeds", type=int, default=1, help="seeds of the ladder's cells")
-    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=None, help="cells at a time (default: auto)")
     parser.add_argument("--draws", type=int, default=None, help="K per sampler cell")
     args = parser.parse_args()
     if args.project is not None:
-        project(args.project, args.folds, args.seeds, args.jobs, args.draws, args.ladder_seeds)
+        project(
+            args.project, args.folds, args.seeds, args.jobs or 1, args.draws, args.ladder_seeds
+        )
         return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -159,6 +174,8 @@ def main() -> None:
             methods="all",
             datasets=args.datasets,
             preset="quick",
+            seeds=tuple(range(args.seeds)),
+            jobs=args.jobs,
             data_dir=args.data_dir,
             results_dir=out / "results",
             leaderboard=out / "LB.md",

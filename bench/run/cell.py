@@ -257,6 +257,8 @@ def run_cell(
             timings["fit_s"] = t.seconds + method.resumed_fit_s  # the whole fit when resumed
             if method.resumed_fit_s:
                 timings["fit_resumed_s"] = method.resumed_fit_s
+            if watcher.seconds:  # validation scoring, part of fit_s
+                timings["validation_s"] = watcher.seconds
             inputs = split.truth.targets(split.test) if method.needs_target else split.test
             n, g, (h, w) = len(inputs), len(split.genes), inputs[0].hr_shape
             with Timer() as t:

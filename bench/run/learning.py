@@ -10,7 +10,8 @@ it a :class:`Watcher`, which
   training regions, held out of every fit, never a test region) every ``EVAL_EVERY`` = 1/40 of
   the step budget (``CHECKPOINTS``, which hold 25/50/75/100%): PCC and RMSE, and CRPS for
   samplers (``VAL_DRAWS`` draws, seed 0), with the mean training loss since the previous
-  checkpoint. Scoring there costs prediction time, counted in the fit time; the method's
+  checkpoint. Scoring there costs prediction time, counted in the fit time (and in
+  :attr:`Watcher.seconds`, which the record keeps as ``timings["validation_s"]``); the method's
   training draws do not change (its predictions draw from their own generators);
 - stops training early and keeps the best state (below).
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -138,6 +140,7 @@ class Watcher:
         self._losses: list[float] = []
         self._scoring = False
         self._steps: tuple[int, set[int]] = (-1, set())  # (total, its checkpoint steps)
+        self.seconds = 0.0  # wall time spent scoring validation
 
     def __call__(self, phase: str, step: int, total: int, loss: float | None) -> bool:
         """Show the step; for "train", score validation at a checkpoint and return the stop
@@ -221,6 +224,7 @@ class Watcher:
         hr, mask = stack(self.validation, "hr"), stack(self.validation, "hr_mask")
         inputs = [s.without_target() for s in self.validation]
         self._scoring = True
+        start = time.perf_counter()
         try:
             if self.method.stochastic:
                 draws = np.asarray(self.method.sample(inputs, VAL_DRAWS, 0), dtype=np.float64)
@@ -231,6 +235,7 @@ class Watcher:
                 point = np.asarray(self.method.predict(inputs), dtype=np.float64)
         finally:
             self._scoring = False
+            self.seconds += time.perf_counter() - start
         c = self.curve
         c.step.append(step)
         c.loss.append(float(np.mean(self._losses)) if self._losses else None)

@@ -251,6 +251,8 @@ def test_the_cell_restores_the_best_step_and_records_it(her2st, register_method)
     assert c.best_step == peak and c.stopped_at == stop_step(peak)
     assert c.restored and not c.improving and record.converged is True
     assert extras["pred"][0, 0, 0, 0] == peak  # the test predictions are step s*'s
+    # the validation scoring's wall time is kept, as part of the fit's
+    assert 0 < record.timings["validation_s"] <= record.timings["fit_s"]
     back = Record.from_json(record.to_json()).curve
     assert (back.best_step, back.stopped_at, back.restored) == (peak, c.stopped_at, True)
 
