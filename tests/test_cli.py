@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def main_job(tmp_path_factory, root):
-    """The README's main job (``run --methods all``) on her2st into a temporary results dir."""
+    """The README's main job (``run --methods all``) on her2st's single split (``--folds none``;
+    the folds are tests/run/test_folds_grid.py's) into a temporary results dir."""
     out = tmp_path_factory.mktemp("main")
     argv = [
         "run",
