@@ -9,7 +9,7 @@ method. Each returns one scalar per prediction (the mean the headline takes, or 
 - ``alt_pcc_pooled``: PCC per gene over the scored positions of all regions pooled (one map per
   gene, the regions side by side), mean over genes.
 - ``alt_pcc_linear``: PCC per (region, gene) on the linear scale ``expm1(x)`` (normalised counts
-  instead of their log), scored positions, mean.
+  instead of their log), scored positions (``expm1`` is taken there only), mean.
 - ``alt_ssim_uniform7``: SSIM with scikit-image's default 7 x 7 uniform window (instead of the
   11 x 11 Gaussian, sigma 1.5) on the same ``u = clip(x / r_g, 0, 1)`` maps, zero outside the
   scored positions, the SSIM map averaged over them.
@@ -74,7 +74,15 @@ def alternatives(
     pooled = metrics.pcc(
         side_by_side(pred), side_by_side(hr), scored.reshape(1, n * h, w), device=device
     )
-    linear = metrics.pcc(np.expm1(pred), np.expm1(hr), scored, device=device)
+    # expm1 of the scored positions only: a finite prediction outside them (a method may
+    # extrapolate there, unscored) must not overflow into the score
+    inside = np.asarray(scored, dtype=bool)[:, None]
+    linear = metrics.pcc(
+        np.expm1(np.where(inside, pred, 0.0)),
+        np.expm1(np.where(inside, hr, 0.0)),
+        scored,
+        device=device,
+    )
     ssim7 = _ssim_uniform7(pred, hr, np.asarray(scored, dtype=bool), np.asarray(data_range))
     return {
         "alt_pcc_noqc": _mean(metrics.pcc(pred, hr, tissue, device=device)),
