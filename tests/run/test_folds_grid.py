@@ -83,12 +83,19 @@ def test_a_bad_fold_selection_is_one_line_and_writes_nothing(folded, tmp_path, c
     assert not (tmp_path / "results").exists()
 
 
-def test_a_dataset_without_fold_files_names_the_command(tmp_path, monkeypatch, capsys) -> None:
+@pytest.fixture()
+def unfolded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[syn.Dataset, list[str]]:
+    """A dataset with its single split and no fold files; and its data arguments."""
     monkeypatch.setenv("STSR_DATASETS_DIR", str(tmp_path / "cards"))
     monkeypatch.setenv("STSR_CACHE_DIR", str(tmp_path / "cache"))
     ds = syn.transcripts(tmp_path / "cards", tmp_path / "data")
     data = ["--data-dir", str(tmp_path / "data")]
     assert cli.main(["split", "--datasets", ds.name, *data]) == 0
+    return ds, data
+
+
+def test_a_dataset_without_fold_files_names_the_command(unfolded, tmp_path, capsys) -> None:
+    ds, data = unfolded
     args = ["run", "--datasets", ds.name, "--methods", "mean", *data, "--folds", "0,1"]
     status = cli.main([*args, "--results-dir", str(tmp_path / "results"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -98,12 +105,8 @@ def test_a_dataset_without_fold_files_names_the_command(tmp_path, monkeypatch, c
 
 
 @pytest.mark.parametrize("folds", [None, "all"])
-def test_without_fold_files_all_runs_the_single_split(tmp_path, monkeypatch, folds) -> None:
-    monkeypatch.setenv("STSR_DATASETS_DIR", str(tmp_path / "cards"))
-    monkeypatch.setenv("STSR_CACHE_DIR", str(tmp_path / "cache"))
-    ds = syn.transcripts(tmp_path / "cards", tmp_path / "data")
-    data = ["--data-dir", str(tmp_path / "data")]
-    assert cli.main(["split", "--datasets", ds.name, *data]) == 0
+def test_without_fold_files_all_runs_the_single_split(unfolded, tmp_path, folds) -> None:
+    ds, data = unfolded
     args = ["run", "--datasets", ds.name, "--methods", "mean", *data, "--no-progress"]
     args += ["--results-dir", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "LB")]
     assert cli.main(args + ([] if folds is None else ["--folds", folds])) == 0
