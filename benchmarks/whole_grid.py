@@ -92,10 +92,9 @@ def project(
     runs: dict[tuple[str, str], int] = {}
     validation: dict[tuple[str, str], list[float]] = {}  # seconds of validation scoring per fit
     shares: dict[str, list[float]] = {}
-    ladders = {
-        r.dataset.rsplit("-k", 1)[0] for r in read_records(results) if r.dataset not in known
-    }
-    for rec in read_records(results):
+    records = read_records(results)
+    ladders = {r.dataset.rsplit("-k", 1)[0] for r in records if r.dataset not in known}
+    for rec in records:
         if rec.status != "ok" or rec.split.fold is not None:
             continue
         asked = rec.params.get("draws")  # a number, or "auto" (then the record's draws_used)
