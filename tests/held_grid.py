@@ -5,12 +5,14 @@ that interrupt a grid or kill one of its workers (``tests/run/test_interrupt.py`
 :func:`prepare` makes a small synthetic legacy-ST dataset and its split under ``tmp``;
 :func:`argv` is a ``bench run`` command on it, through a driver script that registers the stubs
 ``sleepy`` (:class:`stub_methods.Sleepy`: writes its pid to ``tmp/cell.pid``, then waits while
-``tmp/hold`` exists) and ``reporting``; :func:`held_pid` waits for the held cell to start.
+``tmp/hold`` exists) and ``reporting``; :func:`held_pid` waits for the held cell to start;
+:func:`ended` waits for the driver to exit and shows its threads' stacks when it does not.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,7 +44,8 @@ def argv(tmp: Path, *options: str) -> list[str]:
     page under ``tmp``."""
     script = tmp / "driver.py"
     script.write_text(
-        "import sys\n"
+        "import faulthandler, signal, sys\n"
+        "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
         f"sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]\n"
         "from methods.registry import register\n"
         "register('sleepy', 'stub_methods', 'Sleepy')\n"
@@ -66,6 +69,21 @@ def held_pid(tmp: Path, driver: subprocess.Popen, seconds: float = 240) -> int:
         assert time.monotonic() < deadline, "the held cell never started"
         time.sleep(0.1)
     return int(pid_file.read_text())
+
+
+def ended(driver: subprocess.Popen, seconds: float) -> str:
+    """The driver's stderr once it exits within ``seconds``; else a test failure that shows
+    where every thread of the driver was (the driver script dumps them on SIGUSR1)."""
+    try:
+        return driver.communicate(timeout=seconds)[1]
+    except subprocess.TimeoutExpired:
+        driver.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        driver.kill()
+        err = driver.communicate()[1]
+        raise AssertionError(
+            f"the driver had not exited after {seconds} s:\n{err[-6000:]}"
+        ) from None
 
 
 def runs(results: Path) -> list:

@@ -42,7 +42,7 @@ def test_interrupt_stops_cleanly_and_the_rerun_completes(tmp_path: Path, signum:
     )
     cell = grid.held_pid(tmp_path, driver)
     driver.send_signal(signum)
-    _, err = driver.communicate(timeout=60)
+    err = grid.ended(driver, 60)
 
     assert driver.returncode == 128 + signum, err[-2000:]
     lines = [x for x in err.splitlines() if x.strip() and " INFO mlflow." not in x]

@@ -42,7 +42,7 @@ def test_a_killed_ray_worker_fails_its_cell_and_the_grid_goes_on(tmp_path: Path)
     worker = _ray_worker(grid.held_pid(tmp_path, driver))
     worker.send_signal(signal.SIGKILL)
     (tmp_path / "hold").unlink()  # a retry (if Ray made one) would finish; none is expected
-    _, err = driver.communicate(timeout=240)  # no hang
+    err = grid.ended(driver, 240)  # no hang
 
     assert driver.returncode == 1, err[-2000:]  # one failed cell
     records = {r.method: r for r in read_records(results) if r.method != "ceiling"}
