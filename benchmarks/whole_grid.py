@@ -2,32 +2,34 @@
 dataset, ``--seeds S``, ``--jobs J``), cold; or, with ``--project RESULTS``, a cost model of a page
 from records already measured.
 
-Cost model (``--project RESULTS --folds F --seeds S --jobs J --draws K``): each measured cell
-costs ``c = fit_s + score_s + predict_s * r``, where ``r = K / K_recorded`` for a sampler (its
-prediction time is its draws' time; ``K_recorded`` is its ``draws_used``, else a fixed
-``--draws``) and 1 otherwise, means over the measured seeds. ``--folds all`` reads each dataset's
-committed fold files (at the measured split's k): a fold's cell fits as long as the measured one
-(the step budget does not depend on the number of training regions) and predicts in proportion
-to its test regions, ``predict_s * n_fold / n_split``, so the folds together predict every region
-once; ``--folds F`` (a number) instead counts F copies of the measured cell. The page runs that
-per seed (``--seeds S``). The pooling ladder (records of a dataset's other-k tasks,
-``<dataset>-k<k>``) is a single split at each k, at ``--ladder-seeds L`` seeds (default 1): its
-cells count as measured, and when the ranked sections are folded the ladder also needs the
-dataset's single split at its own k (the measured default-k cells, once per ladder seed). Its
-wall time on ``J`` workers is estimated by
-longest-processing-time-first list scheduling of all cells (never below the total divided by
-``J`` nor the longest cell). Printed: each (dataset, method)'s share of the total and the
-projected wall time. The projection reads the records' timings and the fold files' test-region
-counts, never a score.
+Cost model (``--project RESULTS --folds F --seeds S --jobs J --draws K``): each measured cell costs
+``c = fit_s + score_s + predict_s * r``, where ``r = K / K_recorded`` for a sampler (its prediction
+time is its draws' time; ``K_recorded`` is its ``draws_used``, else a fixed ``--draws``) and 1
+otherwise, means over the measured seeds. ``--folds all`` reads each dataset's committed fold files
+(at the measured split's k): a fold's cell fits as long as the measured one (the step budget does
+not depend on the number of training regions) and predicts in proportion to its test regions,
+``predict_s * n_fold / n_split``, so the folds together predict every region once; ``--folds F`` (a
+number) instead counts F copies of the measured cell. Records of folds (a folded page's) are
+measured cells themselves and count as they are, whatever ``--folds``. The page runs that per seed
+(``--seeds S``). The pooling ladder (records of a dataset's other-k tasks, ``<dataset>-k<k>``) is a
+single split at each k, at ``--ladder-seeds L`` seeds (default 1): its cells count as measured, and
+when the ranked sections are folded the ladder also needs the dataset's single split at its own k
+(its measured single-split cells where the folds were measured, else the default-k cells projected
+into folds, once per ladder seed). Its wall time on ``J`` workers is estimated by
+longest-processing-time-first list scheduling of all cells (never below the total divided by ``J``
+nor the longest cell). Printed: each (dataset, method)'s share of the total and the projected wall
+time. The projection reads the records' timings and the fold files' test-region counts, never a
+score.
 
-Calls the library entry point (``bench.run_grid(RunConfig(...))``, what ``python -m bench run``
-calls) with a fresh results folder and a fresh split cache, and prints its wall time and peak
-resident memory (this process and any cell processes, the largest) against the performance issue's
-budget for the folded page, 90 minutes and 4 GiB on 2 CPU cores with ``--jobs 2``, and each cell's
-fit and predict seconds, most expensive first, with its share of the cells' total, so what to cut
-is visible. The grid it runs scores the test regions, as the page does; this script reports cost
-only and chooses nothing from the scores. Usage: ``python benchmarks/whole_grid.py [--datasets all]
-[--seeds S] [--jobs J] [--data-dir D]``. Measure on an otherwise idle machine.
+Without ``--project``: calls the library entry point (``bench.run_grid(RunConfig(...))``, what
+``python -m bench run`` calls; ``--ladder`` adds the pooling ladder, as the page does) with a fresh
+results folder and a fresh split cache, and prints its wall time and peak resident memory (this
+process and any cell processes, the largest) against the performance issue's budget for the folded
+page, 90 minutes and 4 GiB on 2 CPU cores with ``--jobs 2``, and each cell's fit and predict
+seconds, most expensive first, with its share of the cells' total, so what to cut is visible. The
+grid it runs scores the test regions, as the page does; this script reports cost only and chooses
+nothing from the scores. Usage: ``python benchmarks/whole_grid.py [--datasets all] [--seeds S]
+[--jobs J] [--ladder] [--data-dir D]``. Measure on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def project(
     results: Path, folds: str, seeds: int, jobs: int, k: int | None, ladder_seeds: int = 1
 ) -> None:
     """Print the cost model of the module docstring for the records under ``results``."""
+    from bench.board.folds import fold_of
     from bench.data import cards
     from bench.run.records import read_records
 
@@ -92,15 +95,33 @@ def project(
     runs: dict[tuple[str, str], int] = {}
     validation: dict[tuple[str, str], list[float]] = {}  # seconds of validation scoring per fit
     shares: dict[str, list[float]] = {}
-    records = read_records(results)
-    ladders = {r.dataset.rsplit("-k", 1)[0] for r in records if r.dataset not in known}
+    records = [r for r in read_records(results) if r.status == "ok"]
+    bases = {id(r): found for r in records if (found := fold_of(r)) is not None}
+    ladders = {
+        r.dataset.rsplit("-k", 1)[0]
+        for r in records
+        if r.dataset not in known and id(r) not in bases
+    }
+    folded = {found[0] for found in bases.values()}
+    # measured folds: per (dataset, method), per seed, per fold index, the cell's cost
+    measured: dict[tuple[str, str], dict[int, dict[int, float]]] = {}
     for rec in records:
-        if rec.status != "ok" or rec.split.fold is not None:
-            continue
         asked = rec.params.get("draws")  # a number, or "auto" (then the record's draws_used)
         draws = rec.draws_used or (int(asked) if isinstance(asked, int | float) else None)
+        if id(rec) in bases:  # a measured fold: counted as it is
+            base, fold, _ = bases[id(rec)]
+            seeds_of = measured.setdefault((base, rec.method), {})
+            seeds_of.setdefault(rec.seed, {})[fold] = cell_cost(rec.timings, draws, k)
+            if "validation_s" in rec.timings:
+                validation.setdefault((base, rec.method), []).append(rec.timings["validation_s"])
+            continue
         if rec.dataset not in known:  # a ladder task: a single split at another k
             key = (rec.dataset, rec.method)
+            per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
+            runs[key] = ladder_seeds
+            continue
+        if rec.dataset in folded:  # the folds were measured: its single split is a ladder point
+            key = (f"{rec.dataset} (ladder)", rec.method)
             per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
             runs[key] = ladder_seeds
             continue
@@ -117,6 +138,9 @@ def project(
             key = (f"{rec.dataset} (ladder)", rec.method)
             per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
             runs[key] = ladder_seeds
+    for key, by_seed in measured.items():
+        per[key] = [[c for _, c in sorted(folds_of.items())] for folds_of in by_seed.values()]
+        runs[key] = seeds
     if not per:
         raise SystemExit(f"{results}: no finished records to project from; run a grid first")
     # per (task, method): each cell's cost, the mean over the measured seeds
@@ -131,6 +155,7 @@ def project(
             f"{sum(cost) * runs[key] / total:6.1%}"
         )
     ladder = sum(sum(c) * runs[key] for key, c in mean.items() if key[0] not in known)
+    validation = {key: v for key, v in validation.items() if key in mean}
     scoring = sum(statistics.mean(v) * len(mean[key]) * runs[key] for key, v in validation.items())
     if scoring:
         print(
@@ -157,6 +182,7 @@ def main() -> None:
     parser.add_argument("--ladder-seeds", type=int, default=1, help="seeds of the ladder's cells")
     parser.add_argument("--jobs", type=int, default=None, help="cells at a time (default: auto)")
     parser.add_argument("--draws", type=int, default=None, help="K per sampler cell")
+    parser.add_argument("--ladder", action="store_true", help="run the pooling ladder too")
     args = parser.parse_args()
     if args.project is not None:
         project(
@@ -174,6 +200,7 @@ def main() -> None:
             datasets=args.datasets,
             preset="quick",
             seeds=tuple(range(args.seeds)),
+            ladder=args.ladder,
             jobs=args.jobs,
             data_dir=args.data_dir,
             results_dir=out / "results",
