@@ -117,6 +117,7 @@ class DiffSTNet(nn.Module):
             self.distinct_img = nn.Sequential(nn.Conv2d(deep, half, 3, padding=1), nn.SiLU())
             self.distinct_lr = nn.Sequential(nn.Conv2d(deep, half, 3, padding=1), nn.SiLU())
         factor = 2 ** (len(mult) - 1)
+        self.lr_side = factor  # the LR encoder's downsampling: the smallest LR side it takes
         deep_hw = (int(hr_hw[0]) // factor, int(hr_hw[1]) // factor)
         self.modulation = AdaptiveModulation(half, deep_hw) if modulation else None
         self.inject = ConditionInjection(deep, 3 * half)
@@ -138,11 +139,9 @@ class DiffSTNet(nn.Module):
         """Shapes of one call; ``u`` conditioning inputs (None: one per x_t row)."""
         b, g = x_t.shape[:2]
         u = b if u is None else u
-        factor = check_xt(x_t, self.genes, self.channel_mult)
-        if lr.shape[:2] != (u, g) or min(lr.shape[-2:]) < factor:
-            raise ValueError(
-                f"lr must be (U={u}, G={g}, h, w) with h, w >= {factor}; got {tuple(lr.shape)}"
-            )
+        check_xt(x_t, self.genes, self.channel_mult)
+        if lr.ndim != 4 or lr.shape[:2] != (u, g) or min(lr.shape[-2:]) < 1:
+            raise ValueError(f"lr must be (U={u}, G={g}, h, w); got {tuple(lr.shape)}")
         if image.ndim != 4 or image.shape[:2] != (u, self.image_channels):
             raise ValueError(
                 f"image must be (U={u}, {self.image_channels}, Hi, Wi); got {tuple(image.shape)}"
@@ -175,6 +174,10 @@ class DiffSTNet(nn.Module):
             ``(B,)`` int64 timesteps.
         lr : Tensor
             ``(U, G, h, w)`` LR map, any size (odd included); ``lr_hw`` with the gene graph.
+            A side shorter than the LR encoder's downsampling (``lr_side``) is first repeated
+            by the smallest integer that reaches it (nearest upsampling: every LR value kept,
+            none mixed), since the encoder's skips are resized to the HR grid by nearest
+            anyway (a coarse pooling of small tiles gives such maps).
         image : Tensor
             ``(U, C_img, Hi, Wi)`` tissue-level image.
         tiles : Tensor
@@ -240,6 +243,9 @@ class DiffSTNet(nn.Module):
         ``(U, 3 C/2, *deep)`` (common, distinct image, distinct LR) and the disentangling loss."""
         if self.gene_graph is not None:
             lr = self.gene_graph(lr)
+        short = min(lr.shape[-2:])
+        if short < self.lr_side:
+            lr = F.interpolate(lr, scale_factor=-(-self.lr_side // short), mode="nearest")
         lr_skips, lr_deep = self.lr_encoder(lr, emb)
         img_skips, img_deep = self.image_encoder(image, emb)
         skips = [

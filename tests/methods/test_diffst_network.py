@@ -281,6 +281,25 @@ def test_network_one_channel_image_odd_lr_and_other_image_size():
     assert out.shape == (B, 2 * G, H, H)
 
 
+def test_an_lr_map_smaller_than_the_encoder_takes_is_repeated_up_to_it():
+    batch = make_batch()
+    batch["lr"] = batch["lr"][..., :3, :6]  # shorter than the encoder's downsampling (lr_side)
+    repeated = batch["lr"].repeat_interleave(2, -2).repeat_interleave(2, -1)  # every value 2 x 2
+    with torch.no_grad():
+        net = make_net(lr_hw=(3, 6))  # with the gene graph (built on the 3 x 6 map)
+        assert min(batch["lr"].shape[-2:]) < net.lr_side
+        randomise_zero_params(net)
+        out, _ = net(**batch)
+        other, _ = net(**{**batch, "lr": batch["lr"] + 0.5})
+        plain = make_net(graph=False)  # no graph: the repeated map is a valid input too
+        randomise_zero_params(plain)
+        small, _ = plain(**batch)
+        big, _ = plain(**{**batch, "lr": repeated})
+    assert out.shape == (B, 2 * G, H, H) and torch.isfinite(out).all()
+    assert not torch.allclose(out, other)  # the LR map still conditions the output
+    torch.testing.assert_close(small, big)  # nearest repetition: nothing mixed, nothing lost
+
+
 def test_network_bad_sizes_and_missing_graph():
     net = DiffSTNet(genes=G, image_channels=3, channels=C, lr_hw=(LR, LR), hr_hw=(H, H), tile_px=P)
     with pytest.raises(RuntimeError, match="set_adjacency"):
