@@ -43,7 +43,7 @@ from bench.errors import BenchError, redact
 from bench.files import FileLock
 from bench.run.records import DAMAGED, SCHEMA, Record, read_record, record_paths
 
-__all__ = ["Problem", "Report", "verify"]
+__all__ = ["Problem", "Report", "verify", "without_figure_links"]
 
 REL_TOL = 1e-9  # metrics in the store against the record's
 MAX_PAGE_PROBLEMS = 20  # page lines listed one by one; the rest counted in one line
@@ -349,16 +349,17 @@ def _command(lines: list[str]) -> str | None:
     return "\n".join(lines[opening + 1 : closing])
 
 
-def _without_figure_links(lines: list[str]) -> list[str]:
-    """The page less its ``Figures: ...`` lines (and the blank line after each): ``render``
-    draws no figures, ``write`` links those it drew."""
+def without_figure_links(lines: list[str]) -> list[str]:
+    """The page less its figure links, ``Figures: ...`` lines and inline images (``![...](...)``,
+    the pooling ladder's), each with the blank line after it: ``render`` draws no figures,
+    ``write`` links those it drew."""
     out: list[str] = []
     skip = False
     for line in lines:
         if skip and line == "":
             skip = False
             continue
-        skip = line.startswith("Figures: ")
+        skip = line.startswith(("Figures: ", "!["))
         if not skip:
             out.append(line)
     return out
@@ -464,7 +465,7 @@ def _check_page(path: Path, records: list[Record], unread: int, report: Report) 
         )
         return
     mine = _sections(render(records, command).splitlines())
-    theirs = _sections(_without_figure_links(page))
+    theirs = _sections(without_figure_links(page))
     found: list[Problem] = []
     for name in theirs:
         if name not in mine:

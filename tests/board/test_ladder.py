@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.board import ladder, page
+from bench.board.verify import without_figure_links
 from bench.run.records import PerGene, Record, SplitRef
 
 COMMAND = "python -m bench run --methods all"
@@ -106,6 +107,14 @@ def test_ladder_figure_is_written_and_linked(tmp_path) -> None:
     lines, drawn = ladder.section([lad], tmp_path, "figures")
     assert drawn == [tmp_path / "syn-ladder.png"]
     assert "![syn pooling ladder](figures/syn-ladder.png)" in lines
+
+
+def test_bench_verify_reads_a_drawn_ladder_as_the_rendered_one(tmp_path) -> None:
+    (lad,) = ladder.take(_records())[1]
+    drawn, _ = ladder.section([lad], tmp_path, "figures")  # as write() puts it on the page
+    rendered, _ = ladder.section([lad], None, "figures")  # as render() gives it to verify
+    assert drawn != rendered
+    assert without_figure_links(drawn) == rendered
 
 
 def test_a_folded_dataset_keeps_its_single_split_for_the_ladder_only() -> None:
