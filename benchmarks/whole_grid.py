@@ -105,6 +105,12 @@ def project(
     folded = {found[0] for found in bases.values()}
     # measured folds: per (dataset, method), per seed, per fold index, the cell's cost
     measured: dict[tuple[str, str], dict[int, dict[int, float]]] = {}
+
+    def count(key: tuple[str, str], costs: list[float], times: int) -> None:
+        """One measured seed of ``key``'s cells, run ``times`` times on the page."""
+        per.setdefault(key, []).append(costs)
+        runs[key] = times
+
     for rec in records:
         asked = rec.params.get("draws")  # a number, or "auto" (then the record's draws_used)
         draws = rec.draws_used or (int(asked) if isinstance(asked, int | float) else None)
@@ -116,28 +122,22 @@ def project(
                 validation.setdefault((base, rec.method), []).append(rec.timings["validation_s"])
             continue
         if rec.dataset not in known:  # a ladder task: a single split at another k
-            key = (rec.dataset, rec.method)
-            per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
-            runs[key] = ladder_seeds
+            count((rec.dataset, rec.method), [cell_cost(rec.timings, draws, k)], ladder_seeds)
             continue
+        ladder_point = (f"{rec.dataset} (ladder)", rec.method)
         if rec.dataset in folded:  # the folds were measured: its single split is a ladder point
-            key = (f"{rec.dataset} (ladder)", rec.method)
-            per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
-            runs[key] = ladder_seeds
+            count(ladder_point, [cell_cost(rec.timings, draws, k)], ladder_seeds)
             continue
         if rec.dataset not in shares:
             shares[rec.dataset] = fold_shares(rec.dataset, rec.split.k, len(rec.split.test), folds)
         costs = [cell_cost(rec.timings, draws, k, share) for share in shares[rec.dataset]]
-        per.setdefault((rec.dataset, rec.method), []).append(costs)
-        runs[(rec.dataset, rec.method)] = seeds
+        count((rec.dataset, rec.method), costs, seeds)
         if "validation_s" in rec.timings:
             validation.setdefault((rec.dataset, rec.method), []).append(
                 rec.timings["validation_s"]
             )
         if folds == "all" and rec.dataset in ladders:  # the ladder's own-k point
-            key = (f"{rec.dataset} (ladder)", rec.method)
-            per.setdefault(key, []).append([cell_cost(rec.timings, draws, k)])
-            runs[key] = ladder_seeds
+            count(ladder_point, [cell_cost(rec.timings, draws, k)], ladder_seeds)
     for key, by_seed in measured.items():
         per[key] = [[c for _, c in sorted(folds_of.items())] for folds_of in by_seed.values()]
         runs[key] = seeds
