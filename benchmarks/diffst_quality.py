@@ -12,7 +12,7 @@ so nothing is chosen on them) in one batched call, with the same seed, and print
   schedule arithmetic, noise, conditioning reuse);
 - PCC of the K-draw mean, CRPS and spread-skill of the K draws (bench.scoring.metrics,
   bench.scoring.diversity);
-- against the reference, 20 DDPM steps (the presets' sampler): the PCC and spread-skill
+- against the reference, 20 DDPM steps (the release's sampler): the PCC and spread-skill
   differences, whether they are within the performance issue's tolerances (0.005 PCC, 0.05
   spread-skill) and the time ratio (reference / this; > 1: cheaper).
 
