@@ -58,3 +58,19 @@ def test_ray_executor_matches_local(root, tmp_path):
         runs = client.search_runs([exp.experiment_id], max_results=100)
         children = [r for r in runs if "record_id" in r.data.tags]  # the ceiling row has none
         assert len(children) == 8 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_the_grid_starts_the_samplers_cells_first_in_their_given_order() -> None:
+    """Longest cells first: the samplers' (stochastic) before the rest, each group kept in the
+    order the plan built it, so workers end on short cells."""
+    from bench.grid.plan import Cell, samplers_first
+
+    cells = [Cell("a", "bicubic", 0), Cell("a", "diffst", 0), Cell("b", "mean", 0)]
+    cells += [Cell("b", "sr3", 0), Cell("a", "unet", 1)]
+    assert samplers_first(cells) == [
+        Cell("a", "diffst", 0),
+        Cell("b", "sr3", 0),
+        Cell("a", "bicubic", 0),
+        Cell("b", "mean", 0),
+        Cell("a", "unet", 1),
+    ]
