@@ -28,8 +28,10 @@ process and any cell processes, the largest) against the performance issue's bud
 page, 90 minutes and 4 GiB on 2 CPU cores with ``--jobs 2``, and each cell's fit and predict
 seconds, most expensive first, with its share of the cells' total, so what to cut is visible. The
 grid it runs scores the test regions, as the page does; this script reports cost only and chooses
-nothing from the scores. Usage: ``python benchmarks/whole_grid.py [--datasets all] [--seeds S]
-[--jobs J] [--ladder] [--data-dir D]``. Measure on an otherwise idle machine.
+nothing from the scores; ``--results DIR`` (a new or empty folder) keeps its results, so that
+``python -m bench run`` with the page's command renders the page from them without running a
+cell again. Usage: ``python benchmarks/whole_grid.py [--datasets all] [--seeds S] [--jobs J]
+[--ladder] [--results DIR] [--data-dir D]``. Measure on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -183,7 +185,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=None, help="cells at a time (default: auto)")
     parser.add_argument("--draws", type=int, default=None, help="K per sampler cell")
     parser.add_argument("--ladder", action="store_true", help="run the pooling ladder too")
+    parser.add_argument(
+        "--results", type=Path, help="keep the grid's results here (new or empty; default: none)"
+    )
     args = parser.parse_args()
+    if args.results is not None and args.results.exists() and any(args.results.iterdir()):
+        parser.error(
+            f"--results {args.results} is not empty; the grid is timed cold, name a new folder"
+        )
     if args.project is not None:
         project(
             args.project, args.folds, args.seeds, args.jobs or 1, args.draws, args.ladder_seeds
@@ -203,7 +212,7 @@ def main() -> None:
             ladder=args.ladder,
             jobs=args.jobs,
             data_dir=args.data_dir,
-            results_dir=out / "results",
+            results_dir=args.results or out / "results",
             leaderboard=out / "LB.md",
             progress=False,
             command="python benchmarks/whole_grid.py",
