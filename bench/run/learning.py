@@ -19,9 +19,12 @@ it a :class:`Watcher`, which
 one (:meth:`methods.contract.Method.snapshot`), a copy of its state at that step. After
 ``PATIENCE`` = 10 evaluations in a row (a quarter of the budget) that have not raised the
 validation PCC by at least ``MIN_DELTA`` = ``MIN_GAIN`` = 0.01 above its value at the last
-evaluation that did, and not before ``WARM_UP`` = half of the budget has been trained, the
-watcher answers the method's next "train" report with True, a stop request (its loop ends; one
-that ignores it trains on, and is scored on, to its budget). The best state is chosen among all
+evaluation that did, not before ``WARM_UP`` = half of the budget has been trained, and not while
+the curve is rising (the convergence rule below does not hold at this step: the last quarter
+gained ``MIN_GAIN``; a diffusion model's first score, before it has learned anything, can be
+its best for longer than ``PATIENCE`` while it climbs back), the watcher answers the method's
+next "train" report with True, a stop request (its loop ends; one that ignores it trains on, and
+is scored on, to its budget). The best state is chosen among all
 evaluations, warm-up included. The runner then restores the best snapshot
 (:meth:`~methods.contract.Method.restore`) before the test predictions. The curve records
 ``stopped_at`` (the last step trained), ``best_step`` (the step of the best validation PCC; the
@@ -32,13 +35,14 @@ the full budget, i.e. the method was still improving at its maximum.
 its validation PCC at the end of training is less than ``MIN_GAIN`` = 0.01 above its validation
 PCC a quarter of the budget earlier (at 75% of the budget when it trained to the end: the last
 quarter bought less than 0.01; a fall counts as converged too: more steps would not help). A fit
-that early stopping ended has converged by this rule (its last quarter gained less than
-``MIN_DELTA``). No verdict (None) without both points, e.g. without validation regions or for a
-fit resumed less than a quarter of the budget before its end.
+that early stopping ended has converged by this rule (the stop waits for the rule to hold). No
+verdict (None) without both points, e.g. without validation regions or for a fit resumed less
+than a quarter of the budget before its end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -217,7 +221,11 @@ class Watcher:
             self._reference, self._waited = pcc, 0
         else:
             self._waited += 1
-        if self._waited >= PATIENCE and WARM_UP * c.total <= step < c.total:
+        if (
+            self._waited >= PATIENCE
+            and WARM_UP * c.total <= step < c.total
+            and converged(dataclasses.replace(c, stopped_at=step)) is not False
+        ):
             self.stop = True
 
     def _score(self, step: int) -> None:

@@ -418,3 +418,19 @@ def test_the_page_shows_the_chosen_step_beside_the_verdict():
     assert table["rising"][5:7] == ["1000", "1000; still improving at max (seed 0)"]
     assert table["plugin"][6] == "300 (not restored)"  # it predicts with its last state
     assert table["old"][5:7] == ["–", "–"]  # a curve recorded before early stopping
+
+
+def test_no_stop_while_the_curve_climbs_back_towards_an_untrained_first_score():
+    """The first score is the best for longer than PATIENCE and past the warm-up, but the curve
+    is rising there (its last quarter gained MIN_DELTA): training goes on to the real peak.
+    (Xenium's samplers on the page: best at their first score, stopped at the warm-up's end while
+    rising; docs/decisions.md, "Early stopping on validation".)"""
+    peak = 380
+    method = Dipping(truth=truth(), peak=peak)
+    watcher = watched(method)
+    c = watcher.curve
+    at_half = c.step.index(HALF)
+    assert max(c.pcc[: at_half + 1]) == c.pcc[0]  # the first score still the best at HALF
+    assert c.pcc[at_half] - c.pcc[at_half - PATIENCE] >= MIN_DELTA  # ... and rising there
+    assert c.stopped_at == TOTAL and c.best_step == peak and c.pcc[-1] < max(c.pcc)
+    assert watcher.restore_best() and method.weights == peak
