@@ -86,7 +86,7 @@ def local(
         return
     import dataclasses
     import queue
-    from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     lines: queue.Queue[int] = queue.Queue()  # one progress line per running cell
     for line in range(1, jobs + 1):
@@ -101,10 +101,17 @@ def local(
             lines.put(line)
 
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cell") as pool:
-        futures = {pool.submit(one, c): c for c in cells}
-        try:
-            for future in as_completed(futures):
-                yield (futures[future], *future.result())
+        futures: dict = {}
+        try:  # from the first submit: an interrupt then ends the cells already started
+            futures.update((pool.submit(one, c), c) for c in cells)
+            # a timed wait, not as_completed's untimed one: a SIGINT that the kernel delivers to
+            # a worker thread only sets Python's flag, and the main thread runs its handler
+            # (KeyboardInterrupt) only once it wakes, which an untimed wait does when a cell ends
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield (futures[future], *future.result())
         except BaseException:  # interrupted (or closed early): end the cells, let threads go
             for future in futures:
                 future.cancel()

@@ -74,3 +74,37 @@ def test_the_grid_starts_the_samplers_cells_first_in_their_given_order() -> None
         Cell("b", "mean", 0),
         Cell("a", "unet", 1),
     ]
+
+
+def test_an_interrupt_delivered_to_a_worker_thread_stops_the_parallel_grid_at_once(monkeypatch):
+    """The kernel may deliver a process-directed SIGINT to any thread; Python runs the handler
+    in the main thread only, so a main thread blocked in an untimed wait for the cells (the hang
+    the interrupt tests caught once in CI) would raise KeyboardInterrupt only when a cell ended.
+    Here each cell sends SIGINT to its own worker thread once the main thread waits, then runs
+    until it is killed (up to its own 30 s): the grid must raise within seconds, and end the
+    cells."""
+    import signal
+    import threading
+    import time
+
+    import pytest
+
+    from bench.run import executors
+    from bench.run.cell import RunOptions
+
+    killed = threading.Event()
+
+    def cell(split, method, seed, opts, workdir, isolate=False):
+        time.sleep(0.5)  # the main thread is waiting for the cells by now
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        killed.wait(30)
+        return None, {}
+
+    monkeypatch.setattr(executors, "run_bounded", cell)
+    monkeypatch.setattr(executors, "kill_running", killed.set)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        list(
+            executors.local([("d", "m", 0, "w"), ("d", "m", 1, "w")], {"d": None}, RunOptions(), 2)
+        )
+    assert time.monotonic() - start < 10 and killed.is_set()
