@@ -46,6 +46,9 @@ def argv(tmp: Path, *options: str) -> list[str]:
     script.write_text(
         "import faulthandler, signal, sys\n"
         "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+        # a terminal's foreground job takes Ctrl-C; a shell's background job (`make test &`, as
+        # a CI script may run) starts with SIGINT ignored, and the driver would inherit that
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]\n"
         "from methods.registry import register\n"
         "register('sleepy', 'stub_methods', 'Sleepy')\n"

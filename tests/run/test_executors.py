@@ -78,11 +78,10 @@ def test_the_grid_starts_the_samplers_cells_first_in_their_given_order() -> None
 
 def test_an_interrupt_delivered_to_a_worker_thread_stops_the_parallel_grid_at_once(monkeypatch):
     """The kernel may deliver a process-directed SIGINT to any thread; Python runs the handler
-    in the main thread only, so a main thread blocked in an untimed wait for the cells (the hang
-    the interrupt tests caught once in CI) would raise KeyboardInterrupt only when a cell ended.
-    Here each cell sends SIGINT to its own worker thread once the main thread waits, then runs
-    until it is killed (up to its own 30 s): the grid must raise within seconds, and end the
-    cells."""
+    in the main thread only, so a main thread blocked in an untimed wait for the cells would
+    raise KeyboardInterrupt only when a cell ended. Here each cell sends SIGINT to its own worker
+    thread once the main thread waits, then runs until it is killed (up to its own 30 s): the
+    grid must raise within seconds, and end the cells."""
     import signal
     import threading
     import time
@@ -102,9 +101,14 @@ def test_an_interrupt_delivered_to_a_worker_thread_stops_the_parallel_grid_at_on
 
     monkeypatch.setattr(executors, "run_bounded", cell)
     monkeypatch.setattr(executors, "kill_running", killed.set)
+    # Ctrl-C as a terminal's foreground job takes it (a shell's background job, e.g. a CI script
+    # run with `&`, starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        list(
-            executors.local([("d", "m", 0, "w"), ("d", "m", 1, "w")], {"d": None}, RunOptions(), 2)
-        )
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cells = [("d", "m", 0, "w"), ("d", "m", 1, "w")]
+            list(executors.local(cells, {"d": None}, RunOptions(), 2))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - start < 10 and killed.is_set()
