@@ -35,6 +35,7 @@ from bench.board.rows import ALPHA, LEVEL, N_BOOT
 from bench.files import atomic_write_text
 from bench.run.learning import (
     EVAL_EVERY,
+    FIRST,
     MIN_DELTA,
     MIN_GAIN,
     PATIENCE,
@@ -225,7 +226,8 @@ def convergence_table(rows: list[dict[str, Any]], name: str) -> list[str]:
         "",
         "Trained methods fit on the training regions less a validation carve (the last quarter of "
         "them, bench/data/splits.py) and are scored on it every "
-        f"{EVAL_EVERY:.1%} of their step budget (bench/run/learning.py). Early stopping: training "
+        f"{EVAL_EVERY:.1%} of their step budget and once at {FIRST:.1%} (bench/run/learning.py). "
+        "Early stopping: training "
         f"stops after {PATIENCE} scores in a row (a quarter of the budget) that add less than "
         f"{MIN_DELTA} to the validation PCC, never before {WARM_UP:.0%} of the budget nor while "
         "the rule below finds it not converged, and the test predictions use the state of the "

@@ -111,14 +111,21 @@ def fold_selection(text: str, count: int, dataset: str, k: int) -> list[int]:
     return list(dict.fromkeys(int(p) for p in parts))
 
 
-def samplers_first(cells: list[Cell]) -> list[Cell]:
-    """``cells`` with the samplers' (the stochastic methods', the grid's longest cells) first,
-    each group in its given order: longest-first list scheduling, so that parallel workers end
-    on short cells rather than one of them running a long cell alone at the end."""
+def longest_first(cells: list[Cell]) -> list[Cell]:
+    """``cells`` in three groups, each in its given order: the samplers' (the stochastic
+    methods', the grid's longest cells: training, validation draws and K test draws), then the
+    other trained methods' (those that can snapshot a best state: training and validation),
+    then the rest (no training loop): longest-first list scheduling, so that parallel workers
+    end on short cells rather than one of them running a long cell alone at the end."""
+    from methods.contract import Method
     from methods.registry import method_class
 
-    stochastic = {m: method_class(m)[0].stochastic for m in {c.method for c in cells}}
-    return sorted(cells, key=lambda c: not stochastic[c.method])
+    def group(name: str) -> int:
+        cls = method_class(name)[0]
+        return 0 if cls.stochastic else 1 if cls.snapshot is not Method.snapshot else 2
+
+    rank = {m: group(m) for m in {c.method for c in cells}}
+    return sorted(cells, key=lambda c: rank[c.method])
 
 
 def check_memory_cap(value: int | None) -> None:
@@ -268,7 +275,7 @@ def make_plan(config: RunConfig) -> Plan:
     opts = dataclasses.replace(opts, max_memory=cap)
     cells = [Cell(d, m, s) for d in tasks for m in methods for s in seeds]
     cells += [Cell(d, m, seeds[0]) for d in ladder for m in methods]  # one seed is enough
-    cells = samplers_first(cells)
+    cells = longest_first(cells)
     check_space(results, board, config.tracking_uri, cells, splits)
     return Plan(
         methods=methods,

@@ -7,8 +7,10 @@ it a :class:`Watcher`, which
   with the running loss), so a long fit or sampling pass never looks frozen;
 - for a *trained* method (one that reports "train" steps) scores the point prediction on the
   split's validation regions (:attr:`bench.data.splits.Split.validation`: carved from the
-  training regions, held out of every fit, never a test region) every ``EVAL_EVERY`` = 1/40 of
-  the step budget (``CHECKPOINTS``, which hold 25/50/75/100%): PCC and RMSE, and CRPS for
+  training regions, held out of every fit, never a test region) every ``EVAL_EVERY`` = 1/20 of
+  the step budget, and once half an interval in (``FIRST`` = 1/40: a diffusion model's score
+  before it has learned its residual can stay its best; ``CHECKPOINTS``, which hold
+  25/50/75/100%): PCC and RMSE, and CRPS for
   samplers (``VAL_DRAWS`` draws, seed 0), with the mean training loss since the previous
   checkpoint. Scoring there costs prediction time, counted in the fit time (and in
   :attr:`Watcher.seconds`, which the record keeps as ``timings["validation_s"]``); the method's
@@ -17,7 +19,7 @@ it a :class:`Watcher`, which
 
 **Early stopping**: the watcher keeps the best validation PCC so far and, where the method has
 one (:meth:`methods.contract.Method.snapshot`), a copy of its state at that step. After
-``PATIENCE`` = 10 evaluations in a row (a quarter of the budget) that have not raised the
+``PATIENCE`` = 5 regular evaluations in a row (a quarter of the budget) that have not raised the
 validation PCC by at least ``MIN_DELTA`` = ``MIN_GAIN`` = 0.01 above its value at the last
 evaluation that did, not before ``WARM_UP`` = half of the budget has been trained, and not while
 the curve is rising (the convergence rule below does not hold at this step: the last quarter
@@ -58,6 +60,7 @@ __all__ = [
     "CHECKPOINTS",
     "EVALUATIONS",
     "EVAL_EVERY",
+    "FIRST",
     "MIN_DELTA",
     "MIN_GAIN",
     "PATIENCE",
@@ -68,10 +71,12 @@ __all__ = [
     "verdict_points",
 ]
 
-EVALUATIONS = 40  # validation points per budget
+EVALUATIONS = 20  # regular validation points per budget
 EVAL_EVERY = 1 / EVALUATIONS  # fraction of the step budget between validation points
+# one more point half an interval in (docs/decisions.md, "Early stopping on validation")
+FIRST = EVAL_EVERY / 2
 # fractions of the step budget scored on validation (25/50/75/100% among them)
-CHECKPOINTS = tuple((i + 1) / EVALUATIONS for i in range(EVALUATIONS))
+CHECKPOINTS = (FIRST, *((i + 1) / EVALUATIONS for i in range(EVALUATIONS)))
 VAL_DRAWS = 4  # draws per validation region for samplers
 MIN_GAIN = 0.01  # validation PCC the last quarter must add for "not converged"
 PATIENCE = EVALUATIONS // 4  # evaluations without a MIN_DELTA gain before a stop: a quarter
@@ -84,8 +89,10 @@ WARM_UP = 0.5
 
 def checkpoint_steps(total: int) -> list[int]:
     """The steps (1-based, distinct, increasing) scored for a budget of ``total`` steps:
-    ``ceil(total i / EVALUATIONS)`` for i = 1 .. EVALUATIONS."""
-    return sorted({max(1, -(-total * (i + 1) // EVALUATIONS)) for i in range(EVALUATIONS)})
+    ``ceil(total / (2 EVALUATIONS))`` (``FIRST``) and ``ceil(total i / EVALUATIONS)`` for
+    i = 1 .. EVALUATIONS."""
+    regular = {max(1, -(-total * (i + 1) // EVALUATIONS)) for i in range(EVALUATIONS)}
+    return sorted(regular | {max(1, -(-total // (2 * EVALUATIONS)))})
 
 
 def verdict_points(curve: Curve) -> tuple[float | None, float | None]:

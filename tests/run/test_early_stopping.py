@@ -133,7 +133,7 @@ def truth() -> dict[str, np.ndarray]:
 
 
 def test_the_synthetic_curve_gains_more_than_min_delta_every_point_up_to_its_peak():
-    peak = 70
+    peak = 80
     c = watched(Peaked(truth=truth(), peak=peak)).curve
     up = [p for s, p in zip(c.step, c.pcc, strict=True) if s <= peak]
     down = [p for s, p in zip(c.step, c.pcc, strict=True) if s >= peak]
@@ -141,7 +141,7 @@ def test_the_synthetic_curve_gains_more_than_min_delta_every_point_up_to_its_pea
     assert all(b < a for a, b in zip(down, down[1:], strict=False))
 
 
-@pytest.mark.parametrize("peak", [30, 70, 140])
+@pytest.mark.parametrize("peak", [40, 80, 140])
 def test_early_stopping_restores_the_best_checkpoint(peak):
     method = Peaked(truth=truth(), peak=peak)
     watcher = watched(method)
@@ -192,11 +192,11 @@ def test_no_stop_before_warm_up_so_a_dip_longer_than_patience_recovers():
 
 
 def test_the_best_state_may_come_from_the_warm_up():
-    method = Peaked(truth=truth(), peak=30)  # falls after 30 for good
+    method = Peaked(truth=truth(), peak=40)  # falls after 40 for good
     watcher = watched(method)
     c = watcher.curve
-    assert c.stopped_at == HALF and c.best_step == 30
-    assert watcher.restore_best() and method.weights == 30
+    assert c.stopped_at == HALF and c.best_step == 40
+    assert watcher.restore_best() and method.weights == 40
 
 
 def test_gains_below_min_delta_do_not_hold_off_the_stop_but_still_pick_the_best():
@@ -220,13 +220,13 @@ def test_a_curve_rising_to_its_maximum_trains_to_the_end_and_says_so():
 
 
 def test_a_method_without_snapshot_or_stop_check_trains_to_the_end_unaffected():
-    method = Unrestorable(truth=truth(), peak=70, obey=False)
+    method = Unrestorable(truth=truth(), peak=80, obey=False)
     watcher = watched(method)
     c = watcher.curve
     assert watcher.stop  # asked to stop after the peak, and trained on
     assert method.weights == TOTAL and c.stopped_at == TOTAL
     assert c.step == checkpoint_steps(TOTAL)  # scored to the end, as before
-    assert c.best_step == 70 and not c.improving
+    assert c.best_step == 80 and not c.improving
     assert watcher.best_state is None and not watcher.restore_best() and not c.restored
     assert method.predict(TEST)[0, 0, 0, 0] == TOTAL  # its last state
     assert converged(c) is True  # the last quarter fell
@@ -237,7 +237,7 @@ def test_the_cell_restores_the_best_step_and_records_it(her2st, register_method)
     from bench.run.records import Record
 
     assert her2st.validation, "her2st's split has validation regions"
-    peak = 70
+    peak = 80
     register_method(
         "peaked",
         "test_early_stopping",

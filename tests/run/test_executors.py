@@ -60,19 +60,20 @@ def test_ray_executor_matches_local(root, tmp_path):
         assert len(children) == 8 and all(r.info.status == "FINISHED" for r in runs)
 
 
-def test_the_grid_starts_the_samplers_cells_first_in_their_given_order() -> None:
-    """Longest cells first: the samplers' (stochastic) before the rest, each group kept in the
-    order the plan built it, so workers end on short cells."""
-    from bench.grid.plan import Cell, samplers_first
+def test_the_grid_starts_the_longest_cells_first_each_group_in_its_given_order() -> None:
+    """Longest cells first: the samplers' (stochastic), then the other trained methods', then
+    the rest, each group kept in the order the plan built it, so workers end on short cells."""
+    from bench.grid.plan import Cell, longest_first
 
     cells = [Cell("a", "bicubic", 0), Cell("a", "diffst", 0), Cell("b", "mean", 0)]
-    cells += [Cell("b", "sr3", 0), Cell("a", "unet", 1)]
-    assert samplers_first(cells) == [
+    cells += [Cell("b", "histogene", 0), Cell("b", "sr3", 0), Cell("a", "unet", 1)]
+    assert longest_first(cells) == [
         Cell("a", "diffst", 0),
         Cell("b", "sr3", 0),
+        Cell("b", "histogene", 0),
+        Cell("a", "unet", 1),
         Cell("a", "bicubic", 0),
         Cell("b", "mean", 0),
-        Cell("a", "unet", 1),
     ]
 
 
