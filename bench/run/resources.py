@@ -92,21 +92,22 @@ def _group_pids(pgid: int) -> list[int]:
 
 def _held(pid: int) -> int:
     """Bytes process ``pid`` holds that the kernel cannot give back without killing it: its
-    proportional share of anonymous and shared-memory pages (``Pss_Anon + Pss_Shmem`` of
-    ``/proc/<pid>/smaps_rollup``; older kernels: ``Pss``; else its resident set)."""
+    resident anonymous and shared-memory pages (``RssAnon + RssShmem`` of
+    ``/proc/<pid>/status``, counters the kernel keeps, so reading them is cheap; else its
+    resident set). ``smaps_rollup``'s proportional figures would count pages shared with the
+    forkserver once, but reading them walks the page tables under the process's memory lock,
+    which stalled the cells it watched (docs/decisions.md, "Folded page")."""
     try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         text = ""
     kb = {}
     for line in text.splitlines():
         key, _, rest = line.partition(":")
-        if key in ("Pss", "Pss_Anon", "Pss_Shmem") and rest.split():
+        if key in ("RssAnon", "RssShmem") and rest.split():
             kb[key] = int(rest.split()[0])
-    if "Pss_Anon" in kb:
-        return (kb["Pss_Anon"] + kb.get("Pss_Shmem", 0)) * 1024
-    if "Pss" in kb:
-        return kb["Pss"] * 1024
+    if "RssAnon" in kb:
+        return (kb["RssAnon"] + kb.get("RssShmem", 0)) * 1024
     try:
         with open(f"/proc/{pid}/statm") as fh:
             return int(fh.read().split()[1]) * resource.getpagesize()
