@@ -9,7 +9,7 @@ it a :class:`Watcher`, which
   split's validation regions (:attr:`bench.data.splits.Split.validation`: carved from the
   training regions, held out of every fit, never a test region) every ``EVAL_EVERY`` = 1/20 of
   the step budget, and once half an interval in (``FIRST`` = 1/40: a diffusion model's score
-  before it has learned its residual can stay its best; ``CHECKPOINTS``, which hold
+  before it has learned its residual can stay its best; :func:`checkpoint_steps`, which hold
   25/50/75/100%): PCC and RMSE, and CRPS for
   samplers (``VAL_DRAWS`` draws, seed 0), with the mean training loss since the previous
   checkpoint. Scoring there costs prediction time, counted in the fit time (and in
@@ -57,7 +57,6 @@ from bench.scoring import diversity, metrics
 from methods.contract import Sample, stack
 
 __all__ = [
-    "CHECKPOINTS",
     "EVALUATIONS",
     "EVAL_EVERY",
     "FIRST",
@@ -75,8 +74,6 @@ EVALUATIONS = 20  # regular validation points per budget
 EVAL_EVERY = 1 / EVALUATIONS  # fraction of the step budget between validation points
 # one more point half an interval in (docs/decisions.md, "Early stopping on validation")
 FIRST = EVAL_EVERY / 2
-# fractions of the step budget scored on validation (25/50/75/100% among them)
-CHECKPOINTS = (FIRST, *((i + 1) / EVALUATIONS for i in range(EVALUATIONS)))
 VAL_DRAWS = 4  # draws per validation region for samplers
 MIN_GAIN = 0.01  # validation PCC the last quarter must add for "not converged"
 PATIENCE = EVALUATIONS // 4  # evaluations without a MIN_DELTA gain before a stop: a quarter
