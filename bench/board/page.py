@@ -229,8 +229,9 @@ def convergence_table(rows: list[dict[str, Any]], name: str) -> list[str]:
         f"{EVAL_EVERY:.1%} of their step budget and once at {FIRST:.1%} (bench/run/learning.py). "
         "Early stopping: training "
         f"stops after {PATIENCE} scores in a row (a quarter of the budget) that add less than "
-        f"{MIN_DELTA} to the validation PCC, never before {WARM_UP:.0%} of the budget nor while "
-        "the rule below finds it not converged, and the test predictions use the state of the "
+        f"{MIN_DELTA} to the validation PCC, never before {WARM_UP:.0%} of the budget, while "
+        "the rule below finds it not converged or while its first score is still its best, and "
+        "the test predictions use the state of the "
         "best validation step (where the method can restore it). Rule: converged when validation "
         f"PCC at the end (where training stopped) is less than {MIN_GAIN} above its value a "
         "quarter of the budget earlier (every seed). Seed means; steps per seed.",

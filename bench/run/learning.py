@@ -21,10 +21,12 @@ it a :class:`Watcher`, which
 one (:meth:`methods.contract.Method.snapshot`), a copy of its state at that step. After
 ``PATIENCE`` = 5 regular evaluations in a row (a quarter of the budget) that have not raised the
 validation PCC by at least ``MIN_DELTA`` = ``MIN_GAIN`` = 0.01 above its value at the last
-evaluation that did, not before ``WARM_UP`` = half of the budget has been trained, and not while
+evaluation that did, not before ``WARM_UP`` = half of the budget has been trained, not while
 the curve is rising (the convergence rule below does not hold at this step: the last quarter
-gained ``MIN_GAIN``; a diffusion model's first score, before it has learned anything, can be
-its best for longer than ``PATIENCE`` while it climbs back), the watcher answers the method's
+gained ``MIN_GAIN``), and not while the best is still the first score (a diffusion model's
+score before it has learned anything, about bicubic for a residual one, can stay its best for
+longer than ``PATIENCE`` while it climbs back more slowly than ``MIN_GAIN`` a quarter; a fit
+that never beats it trains to its budget and restores it), the watcher answers the method's
 next "train" report with True, a stop request (its loop ends; one that ignores it trains on, and
 is scored on, to its budget). The best state is chosen among all
 evaluations, warm-up included. The runner then restores the best snapshot
@@ -228,6 +230,7 @@ class Watcher:
         if (
             self._waited >= PATIENCE
             and WARM_UP * c.total <= step < c.total
+            and c.best_step != c.step[0]
             and converged(dataclasses.replace(c, stopped_at=step)) is not False
         ):
             self.stop = True

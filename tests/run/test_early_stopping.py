@@ -10,6 +10,7 @@ import torch
 from bench.run.learning import (
     EVALUATIONS,
     MIN_DELTA,
+    MIN_GAIN,
     PATIENCE,
     WARM_UP,
     Watcher,
@@ -434,3 +435,38 @@ def test_no_stop_while_the_curve_climbs_back_towards_an_untrained_first_score():
     assert c.pcc[at_half] - c.pcc[at_half - PATIENCE] >= MIN_DELTA  # ... and rising there
     assert c.stopped_at == TOTAL and c.best_step == peak and c.pcc[-1] < max(c.pcc)
     assert watcher.restore_best() and method.weights == peak
+
+
+class Creeping(Peaked):
+    """The Xenium ``diffst`` fold 2 shape: the first score is the best, the curve dips, climbs
+    back fast, then creeps up by less than MIN_DELTA a quarter and passes the first score at
+    ``peak`` (never, if ``peak`` > TOTAL)."""
+
+    def mix(self, step: int) -> float:
+        if step <= 10:
+            return 0.3
+        if step <= 100:
+            return 0.2 + 0.09 * abs(step - 40) / 60  # dips to 0.2 at 40, back to 0.29 at 100
+        return 0.29 + 0.01 * (step - 100) / (self.peak - 100)  # 0.3 again at ``peak``
+
+
+@pytest.mark.parametrize("peak", [300, 10 * TOTAL])
+def test_no_stop_while_the_first_score_is_still_the_best(peak):
+    """At the warm-up's end the first score is the best, PATIENCE scores have not gained and the
+    last quarter gained less than MIN_GAIN, so the other conditions would stop here and restore a
+    barely trained state; the stop waits until a later score is the best, and a fit that never
+    gets there trains to its budget and restores its first score."""
+    method = Creeping(truth=truth(), peak=peak)
+    watcher = watched(method)
+    c = watcher.curve
+    first, at_half = c.pcc[0], c.step.index(HALF)
+    assert max(c.pcc[: at_half + 1]) == first  # the first score still the best at HALF ...
+    assert all(p < first + MIN_DELTA for p in c.pcc[1 : at_half + 1])  # ... no gain since ...
+    assert c.pcc[at_half] - c.pcc[at_half - PATIENCE] < MIN_GAIN  # ... and converged there
+    if peak < TOTAL:
+        later = next(s for s, p in zip(c.step, c.pcc, strict=True) if s > HALF and p > first)
+        assert watcher.stop and c.stopped_at == later == c.best_step  # the first stop allowed
+        assert watcher.restore_best() and method.weights == later
+    else:
+        assert not watcher.stop and c.stopped_at == TOTAL and c.best_step == c.step[0]
+        assert watcher.restore_best() and method.weights == c.step[0]
