@@ -61,6 +61,19 @@ def test_every_dataset_has_fold_files_at_its_default_k() -> None:
         assert n == want >= (2 if card.split.get("regions") != "tiles" else 4), name
 
 
+def test_every_k_has_fold_files_with_the_same_roles_for_the_ladder() -> None:
+    """The pooling ladder of a folded dataset is its fold 0 at every k (bench.board.ladder):
+    every committed k has fold files, and fold i trains, tests and leaves out the same regions
+    at every k, so the ladder's rungs differ only in k."""
+    for name in DATASETS:
+        card = cards.load_card(name)
+        ks = [int(k) for k in card.split["pooling"]]
+        roles = {
+            k: [(s.train, s.test, s.excluded) for s in splits.fold_specs(card, k)] for k in ks
+        }
+        assert all(roles[k] == roles[ks[0]] for k in ks), name
+
+
 @pytest.mark.parametrize("name,k", COMMITTED, ids=[f"{n}-k{k}" for n, k in COMMITTED])
 def test_committed_folds_test_every_region_once_and_never_train_on_it(name, k) -> None:
     card = cards.load_card(name)
@@ -138,7 +151,8 @@ def test_fold_files_keep_split_files_bytes_and_labels() -> None:
 def test_tampered_or_missing_fold_files_are_refused(tmp_path) -> None:
     card = cards.load_card("her2st")
     fake = cards.Card(name=card.name, raw=card.raw, folder=tmp_path)
-    shutil.copytree(card.folder / splits.FOLDS_DIR, tmp_path / splits.FOLDS_DIR)
+    others = shutil.ignore_patterns("split-k3-*", "split-k4-*")  # k = 2's folds only
+    shutil.copytree(card.folder / splits.FOLDS_DIR, tmp_path / splits.FOLDS_DIR, ignore=others)
     assert len(splits.fold_specs(fake, 2)) == 6
     last = splits.fold_path(fake, 2, 5)
     kept = last.read_bytes()
