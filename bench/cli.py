@@ -166,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--ladder",
         action="store_true",
-        help="also score each dataset's pooling ladder: its single committed split at every "
-        "committed k (the card's [split].pooling), at the first seed; the page shows each "
-        "method's PCC against k",
+        help="also score each dataset's pooling ladder at every committed k (the card's "
+        "[split].pooling), at the first seed: fold 0 where the folds run (fold files at every "
+        "k: 'bench split --k K --folds'), else the single split; the page shows each method's "
+        "PCC against k",
     )
     run.add_argument(
         "--timeout",

@@ -11,11 +11,10 @@ not depend on the number of training regions) and predicts in proportion to its 
 ``predict_s * n_fold / n_split``, so the folds together predict every region once; ``--folds F`` (a
 number) instead counts F copies of the measured cell. Records of folds (a folded page's) are
 measured cells themselves and count as they are, whatever ``--folds``. The page runs that per seed
-(``--seeds S``). The pooling ladder (records of a dataset's other-k tasks, ``<dataset>-k<k>``) is a
-single split at each k, at ``--ladder-seeds L`` seeds (default 1): its cells count as measured, and
-when the ranked sections are folded the ladder also needs the dataset's single split at its own k
-(its measured single-split cells where the folds were measured, else the default-k cells projected
-into folds, once per ladder seed). Its wall time on ``J`` workers is estimated by
+(``--seeds S``). The pooling ladder (records of a dataset's other-k tasks: ``<dataset>-k<k>-f0``,
+fold 0 at another k, or ``<dataset>-k<k>``, a single split) runs at ``--ladder-seeds L`` seeds
+(default 1): its cells count as measured; its own-k rung is fold 0 of the folds (or the single
+split), counted already. Its wall time on ``J`` workers is estimated by
 longest-processing-time-first list scheduling of all cells (never below the total divided by ``J``
 nor the longest cell). Printed: each (dataset, method)'s share of the total and the projected wall
 time. The projection reads the records' timings and the fold files' test-region counts, never a
@@ -99,11 +98,6 @@ def project(
     shares: dict[str, list[float]] = {}
     records = [r for r in read_records(results) if r.status == "ok"]
     bases = {id(r): found for r in records if (found := fold_of(r)) is not None}
-    ladders = {
-        r.dataset.rsplit("-k", 1)[0]
-        for r in records
-        if r.dataset not in known and id(r) not in bases
-    }
     folded = {found[0] for found in bases.values()}
     # measured folds: per (dataset, method), per seed, per fold index, the cell's cost
     measured: dict[tuple[str, str], dict[int, dict[int, float]]] = {}
@@ -116,19 +110,17 @@ def project(
     for rec in records:
         asked = rec.params.get("draws")  # a number, or "auto" (then the record's draws_used)
         draws = rec.draws_used or (int(asked) if isinstance(asked, int | float) else None)
-        if id(rec) in bases:  # a measured fold: counted as it is
+        if id(rec) in bases and bases[id(rec)][0] in known:  # a measured fold: counted as it is
             base, fold, _ = bases[id(rec)]
             seeds_of = measured.setdefault((base, rec.method), {})
             seeds_of.setdefault(rec.seed, {})[fold] = cell_cost(rec.timings, draws, k)
             if "validation_s" in rec.timings:
                 validation.setdefault((base, rec.method), []).append(rec.timings["validation_s"])
             continue
-        if rec.dataset not in known:  # a ladder task: a single split at another k
+        if rec.dataset not in known:  # a ladder task: fold 0 or a single split at another k
             count((rec.dataset, rec.method), [cell_cost(rec.timings, draws, k)], ladder_seeds)
             continue
-        ladder_point = (f"{rec.dataset} (ladder)", rec.method)
-        if rec.dataset in folded:  # the folds were measured: its single split is a ladder point
-            count(ladder_point, [cell_cost(rec.timings, draws, k)], ladder_seeds)
+        if rec.dataset in folded:  # its folds were measured: an older page's ladder rung
             continue
         if rec.dataset not in shares:
             shares[rec.dataset] = fold_shares(rec.dataset, rec.split.k, len(rec.split.test), folds)
@@ -138,8 +130,6 @@ def project(
             validation.setdefault((rec.dataset, rec.method), []).append(
                 rec.timings["validation_s"]
             )
-        if folds == "all" and rec.dataset in ladders:  # the ladder's own-k point
-            count(ladder_point, [cell_cost(rec.timings, draws, k)], ladder_seeds)
     for key, by_seed in measured.items():
         per[key] = [[c for _, c in sorted(folds_of.items())] for folds_of in by_seed.values()]
         runs[key] = seeds

@@ -1,19 +1,22 @@
 """The pooling ladder: how each method's PCC falls as the resolution gap k grows.
 
-A dataset's committed splits at other pooling factors (``python -m bench run --ladder`` runs its
-single split at every committed k at the first seed, ``--k 3`` one of them: tasks labelled
-``<dataset>-k<k>``, :meth:`bench.data.splits.SplitSpec.label`) are not ranked sections of the
-page. With the records of the dataset's single split at its own k they form its ladder (a
-dataset whose section is its pooled folds keeps those records for the ladder only): per method
-(variant) and k, the mean PCC over the split's (region, gene) pairs with its 95% bootstrap
-interval (:func:`bench.board.rows.rows`), and the noise ceiling of that split; a table
-(method x k) and a figure (PCC against k, one line per method, the ceiling dashed).
+``python -m bench run --ladder`` runs a dataset's ladder at the first seed: for a cross-validated
+dataset its fold 0 at every committed k (tasks ``<dataset>-k<k>-f0``, fold files made by ``bench
+split --k K --folds``; the own k's fold 0 is a fold of the page already), else its single split
+at every committed k (``<dataset>-k<k>``, :meth:`bench.data.splits.SplitSpec.label`). The other-k
+tasks are not ranked sections of the page. With the records of the dataset's own k (its fold 0,
+or its single split) they form its ladder: per method (variant) and k, the mean PCC over the
+split's (region, gene) pairs with its 95% bootstrap interval (:func:`bench.board.rows.rows`), and
+the noise ceiling of that split; a table (method x k) and a figure (PCC against k, one line per
+method, the ceiling dashed). Every rung tests the same regions (a fold's test regions do not
+depend on k), so the rungs differ only in the resolution gap and what it changes.
 
 Seeds: only the seeds scored at every k of the dataset count (a ladder run at seed 0 beside a
 page at seeds 0-2 compares seed 0 with seed 0). Each k's split chooses its own genes and spot QC
 from its own training regions (the same test regions), so a point is that split's verdict, not
-the same genes on a coarser grid. Records of a ``-k<k>`` task whose dataset has no section of its
-own stay a section (a user who ran only ``--k 3``); cross-validation folds never join a ladder.
+the same genes on a coarser grid. Records of a ``-k<k>`` task whose dataset has no records at its
+own k stay a section (a user who ran only ``--k 3``), as do the folds of a ``--k 3 --folds all``
+run (more folds of that k than fold 0).
 """
 
 from __future__ import annotations
@@ -36,10 +39,17 @@ __all__ = ["Ladder", "figure", "section", "take"]
 
 @dataclass(frozen=True)
 class Ladder:
-    """One dataset's records by pooling factor: ``by_k[k]`` the records of its split at k."""
+    """One dataset's records by pooling factor: ``by_k[k]`` the records of its split (or of its
+    fold ``fold``) at k."""
 
     dataset: str
     by_k: dict[int, list[Record]] = field(default_factory=dict)
+    fold: int | None = None  # the fold every rung tests (0), or None: single splits
+
+    @property
+    def name(self) -> str:
+        """The dataset, with the fold when the rungs are a fold's: ``her2st fold 0``."""
+        return self.dataset if self.fold is None else f"{self.dataset} fold {self.fold}"
 
     @property
     def ks(self) -> list[int]:
@@ -74,40 +84,52 @@ class Ladder:
         return {v: pcc[v] for v in order}, ceiling
 
 
-def _base(record: Record) -> str | None:
-    """The dataset a ``<dataset>-k<k>`` record belongs to (None: not such a record)."""
-    suffix = f"-k{record.split.k}"
-    name = str(record.dataset)
-    if record.split.fold is None and record.split.k and name.endswith(suffix):
-        return name.removesuffix(suffix)
+def _rung(record: Record) -> tuple[str, int | None] | None:
+    """``(dataset, fold)`` of a rung at another k: ``<dataset>-k<k>`` (a single split, fold None)
+    or ``<dataset>-k<k>-f0`` (fold 0); None for any other record."""
+    fold, name = record.split.fold, str(record.dataset)
+    suffix = f"-k{record.split.k}" + ("" if fold is None else f"-f{fold}")
+    if record.split.k and fold in (None, 0) and name.endswith(suffix):
+        return name.removesuffix(suffix), fold
     return None
+
+
+def _own(dataset: str, fold: int | None) -> str:
+    """The label of the own-k rung of ``dataset``'s ladder over ``fold``."""
+    return dataset if fold is None else f"{dataset}-f{fold}"
 
 
 def take(
     records: Sequence[Record], folded: Collection[str] = ()
 ) -> tuple[list[Record], list[Ladder]]:
-    """``(section records, ladders)``: records of other-k tasks whose dataset has records of its
-    own move into that dataset's :class:`Ladder` (with the dataset's own records, which also
-    stay in its section, unless the dataset is ``folded``: its section is then its pooled folds
-    and its single split's records are the ladder's own-k rung only); a dataset without other-k
-    records has no ladder."""
+    """``(section records, ladders)``: records of other-k tasks whose dataset has records at its
+    own k move into that dataset's :class:`Ladder`: fold 0 at other k (``<dataset>-k<k>-f0``,
+    a rung only when no other fold of that k is among the records) with the dataset's fold 0,
+    or single splits at other k (``<dataset>-k<k>``) with its single split. The own-k records
+    stay in their section (fold 0 in the pooled folds), except a single split of a ``folded``
+    dataset (an older page's ladder: its section is its pooled folds, so the single split's
+    records are the ladder's own-k rung only). A dataset without other-k records has no
+    ladder."""
     names = {str(r.dataset) for r in records}
-    extra: dict[str, list[Record]] = defaultdict(list)
+    extra: dict[tuple[str, int | None], list[Record]] = defaultdict(list)
     kept = []
     for rec in records:
-        base = _base(rec)
-        if base is not None and base in names:
-            extra[base].append(rec)
+        rung = _rung(rec)
+        # fold 0 at another k is a rung, not a pooled section, when its k has no other fold
+        alone = rung is None or rung[1] is None or f"{rec.dataset[:-3]}-f1" not in names
+        if rung is not None and alone and _own(*rung) in names:
+            extra[rung].append(rec)
         else:
             kept.append(rec)
-    kept = [r for r in kept if not (str(r.dataset) in folded and str(r.dataset) in extra)]
+    rungs_only = {base for base, fold in extra if fold is None and base in folded}
+    kept = [r for r in kept if str(r.dataset) not in rungs_only]
     ladders = []
-    for base in sorted(extra):
+    for base, fold in sorted(extra, key=lambda key: (key[0], key[1] is not None)):
         by_k: dict[int, list[Record]] = defaultdict(list)
-        own = (r for r in records if str(r.dataset) == base)
-        for rec in [*extra[base], *own]:
+        own = (r for r in records if str(r.dataset) == _own(base, fold))
+        for rec in [*extra[(base, fold)], *own]:
             by_k[int(rec.split.k)].append(rec)
-        ladders.append(Ladder(base, dict(by_k)))
+        ladders.append(Ladder(base, dict(by_k), fold))
     return kept, ladders
 
 
@@ -135,7 +157,7 @@ def figure(
     ax.set_xticks(ladder.ks)
     ax.set_xlabel("pooling factor k (LR spot = k x k HR positions)")
     ax.set_ylabel("PCC (mean over region x gene)")
-    ax.set_title(f"{ladder.dataset}: pooling ladder, seeds {_seeds(ladder)}", fontsize=9)
+    ax.set_title(f"{ladder.name}: pooling ladder, seeds {_seeds(ladder)}", fontsize=9)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return plots.save_png(fig, path)
@@ -161,11 +183,13 @@ def section(
     out = [
         "## Pooling ladder",
         "",
-        "Each dataset's committed splits at several pooling factors k (records of `python -m "
-        "bench run --k K`), scored like its section: mean PCC over (region, gene) pairs with "
-        "95% bootstrap intervals, over the seeds scored at every k. Each k's split picks its "
-        "own genes and spot QC from its training regions; the test regions are the same. "
-        "Drop: PCC at the largest k less PCC at the smallest (negative: falls as the gap grows).",
+        "Each dataset at several pooling factors k (`python -m bench run --ladder`): for a "
+        "cross-validated dataset its fold 0 at every k (the k of its section is that fold's "
+        "records), else its single split; scored like a section: mean PCC over (region, gene) "
+        "pairs with 95% bootstrap intervals, over the seeds scored at every k. Each k's split "
+        "picks its own genes and spot QC from its training regions; the test regions are the "
+        "same at every k. Drop: PCC at the largest k less PCC at the smallest (negative: falls "
+        "as the gap grows).",
         "",
     ]
     drawn: list[Path] = []
@@ -174,13 +198,14 @@ def section(
         pcc, ceiling = table
         ks = ladder.ks
         out += [
-            f"### {ladder.dataset} · k = {', '.join(str(k) for k in ks)} · seeds {_seeds(ladder)}",
+            f"### {ladder.name} · k = {', '.join(str(k) for k in ks)} · seeds {_seeds(ladder)}",
             "",
         ]
         if folder is not None and pcc:
-            path = figure(ladder, Path(folder) / f"{ladder.dataset}-ladder.png", table)
+            name = f"{_own(ladder.dataset, ladder.fold)}-ladder.png"
+            path = figure(ladder, Path(folder) / name, table)
             drawn.append(path)
-            out += [f"![{ladder.dataset} pooling ladder]({figures}/{path.name})", ""]
+            out += [f"![{ladder.name} pooling ladder]({figures}/{path.name})", ""]
         out += [
             "| method | " + " | ".join(f"k = {k}" for k in ks) + " | drop |",
             "|---|" + "---:|" * (len(ks) + 1),

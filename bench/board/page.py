@@ -746,8 +746,9 @@ def _render(
         "```",
         "",
     ]
+    folded = {found[0] for r in records if (found := board_folds.fold_of(r)) is not None}
+    records, ladders = board_ladder.take(records, folded)  # rungs before the folds are pooled
     plain, pooled = board_folds.group(records)
-    plain, ladders = board_ladder.take(plain, {p.base for p in pooled})
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for rec in plain:
         groups[(str(rec.dataset), _fingerprint(rec))].append(rec)

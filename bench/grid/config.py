@@ -25,9 +25,9 @@ class RunConfig:
     (:func:`bench.data.splits.fold_specs`) as tasks of their own, labelled ``<dataset>-f<i>``, so
     that every region is tested once, and a dataset with no fold files at that k its single
     committed split; comma-separated fold indices run those folds; ``"none"`` the single committed
-    split; ``ladder`` also runs each dataset's pooling ladder: its single committed split at
-    every committed pooling factor (``[split].pooling``), at the first seed only
-    (:mod:`bench.board.ladder`); ``command`` the shell command printed on the leaderboard to
+    split; ``ladder`` also runs each dataset's pooling ladder at every committed pooling factor
+    (``[split].pooling``), at the first seed only: its fold 0 where its folds run, else its single
+    split (:mod:`bench.board.ladder`); ``command`` the shell command printed on the leaderboard to
     regenerate it.
     """
 
@@ -38,7 +38,7 @@ class RunConfig:
     draws: int | str = "auto"
     k: int | None = None
     folds: str = "all"  # "all", "0,2": the committed folds as tasks; "none": the single split
-    ladder: bool = False  # also every committed k's single split, first seed (the ladder)
+    ladder: bool = False  # also every committed k's fold 0 (or single split), first seed
     timeout: float | None = None
     max_memory: int | None = None  # bytes per cell; None: auto_max_memory(jobs)
     data_dir: str | Path | None = None

@@ -246,7 +246,8 @@ def make_plan(config: RunConfig) -> Plan:
         card = cards.load_card(name)
         k = config.k or card.split["default_pooling"]
         count = splits_mod.fold_count(card, k)
-        if single_split(config.folds, count):
+        folded = not single_split(config.folds, count)
+        if not folded:
             splits[name], facts[name] = cache.load(card, root, k), card_facts(card.raw)
             tasks.append(name)
         else:
@@ -254,8 +255,10 @@ def make_plan(config: RunConfig) -> Plan:
                 split = cache.load(card, root, k, fold)
                 splits[split.label], facts[split.label] = split, card_facts(card.raw)
                 tasks.append(split.label)
+        # the ladder: fold 0 at every k for a folded dataset (its own k's fold 0 is a task
+        # already when selected), else the single split at every k
         for rung in card.split["pooling"] if config.ladder else ():
-            split = cache.load(card, root, int(rung))
+            split = cache.load(card, root, int(rung), 0 if folded else None)
             if split.label not in splits:
                 splits[split.label], facts[split.label] = split, card_facts(card.raw)
                 ladder.append(split.label)

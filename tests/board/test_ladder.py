@@ -3,6 +3,8 @@ each method's PCC against k, over the seeds common to every k, with the noise ce
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from bench.board import ladder, page
@@ -125,3 +127,36 @@ def test_a_folded_dataset_keeps_its_single_split_for_the_ladder_only() -> None:
     assert ladders[0].table() == ladder.take(records)[1][0].table()
     base_only = [r for r in records if r.dataset == "syn"]
     assert ladder.take(base_only, folded={"syn"})[0] == base_only  # no ladder: stays a section
+
+
+def _fold_records(other_k_folds=(0,)) -> list[Record]:
+    """A folded dataset (folds 0 and 1 at k = 2) with fold ``other_k_folds`` at k = 3 and 4."""
+    out = []
+    for (method, k), level in LEVELS.items():
+        for fold in (0, 1) if k == 2 else other_k_folds:
+            name = f"syn-f{fold}" if k == 2 else f"syn-k{k}-f{fold}"
+            rec = _record(name, k, method, 0, level + 0.1 * fold)
+            split = dataclasses.replace(rec.split, fold=fold, folds=2)
+            out.append(dataclasses.replace(rec, split=split))
+    return out
+
+
+def test_a_folded_dataset_ladders_over_its_fold_0_which_stays_in_its_section() -> None:
+    records = _fold_records()
+    kept, ladders = ladder.take(records, folded={"syn"})
+    assert {r.dataset for r in kept} == {"syn-f0", "syn-f1"}  # both folds stay for the section
+    ((lad),) = ladders
+    assert (lad.dataset, lad.fold, lad.ks, lad.name) == ("syn", 0, [2, 3, 4], "syn fold 0")
+    pcc, _ = lad.table()
+    for (method, k), level in LEVELS.items():
+        assert abs(pcc[method][k][0] - level) < 1e-9  # fold 0's records at every k, not fold 1's
+    text = page.render(records, COMMAND)
+    assert "## syn · k = 2 · 2 folds" in text and "### syn fold 0 · k = 2, 3, 4" in text
+    assert "syn-k3" not in text
+
+
+def test_every_fold_of_another_k_is_a_section_not_a_rung() -> None:
+    records = _fold_records(other_k_folds=(0, 1))  # a --k 3 --folds all run beside the page
+    kept, ladders = ladder.take(records, folded={"syn"})
+    assert ladders == [] and len(kept) == len(records)
+    assert "## syn-k3 · k = 3 · 2 folds" in page.render(records, COMMAND)

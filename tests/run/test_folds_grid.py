@@ -131,7 +131,8 @@ def test_ladder_adds_every_committed_k_at_the_first_seed(tmp_path, monkeypatch) 
     data = ["--data-dir", str(tmp_path / "data")]
     for k in ("2", "4"):
         assert cli.main(["split", "--datasets", ds.name, "--k", k, *data]) == 0
-    assert cli.main(["split", "--datasets", ds.name, "--folds", *data]) == 0
+    for k in ("2", "4"):
+        assert cli.main(["split", "--datasets", ds.name, "--k", k, "--folds", *data]) == 0
     results, board = tmp_path / "results", tmp_path / "LB.md"
     args = ["run", "--datasets", ds.name, "--methods", "mean,bicubic", *data, "--no-progress"]
     args += ["--results-dir", str(results), "--leaderboard", str(board), "--seeds", "0", "1"]
@@ -139,9 +140,10 @@ def test_ladder_adds_every_committed_k_at_the_first_seed(tmp_path, monkeypatch) 
     cells = {(r.dataset, r.method, r.seed) for r in read_records(results) if r.method != "ceiling"}
     methods = ("mean", "bicubic")
     folds = {(f"{ds.name}-f{i}", m, s) for i in range(4) for m in methods for s in (0, 1)}
-    rungs = {(d, m, 0) for d in (ds.name, f"{ds.name}-k4") for m in methods}
-    assert cells == folds | rungs  # the ladder at the first seed only
+    rungs = {(f"{ds.name}-k4-f0", m, 0) for m in methods}  # k = 2's fold 0 is a fold already
+    assert cells == folds | rungs  # the ladder: fold 0 at every k, the first seed only
     page = board.read_text()
     assert f"## {ds.name} · k = 2 · 4 folds" in page and "## Pooling ladder" in page
     assert f"## {ds.name} · k = 2 ·" not in page.replace(f"## {ds.name} · k = 2 · 4 folds", "")
     assert f"## {ds.name}-k4" not in page  # a rung, not a section
+    assert f"### {ds.name} fold 0 · k = 2, 4 · seeds 0" in page
