@@ -116,7 +116,7 @@ def take(
     for rec in records:
         rung = _rung(rec)
         # fold 0 at another k is a rung, not a pooled section, when its k has no other fold
-        alone = rung is None or rung[1] is None or f"{rec.dataset[:-3]}-f1" not in names
+        alone = rung is None or rung[1] is None or f"{rung[0]}-k{rec.split.k}-f1" not in names
         if rung is not None and alone and _own(*rung) in names:
             extra[rung].append(rec)
         else:
