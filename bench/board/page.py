@@ -816,7 +816,9 @@ def _remove_stale_temporaries(folder: Path) -> None:
 def write(results_dir: Path, path: Path, command: str) -> tuple[Path, list[Path]]:
     """Render the records under ``results_dir`` and write them atomically to ``path``, with the
     figures the page links, drawn in ``<path's folder>/figures`` (:mod:`bench.board.figures`)
-    from the records and the runner's files beside them. Returns the page and the figures."""
+    from the records and the runner's files beside them; a figure there that the page no longer
+    links (a renamed or dropped one of an earlier page) is removed, so the folder belongs to
+    one page. Returns the page and the figures."""
     results_dir, folder = Path(results_dir), Path(path).parent / FIGURES
     _remove_stale_temporaries(folder)
 
@@ -825,4 +827,8 @@ def write(results_dir: Path, path: Path, command: str) -> tuple[Path, list[Path]
 
     text, drawn = _render(read_records(results_dir), command, draw, folder)
     atomic_write_text(Path(path), text)
+    linked = {Path(f).name for f in drawn}
+    for old in folder.glob("*.png"):
+        if not old.name.startswith(".") and old.name not in linked:
+            old.unlink(missing_ok=True)
     return Path(path), drawn

@@ -480,5 +480,8 @@ def test_a_killed_writers_temporary_figures_are_removed(tmp_path):
         f.write_bytes(b"half a figure")
     old = time.time() - page.STALE_S - 60
     os.utime(stale, (old, old))
+    unlinked = figures / "old-ladder.png"  # an earlier page's figure this page does not link
+    unlinked.write_bytes(b"\x89PNG")
     page.write(tmp_path / "results", tmp_path / "LB.md", "cmd")
     assert not stale.exists() and fresh.exists()  # a running writer's file is left alone
+    assert not unlinked.exists()
