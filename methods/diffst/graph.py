@@ -79,10 +79,16 @@ class GeneGraph(nn.Module):
     Notes
     -----
     The graph is stored over all ``G * G`` ordered pairs (self-loops included via the diagonal)
-    as the buffers ``edge_index (2, G*G)`` and ``edge_weight (G*G,)``; a pair without an edge has
-    weight 0, which contributes nothing to messages or degrees. The fixed size keeps checkpoints
-    loadable whatever the adjacency. ``adjacency_ready`` records that A was set (also restored
-    from a checkpoint).
+    as the buffers ``edge_index (2, G*G)`` and ``edge_weight (G*G,)``, PyG's edge list; a pair
+    without an edge has weight 0, which contributes nothing to messages or degrees. The fixed
+    size keeps checkpoints loadable whatever the adjacency. ``adjacency_ready`` records that A
+    was set (also restored from a checkpoint).
+
+    The graph convolution is ``GCNConv``'s (its weight W and bias b), propagated as one dense
+    product over the complete graph (:meth:`propagation`): ``relu(P (X W) + b)`` for node
+    features X ``(B, G, F)``. It equals ``GCNConv``'s message passing along ``edge_index`` (which
+    gathers and scatters ``B G^2 F`` values where the product reads ``G^2``), and is tested
+    against it.
     """
 
     def __init__(
@@ -136,6 +142,16 @@ class GeneGraph(nn.Module):
         """``(G, G)`` view of the current edge weights."""
         return self.edge_weight.view(self.genes, self.genes)
 
+    def propagation(self) -> Tensor:
+        """``(G, G)`` matrix P with ``out_j = sum_i P[j, i] h_i``: ``A^T``, or with ``normalize``
+        ``D^-1/2 A^T D^-1/2`` with ``D_jj = sum_i A[i, j]`` (a node without edges gets 0), as
+        ``GCNConv`` propagates edge ``i -> j`` with weight ``A[i, j]``."""
+        p = self.dense_adjacency().T
+        if not self.gcn.normalize:
+            return p
+        d = p.sum(dim=1).pow(-0.5).masked_fill(p.sum(dim=1) == 0, 0.0)
+        return d[:, None] * p * d[None, :]
+
     def forward(self, lr: Tensor) -> Tensor:
         """``(B, G, h, w)`` LR map -> ``(B, G, h, w)`` graph-refined LR map."""
         if not bool(self.adjacency_ready):
@@ -149,6 +165,5 @@ class GeneGraph(nn.Module):
                 f"GeneGraph built for {self.genes} genes on {self.lr_hw}, got {g} on {(h, w)}"
             )
         x = F.silu(self.conv(lr)).reshape(b, g, h * w)
-        # Static-graph batching: x is (B, G, F) and GCNConv propagates along node_dim = -2.
-        out = F.relu(self.gcn(x, self.edge_index, self.edge_weight))
+        out = F.relu(self.propagation() @ self.gcn.lin(x) + self.gcn.bias)  # (B, G, F)
         return 0.98 * lr + 0.02 * out.reshape(b, g, h, w)

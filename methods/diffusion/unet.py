@@ -77,8 +77,8 @@ class TimeEmbedding(nn.Module):
         )
 
     def forward(self, t: Tensor) -> Tensor:
-        """``(B,)`` timesteps -> ``(B, 4C)`` embedding."""
-        return self.mlp(timestep_embedding(t, self.channels))
+        """``(B,)`` timesteps -> ``(B, 4C)`` embedding, in the dtype of the module's weights."""
+        return self.mlp(timestep_embedding(t, self.channels).to(self.mlp[0].weight.dtype))
 
 
 class ResBlock(nn.Module):

@@ -135,6 +135,21 @@ def test_pearson_adjacency_and_normalisation_options():
     assert graph(torch.rand(2, 3, 4, 4)).shape == (2, 3, 4, 4)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+def test_gene_graph_dense_product_equals_gcnconv_message_passing(normalize):
+    graph = GeneGraph(3, (4, 4), adjacency="pearson", threshold=0.5, normalize=normalize)
+    # gene 2 has no edge but its self-loop; the normalised product must not divide by zero
+    graph.set_adjacency(pearson=torch.tensor([[1.0, 0.9, 0.1], [0.9, 1.0, 0.2], [0.1, 0.2, 1.0]]))
+    graph.edge_weight.view(3, 3)[2, 2] = 0.0
+    with torch.no_grad():
+        graph.gcn.bias.normal_()
+    x = torch.randn(2, 3, 16)
+    passed = graph.gcn(x, graph.edge_index, graph.edge_weight)  # PyG's gather and scatter
+    dense = graph.propagation() @ graph.gcn.lin(x) + graph.gcn.bias
+    torch.testing.assert_close(dense, passed)
+    assert not torch.allclose(dense[:, 0], dense[:, 1])  # the genes' rows do differ
+
+
 def test_gene_graph_shapes_and_bad_totals():
     graph = GeneGraph(G, (LR, LR))
     lr = torch.rand(B, G, LR, LR)
@@ -315,22 +330,23 @@ def test_draws_of_one_input_share_its_conditioning_streams():
     """rows: U inputs conditioning B = U K rows give what the K-times repeated inputs give."""
     net = make_net()
     randomise_zero_params(net)
-    net.eval()
+    net.eval().double()  # float64: sums in another order differ by ~1e-16, not ~1e-7
     u, k = 3, 4
     g = torch.Generator().manual_seed(3)
-    lr, image = torch.rand(u, G, LR, LR, generator=g), torch.rand(u, 3, H, H, generator=g)
-    tiles = torch.rand(u, T, 3, P, P, generator=g)
+    lr = torch.rand(u, G, LR, LR, generator=g, dtype=torch.float64)
+    image = torch.rand(u, 3, H, H, generator=g, dtype=torch.float64)
+    tiles = torch.rand(u, T, 3, P, P, generator=g, dtype=torch.float64)
     rows = torch.arange(u).repeat_interleave(k)
-    x_t = torch.randn(u * k, G, H, H, generator=g)
+    x_t = torch.randn(u * k, G, H, H, generator=g, dtype=torch.float64)
     t = torch.tensor([700] * k + [10] * k + [300] * k)  # shared within an input only
     with torch.no_grad():
         repeated, _ = net(x_t, t, lr[rows], image[rows], tiles[rows])
         shared, _ = net(x_t, t, lr, image, tiles, rows=rows)
         other, _ = net(x_t, t, lr.flip(0), image.flip(0), tiles.flip(0), rows=rows)
     assert repeated.abs().max() > 0.1
-    # float32 sums in another order (the convolutions' batch size differs): 1e-4 of the scale
+    # sums in another order (the convolutions' batch size differs): 1e-10 of the scale
     scale = float(repeated.abs().max())
-    torch.testing.assert_close(shared, repeated, rtol=0, atol=1e-4 * scale)
+    torch.testing.assert_close(shared, repeated, rtol=0, atol=1e-10 * scale)
     assert (other - repeated).abs().max() > 1e-2  # the rows do pick the input
     with pytest.raises(ValueError, match="share t"):
         net(x_t, torch.arange(u * k), lr, image, tiles, rows=rows)
