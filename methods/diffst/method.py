@@ -42,8 +42,8 @@ Deviations from the released code, each deliberate:
   ``eps`` without residual (``methods/diffusion/schedule.py`` and ``trainer.py``). The run name
   always carries both.
 - The modulation's affinity is scaled by ``1 / sqrt(c)`` (not published; ``modulation.py``).
-- Mixed precision (bfloat16 autocast) is used for training on CUDA only; sampling runs in float32
-  so sampled values do not depend on the precision mode.
+- Mixed precision: the network trains and samples under bfloat16 autocast (``amp``,
+  ``methods/diffusion/config.py``); the sampler's update of x_t stays float32.
 
 Checkpoints (``<workdir>/diffst.pt``) hold model, EMA, optimiser, step, RNG state and the fit
 seconds spent so far (``resumed_fit_s`` after a resume; the runner adds them to the recorded fit

@@ -26,10 +26,11 @@ Sampler: every preset draws with the release's ancestral DDPM, ``paper`` over th
 respaced steps and ``quick`` over 10 (a documented deviation); ``sampler="ddim"``
 (deterministic, eta = 0) remains an option (docs/decisions.md, "Sampling steps" and "Sampler").
 
-Precision (``amp``): the network trains under bfloat16 autocast on every device, the losses, the
-EMA and sampling stay float32 (the paper trained in mixed precision on GPUs). A CPU without
-bfloat16 instructions emulates it and may be slower: ``amp=False`` is plain float32
-(docs/decisions.md, "bfloat16 training").
+Precision (``amp``): the network trains and samples under bfloat16 autocast on every device;
+the losses, the EMA and the sampler's update of x_t stay float32 (the paper trained in mixed
+precision on GPUs). A CPU without bfloat16 instructions emulates it and may be slower:
+``amp=False`` is plain float32 (docs/decisions.md, "bfloat16 training" and "bfloat16
+sampling").
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class DiffusionConfig:
     # docs/decisions.md, "Outside tissue: the release's floor"
     outside: Literal["mean", "floor"] = "floor"
     augment: bool = True  # flips and 90-degree rotations of map, LR and image together
-    amp: bool = True  # bfloat16 autocast of the network when training (module docstring)
+    amp: bool = True  # bfloat16 autocast of the network (module docstring)
     checkpoint_every: int = 500
     # ablation switches, one per contribution
     graph: bool = True

@@ -223,8 +223,8 @@ class UNetTrainer(Method):
 
     # --- training ---------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast of the network for training with ``amp`` (config.py); a no-op
-        otherwise. Losses and sampling stay float32."""
+        """bfloat16 autocast of the network for training and sampling with ``amp``
+        (config.py); a no-op otherwise. Losses and the sampler's update stay float32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
 
     def fit(self, train: Sequence[Sample]) -> None:
@@ -383,10 +383,11 @@ class DiffusionTrainer(UNetTrainer, StochasticMethod):
 
         def run(part: Batch, shape: tuple[int, ...]) -> Tensor:
             def model_fn(x: Tensor, tt: Tensor) -> Tensor:
-                out = self._denoise(self.ema, x, tt, part, 1.0)[0]
+                with self._autocast():
+                    out = self._denoise(self.ema, x, tt, part, 1.0)[0]
                 calls["done"] += 1
                 self.report("sample", calls["done"], calls["total"])
-                return out
+                return out.float()
 
             # x0 clipped to the data range at every step on the HR map (the release), never on
             # the residual (module docstring); _finish clamps the final map either way

@@ -207,9 +207,9 @@ def test_one_training_step_lowers_the_loss(name, prediction, residual):
 
 
 @pytest.mark.parametrize("amp", [True, False])
-def test_amp_trains_the_network_in_bfloat16_on_cpu_and_samples_in_float32(amp):
-    """``amp`` autocasts the network to bfloat16 for training on any device (config.py); the
-    loss and the sampling network calls stay float32."""
+def test_amp_runs_the_network_in_bfloat16_on_cpu_for_training_and_sampling(amp):
+    """``amp`` autocasts the network to bfloat16 for training and sampling on any device
+    (config.py); the loss and the draws stay float32."""
     m = registry.create("sr3", preset="quick", **TINY, residual=True, prediction="v", amp=amp)
     train = samples(genes=3)
     m._build(train)
@@ -221,7 +221,7 @@ def test_amp_trains_the_network_in_bfloat16_on_cpu_and_samples_in_float32(amp):
     assert loss.dtype == torch.float32
     seen.clear()
     draws = m.sample(samples(n=1, genes=3, seed=3, target=False), 2, seed=0)
-    assert seen and set(seen) == {torch.float32}
+    assert seen and set(seen) == {torch.bfloat16 if amp else torch.float32}
     assert draws.dtype == np.float32 and np.isfinite(draws).all()
 
 
