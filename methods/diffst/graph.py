@@ -149,7 +149,8 @@ class GeneGraph(nn.Module):
         p = self.dense_adjacency().T
         if not self.gcn.normalize:
             return p
-        d = p.sum(dim=1).pow(-0.5).masked_fill(p.sum(dim=1) == 0, 0.0)
+        degree = p.sum(dim=1)
+        d = degree.pow(-0.5).masked_fill(degree == 0, 0.0)
         return d[:, None] * p * d[None, :]
 
     def forward(self, lr: Tensor) -> Tensor:
