@@ -3,14 +3,17 @@ by side in one run.
 
 For each checkout (``--ref REV``, checked out into a temporary git worktree, and this one) a
 child process with that checkout first on ``PYTHONPATH`` trains ``--method`` (default diffst) at
-the quick preset, seed 0, on her2st's fit regions (``split.fit``: the training regions less the
-validation carve), then samples the VALIDATION carve (``split.validation``; no test region is
-read) with its draw setting: ``--ref-draws`` for the reference (default 128, the page's K when
-the performance issue was filed) and ``auto`` (``methods.contract.draw_adaptive``) for this
-checkout, or ``--draws`` for both. It times the fit and the sampling and scores the validation PCC
-of the mean of the draws and their spread-skill (``bench.scoring.diversity.spread_skill``).
-The children run one after the other, alternating, ``--repeat`` times, each with ``--threads``
-torch threads; measure on an otherwise idle machine.
+the quick preset, at each of ``--seeds`` (default 0 1 2), on her2st's fit regions
+(``split.fit``: the training regions less the validation carve), then samples the VALIDATION
+carve (``split.validation``; no test region is read) with its draw setting: ``--ref-draws``
+for the reference (default 128, the page's K when the performance issue was filed) and ``auto``
+(``methods.contract.draw_adaptive``) for this checkout, or ``--draws`` for both. It times the
+fit and the sampling and scores the validation PCC of the mean of the draws and their
+spread-skill (``bench.scoring.diversity.spread_skill``).
+The children run one after the other, alternating checkouts, seed by seed, ``--repeat`` times,
+each with ``--threads`` torch threads; measure on an otherwise idle machine. Several seeds,
+because the spread-skill of her2st's one validation region moves by about the 0.05 tolerance
+from seed to seed of one checkout; one seed cannot tell whether two checkouts agree within it.
 
 A page cell predicts the split's test regions, not the validation carve: ``cell s`` is the fit
 plus the sampling scaled by ``test regions / validation regions`` of the split. Of the test
@@ -18,17 +21,19 @@ regions only their number is read (no input, no truth), and nothing is chosen fr
 prints. The runner's validation scoring during the fit (early stopping) is not part of either
 fit here.
 
-Printed per run: fit s, sampling s, cell s, K, validation PCC and spread-skill; then the median
-cell seconds of each checkout, their ratio (reference / this; > 1: this checkout is cheaper), and
-whether the PCC is within 0.005 and the spread-skill within 0.05 of the reference.
+Printed per run: seed, fit s, sampling s, cell s, K, validation PCC and spread-skill; then the
+median cell seconds of each checkout over its runs, their ratio (reference / this; > 1: this
+checkout is cheaper), and whether the mean PCC over the seeds is within 0.005 and the mean
+spread-skill within 0.05 of the reference's.
 
 Usage: ``python benchmarks/cell_cost.py --ref a66ba6c [--method diffst] [--repeat 1]
-[--threads 2] [--ref-draws 128]``.
+[--threads 2] [--ref-draws 128] [--seeds 0 1 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -41,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(method_name: str, draws: str, threads: int) -> dict[str, float]:
+def child(method_name: str, draws: str, threads: int, seed: int) -> dict[str, float]:
     """Train, sample the validation carve and score it (in the checkout on PYTHONPATH)."""
     import numpy as np
     import torch
@@ -57,16 +62,16 @@ def child(method_name: str, draws: str, threads: int) -> dict[str, float]:
     val = split.validation
     inputs = [s.without_target() for s in val]
     hr, mask = stack(val, "hr"), stack(val, "hr_mask")
-    torch.manual_seed(0)
-    method = create(method_name, preset="quick", seed=0)
+    torch.manual_seed(seed)
+    method = create(method_name, preset="quick", seed=seed)
     start = time.perf_counter()
     method.fit(split.fit)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     if draws == "auto":
-        x = draw_adaptive(method, inputs, 0)
+        x = draw_adaptive(method, inputs, seed)
     else:
-        x = method.sample(inputs, int(draws), 0)
+        x = method.sample(inputs, int(draws), seed)
     sample_s = time.perf_counter() - start
     x = np.asarray(x, dtype=np.float64)
     return {
@@ -79,11 +84,11 @@ def child(method_name: str, draws: str, threads: int) -> dict[str, float]:
     }
 
 
-def run_child(checkout: Path, args: argparse.Namespace, draws: str) -> dict[str, float]:
+def run_child(checkout: Path, args: argparse.Namespace, draws: str, seed: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(checkout), "MLFLOW_DISABLE_TELEMETRY": "true"}
     command = [sys.executable, str(Path(__file__).resolve()), "--child", args.method, draws]
     out = subprocess.run(
-        [*command, str(args.threads)],
+        [*command, str(args.threads), str(seed)],
         cwd=checkout,
         env=env,
         capture_output=True,
@@ -97,7 +102,7 @@ def run_child(checkout: Path, args: argparse.Namespace, draws: str) -> dict[str,
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+        print(json.dumps(child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", required=True, help="reference commit")
@@ -106,6 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ref-draws", default="128")
     parser.add_argument("--draws", default="auto", help="this checkout's draws")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "ref"
@@ -116,23 +122,25 @@ def main() -> None:
         try:
             runs: dict[str, list[dict[str, float]]] = {"reference": [], "this": []}
             print(
-                f"her2st {args.method}, quick, seed 0, {args.threads} thread(s); reference "
+                f"her2st {args.method}, quick, seeds {' '.join(map(str, args.seeds))}, "
+                f"{args.threads} thread(s); reference "
                 f"{args.ref} at K={args.ref_draws}, this checkout at K={args.draws}"
             )
             print(
-                f"{'checkout':>10} {'fit s':>7} {'sample s':>9} {'cell s':>7} {'K':>4} "
-                f"{'val PCC':>8} {'spread-skill':>12}"
+                f"{'checkout':>10} {'seed':>4} {'fit s':>7} {'sample s':>9} {'cell s':>7} "
+                f"{'K':>4} {'val PCC':>8} {'spread-skill':>12}"
             )
-            for _ in range(args.repeat):
+            for _, seed in itertools.product(range(args.repeat), args.seeds):
                 for name, checkout, draws in (
                     ("reference", ref, args.ref_draws),
                     ("this", ROOT, args.draws),
                 ):
-                    r = run_child(checkout, args, draws)
+                    r = run_child(checkout, args, draws, seed)
                     runs[name].append(r)
                     print(
-                        f"{name:>10} {r['fit_s']:7.1f} {r['sample_s']:9.1f} {r['cell_s']:7.1f} "
-                        f"{r['draws']:4.0f} {r['pcc']:8.4f} {r['spread_skill']:12.3f}",
+                        f"{name:>10} {seed:4d} {r['fit_s']:7.1f} {r['sample_s']:9.1f} "
+                        f"{r['cell_s']:7.1f} {r['draws']:4.0f} {r['pcc']:8.4f} "
+                        f"{r['spread_skill']:12.3f}",
                         flush=True,
                     )
         finally:
