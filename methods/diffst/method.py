@@ -35,7 +35,7 @@ Deviations from the released code, each deliberate:
   augmentation (``augment``), precomputed once.
 - The variational-bound term's t = 0 case uses a continuous Gaussian likelihood (see schedule.py).
 - ``quick`` preset: smaller sizes, batch 8 for 500 steps at learning rate 7e-4 and EMA 0.98
-  (the 4,000 training samples of ``sr3``'s and ``unet``'s quick budget; config.py says why), and a
+  (the budget ``sr3`` and ``unet`` share; config.py says why), and a
   width that passes the genes through (``channels=None``, config.py): at 32 channels for 50 genes
   the noise prediction had an error floor and the samples were clipped noise (issue 13).
 - Parameterisation: ``prediction`` (``eps`` as in the paper, ``x0`` or ``v``) and ``residual``

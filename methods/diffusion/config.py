@@ -3,16 +3,12 @@
 ``paper`` keeps the published sizes and training budget (diffst.md): 128 base channels, channel
 multipliers (1, 1, 1), one residual block per level, batch 8 (4 per GPU on 2 GPUs), 24,751
 iterations, AdamW lr 1e-4 / weight decay 1e-5, EMA 0.9999, 20 respaced DDPM steps, 16 x 16 cell
-tiles of 16 px. ``quick`` shrinks channels, tiles and iterations to train in minutes on 2 CPU
-cores, and so raises the learning rate to 5e-4 and lowers the EMA decay to 0.99 (an EMA of
-0.9999 averages over ~10,000 steps: after 1,000 it would still hold the random initial weights);
-every other choice is the paper's. ``default`` is ``paper`` on a GPU and ``quick`` on a CPU.
-
-A method may change a preset before its overrides (``METHOD_PRESETS``): ``diffst``'s ``quick``
-trains the same 4,000 samples as ``sr3``'s and ``unet``'s in half the steps, batch 8 for 500
-steps, with the learning rate scaled by sqrt(2) for the doubled batch (7e-4) and an EMA decay of
-0.98, whose horizon 1 / (1 - d) = 50 steps of 8 is the same 400 samples as 100 steps of 4
-(docs/decisions.md, "Quick diffusion preset: minutes on two CPU cores").
+tiles of 16 px. ``quick`` shrinks channels, tiles and the budget to train in minutes on 2 CPU
+cores: 4,000 training samples as batch 8 for 500 steps, at learning rate 7e-4 and EMA decay 0.98
+(an EMA of 0.9999 averages over ~10,000 steps: after 500 it would still hold the random initial
+weights; 0.98's horizon 1 / (1 - d) is 50 steps, 400 samples). ``diffst``, ``sr3`` and ``unet``
+share it (docs/decisions.md, "Quick diffusion preset: minutes on two CPU cores"); every other
+choice is the paper's. ``default`` is ``paper`` on a GPU and ``quick`` on a CPU.
 
 Width: the noisy map x_t enters the U-Net only through its first conv, and predicting the noise
 at high noise levels means passing x_t through almost unchanged, so a first layer narrower than
@@ -99,11 +95,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "groups": 8,
         "tile_grid": 12,
         "tile_px": 8,
-        "iterations": 1000,
-        "batch_size": 4,
-        "learning_rate": 5e-4,
-        "ema_decay": 0.99,
-        "checkpoint_every": 250,
+        "iterations": 500,
+        "batch_size": 8,
+        "learning_rate": 7e-4,
+        "ema_decay": 0.98,
+        "checkpoint_every": 125,
         # learns fastest within the CPU budget (docs/decisions.md, "Quick preset: v of the
         # residual")
         "prediction": "v",
@@ -115,21 +111,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# (method name, preset): changes to that preset for that method, applied before the overrides
-METHOD_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("diffst", "quick"): {
-        "batch_size": 8,
-        "iterations": 500,
-        "learning_rate": 7e-4,
-        "ema_decay": 0.98,
-        "checkpoint_every": 125,
-    },
-}
-
-
-def make_config(preset: str, on_gpu: bool, method: str = "", **overrides: Any) -> DiffusionConfig:
-    """The preset's config, with ``method``'s changes to it (``METHOD_PRESETS``) and then
-    ``overrides`` applied; unknown names raise TypeError."""
+def make_config(preset: str, on_gpu: bool, **overrides: Any) -> DiffusionConfig:
+    """The preset's config with ``overrides`` applied; unknown names raise TypeError."""
     if preset == "default":
         preset = "paper" if on_gpu else "quick"
     if preset not in PRESETS:
@@ -146,7 +129,7 @@ def make_config(preset: str, on_gpu: bool, method: str = "", **overrides: Any) -
         )
     if overrides.get("outside", "floor") not in ("mean", "floor"):
         raise ValueError(f"outside must be 'mean' or 'floor', not {overrides['outside']!r}")
-    values = {**PRESETS[preset], **METHOD_PRESETS.get((method, preset), {}), **overrides}
+    values = {**PRESETS[preset], **overrides}
     if "channel_mult" in values:
         values["channel_mult"] = tuple(values["channel_mult"])
     return DiffusionConfig(**values)

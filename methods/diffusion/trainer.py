@@ -96,9 +96,7 @@ class UNetTrainer(Method):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.overrides = dict(overrides)
         on_gpu = self.device.type == "cuda"
-        self.config: DiffusionConfig = make_config(
-            preset, on_gpu, self.name, **overrides, **self.fixed
-        )
+        self.config: DiffusionConfig = make_config(preset, on_gpu, **overrides, **self.fixed)
         self.history: list[float] = []
 
     def params(self) -> dict[str, Any]:
