@@ -10,6 +10,7 @@ from test_diffst_method import TINY  # the same tiny sizes as diffst's own tests
 
 from methods.contract import Sample, StochasticMethod
 from methods.diffst.method import DiffST
+from methods.diffusion.config import PRESETS
 from methods.sr3 import PlainConditionalDiffusion, SR3Net
 from methods.unet_regressor import UNetRegressor
 
@@ -171,7 +172,8 @@ def test_config_params_and_rejected_names():
     for cls in (UNetRegressor, PlainConditionalDiffusion):
         m = cls(preset="quick", seed=0, channels=8, iterations=7)
         assert m.params()["preset"] == "quick" and m.params()["iterations"] == 7
-        assert m.params()["learning_rate"] == 5e-4  # the quick preset, as for diffst
+        # the quick preset's rate, as for diffst
+        assert m.params()["learning_rate"] == PRESETS["quick"]["learning_rate"]
         variant = {"prediction": m.config.prediction, "residual": m.config.residual}
         if cls is UNetRegressor:
             del variant["prediction"]  # a regressor has no parameterisation
