@@ -3,7 +3,7 @@ side in one run.
 
 ``GeneGraph`` (``methods/diffst/graph.py``) propagates ``GCNConv``'s ``X W`` over its complete
 gene graph as one product ``P (X W) + b``; the reference is ``GCNConv``'s own message passing
-along the graph's edge list (``gcn(x, edge_index, edge_weight)``: gathers and scatters over
+along the graph's edge list (``GCNConv(x, edge_index, edge_weight)``: gathers and scatters over
 the G^2 edges). Both on the same parameters and inputs, node features ``(B, G, h w)`` for the
 quick preset's her2st shapes (50 genes on a 12 x 12 LR map), at a training batch (``B = 4``,
 forward and backward) and a sampling chunk (``B = 64``, forward only), in float32 and under
@@ -38,6 +38,8 @@ def per_call(fn: Callable[[], torch.Tensor], backward: bool, repeat: int) -> flo
 
 
 def main() -> None:
+    from torch_geometric.nn import GCNConv
+
     from methods.diffst.graph import GeneGraph
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,6 +50,8 @@ def main() -> None:
     torch.manual_seed(0)
     graph = GeneGraph(GENES, (LR, LR))
     graph.set_adjacency(torch.rand(GENES) + 0.5)
+    gcn = GCNConv(LR * LR, LR * LR, normalize=False, add_self_loops=False)
+    gcn.load_state_dict(graph.gcn.state_dict())  # the same parameters in PyG's layer
     print(f"{GENES} genes x {LR} x {LR} LR, {args.threads} thread(s), {args.repeat} calls")
     print(f"{'case':34s} {'PyG ms':>8s} {'dense ms':>9s} {'ratio':>6s} {'rel diff':>9s}")
     for rows, backward in ((4, True), (64, False)):
@@ -55,7 +59,7 @@ def main() -> None:
         for amp in (False, True):
 
             def pyg(x: torch.Tensor = x) -> torch.Tensor:
-                return graph.gcn(x, graph.edge_index, graph.edge_weight)
+                return gcn(x, graph.edge_index, graph.edge_weight)
 
             def dense(x: torch.Tensor = x) -> torch.Tensor:
                 return graph.propagation() @ graph.gcn.lin(x) + graph.gcn.bias

@@ -8,12 +8,12 @@ The adjacency comes from training data only, handed in by the caller.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GCNConv
 
 Adjacency = Literal["ratio", "pearson"]
 
@@ -60,6 +60,28 @@ def pearson_adjacency(pearson: Tensor, threshold: float) -> Tensor:
     return a
 
 
+class GraphConvolution(nn.Module):
+    """The parameters of PyG's ``GCNConv(F, F)``, as it names and initialises them: ``lin.weight``
+    ``(F, F)`` Glorot-uniform and ``bias`` ``(F,)`` zero. Holding them without PyG keeps
+    ``torch_geometric`` (and its import, seconds a process) out of the model; the parameters,
+    their checkpoint keys and every seed's draws stay GCNConv's (tested against it).
+
+    Parameters
+    ----------
+    features : int
+        Node features F in and out.
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.lin = nn.utils.skip_init(nn.Linear, features, features, bias=False)
+        self.bias = nn.Parameter(torch.zeros(features))
+        bound = math.sqrt(6.0 / (2 * features))  # Glorot uniform: sqrt(6 / (fan_in + fan_out))
+        with torch.no_grad():
+            for _ in range(2):  # GCNConv draws W twice (its Linear, then its own reset)
+                self.lin.weight.uniform_(-bound, bound)
+
+
 class GeneGraph(nn.Module):
     """Graph convolution over genes applied to the LR map.
 
@@ -84,11 +106,11 @@ class GeneGraph(nn.Module):
     size keeps checkpoints loadable whatever the adjacency. ``adjacency_ready`` records that A
     was set (also restored from a checkpoint).
 
-    The graph convolution is ``GCNConv``'s (its weight W and bias b), propagated as one dense
-    product over the complete graph (:meth:`propagation`): ``relu(P (X W) + b)`` for node
-    features X ``(B, G, F)``. It equals ``GCNConv``'s message passing along ``edge_index`` (which
-    gathers and scatters ``B G^2 F`` values where the product reads ``G^2``), and is tested
-    against it.
+    The graph convolution is ``GCNConv``'s (its weight W and bias b, :class:`GraphConvolution`),
+    propagated as one dense product over the complete graph (:meth:`propagation`):
+    ``relu(P (X W) + b)`` for node features X ``(B, G, F)``. It equals ``GCNConv``'s message
+    passing along ``edge_index`` (which gathers and scatters ``B G^2 F`` values where the product
+    reads ``G^2``), and is tested against it.
     """
 
     def __init__(
@@ -103,10 +125,10 @@ class GeneGraph(nn.Module):
         if adjacency not in ("ratio", "pearson"):
             raise ValueError(f"adjacency must be 'ratio' or 'pearson', got {adjacency!r}")
         self.genes, self.lr_hw = genes, (int(lr_hw[0]), int(lr_hw[1]))
-        self.adjacency, self.threshold = adjacency, threshold
+        self.adjacency, self.threshold, self.normalize = adjacency, threshold, normalize
         features = self.lr_hw[0] * self.lr_hw[1]
         self.conv = nn.Conv2d(genes, genes, 3, padding=1)  # mixes genes, as released
-        self.gcn = GCNConv(features, features, normalize=normalize, add_self_loops=False)
+        self.gcn = GraphConvolution(features)
         src, dst = torch.meshgrid(torch.arange(genes), torch.arange(genes), indexing="ij")
         self.register_buffer("edge_index", torch.stack([src.flatten(), dst.flatten()]))
         self.register_buffer("edge_weight", torch.zeros(genes * genes))
@@ -147,7 +169,7 @@ class GeneGraph(nn.Module):
         ``D^-1/2 A^T D^-1/2`` with ``D_jj = sum_i A[i, j]`` (a node without edges gets 0), as
         ``GCNConv`` propagates edge ``i -> j`` with weight ``A[i, j]``."""
         p = self.dense_adjacency().T
-        if not self.gcn.normalize:
+        if not self.normalize:
             return p
         degree = p.sum(dim=1)
         d = degree.pow(-0.5).masked_fill(degree == 0, 0.0)

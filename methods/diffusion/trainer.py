@@ -207,6 +207,9 @@ class UNetTrainer(Method):
         torch.manual_seed(self.seed)
         self.net = self._network(s, totals).to(self.device)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        # the EMA's (ema, net) tensor pairs, listed once: loading a state copies in place
+        self._ema_params = (list(self.ema.parameters()), list(self.net.parameters()))
+        self._ema_buffers = (list(self.ema.buffers()), list(self.net.buffers()))
         # fused: one kernel for all parameters' updates, not a loop over them
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
@@ -265,11 +268,9 @@ class UNetTrainer(Method):
     @torch.no_grad()
     def _update_ema(self) -> None:
         # ema <- d ema + (1 - d) net, all parameters in one call
-        d = self.config.ema_decay
-        ema = list(self.ema.parameters())
-        torch._foreach_lerp_(ema, [p.detach() for p in self.net.parameters()], 1.0 - d)
-        for b_ema, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
-            b_ema.copy_(b)
+        torch._foreach_lerp_(*self._ema_params, 1.0 - self.config.ema_decay)
+        if self._ema_buffers[0]:
+            torch._foreach_copy_(*self._ema_buffers)
 
     # --- checkpoints ------------------------------------------------------------------------
     def _checkpoint_path(self) -> Path | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_geometric.nn import GCNConv
 
 from methods.diffst.attention import (
     CellToTissueAttention,
@@ -12,7 +13,7 @@ from methods.diffst.attention import (
     kept_tiles,
 )
 from methods.diffst.disentangle import Disentangle
-from methods.diffst.graph import GeneGraph
+from methods.diffst.graph import GeneGraph, GraphConvolution
 from methods.diffst.modulation import AdaptiveModulation, ConditionInjection
 from methods.diffst.network import DiffSTNet
 from methods.diffusion.unet import Encoder, ResBlock, TimeEmbedding, group_norm, timestep_embedding
@@ -144,10 +145,26 @@ def test_gene_graph_dense_product_equals_gcnconv_message_passing(normalize):
     with torch.no_grad():
         graph.gcn.bias.normal_()
     x = torch.randn(2, 3, 16)
-    passed = graph.gcn(x, graph.edge_index, graph.edge_weight)  # PyG's gather and scatter
+    gcn = GCNConv(16, 16, normalize=normalize, add_self_loops=False)
+    gcn.load_state_dict(graph.gcn.state_dict())  # GraphConvolution holds GCNConv's parameters
+    passed = gcn(x, graph.edge_index, graph.edge_weight)  # PyG's gather and scatter
     dense = graph.propagation() @ graph.gcn.lin(x) + graph.gcn.bias
     torch.testing.assert_close(dense, passed)
     assert not torch.allclose(dense[:, 0], dense[:, 1])  # the genes' rows do differ
+
+
+def test_graph_convolution_is_gcnconv_as_pyg_builds_it():
+    """Same parameter names, shapes and draws as GCNConv at one seed, and the same draws after
+    it: a network holding it is the network the release's PyG layer gave, seed for seed."""
+    torch.manual_seed(7)
+    ours, after_ours = GraphConvolution(20).state_dict(), torch.rand(3)
+    torch.manual_seed(7)
+    theirs, after_theirs = GCNConv(20, 20).state_dict(), torch.rand(3)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+    assert torch.equal(after_ours, after_theirs)
+    assert ours["lin.weight"].std() > 0
 
 
 def test_gene_graph_shapes_and_bad_totals():
