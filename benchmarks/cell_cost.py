@@ -5,23 +5,28 @@ For each checkout (``--ref REV``, checked out into a temporary git worktree, and
 child process with that checkout first on ``PYTHONPATH`` trains ``--method`` (default diffst) at
 the quick preset, at each of ``--seeds`` (default 0 1 2), on her2st's fit regions
 (``split.fit``: the training regions less the validation carve), then samples the VALIDATION
-carve (``split.validation``; no test region is read) with its draw setting: ``--ref-draws``
-for the reference (default 128, the page's K when the performance issue was filed) and ``auto``
-(``methods.contract.draw_adaptive``) for this checkout, or ``--draws`` for both. It times the
-fit and the sampling and scores the validation PCC of the mean of the draws and their
-spread-skill (``bench.scoring.diversity.spread_skill``).
+carve (``split.validation``) with its draw setting: ``--ref-draws`` for the reference
+(default 128, the page's K when the performance issue was filed) and ``auto``
+(``methods.contract.draw_adaptive``) for this checkout, or ``--draws`` for both, and scores the
+validation PCC of the mean of the draws and their spread-skill
+(``bench.scoring.diversity.spread_skill``). Then it samples the split's test inputs the same
+way, as the page's cell predicts them, for time only.
 The children run one after the other, alternating checkouts, seed by seed, ``--repeat`` times,
 each with ``--threads`` torch threads; measure on an otherwise idle machine. Several seeds,
 because the spread-skill of her2st's one validation region moves by about the 0.05 tolerance
 from seed to seed of one checkout; one seed cannot tell whether two checkouts agree within it.
 
-A page cell predicts the split's test regions, not the validation carve: ``cell s`` is the fit
-plus the sampling scaled by ``test regions / validation regions`` of the split. Of the test
-regions only their number is read (no input, no truth), and nothing is chosen from what it
-prints. The runner's validation scoring during the fit (early stopping) is not part of either
+A page cell is the fit and the sampling of the split's test regions: ``cell s`` is the fit
+plus that sampling, timed. Of the test regions only the inputs are read (``without_target()``,
+the LR map and the image, as ``predict`` gets them): their draws are timed and counted, never
+scored, and nothing is chosen from what this prints. (The script used to estimate the test
+sampling as the validation sampling times ``test regions / validation regions``; a sampler
+that draws in batches (``auto``) calls the network on fewer rows a call on the one validation
+region than on the two test regions, so the estimate charged it more than the cell costs.) The runner's validation scoring during the fit (early stopping) is not part of either
 fit here.
 
-Printed per run: seed, fit s, sampling s, cell s, K, validation PCC and spread-skill; then the
+Printed per run: seed, fit s, validation and test sampling s, cell s, K on validation and on
+test, validation PCC and spread-skill; then the
 median cell seconds of each checkout over its runs, their ratio (reference / this; > 1: this
 checkout is cheaper), and whether the mean PCC over the seeds is within 0.005 and the mean
 spread-skill within 0.05 of the reference's.
@@ -67,18 +72,24 @@ def child(method_name: str, draws: str, threads: int, seed: int) -> dict[str, fl
     start = time.perf_counter()
     method.fit(split.fit)
     fit_s = time.perf_counter() - start
-    start = time.perf_counter()
-    if draws == "auto":
-        x = draw_adaptive(method, inputs, seed)
-    else:
-        x = method.sample(inputs, int(draws), seed)
-    sample_s = time.perf_counter() - start
-    x = np.asarray(x, dtype=np.float64)
+
+    def draw(inputs: list) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        if draws == "auto":
+            x = draw_adaptive(method, inputs, seed)
+        else:
+            x = method.sample(inputs, int(draws), seed)
+        return np.asarray(x, dtype=np.float64), time.perf_counter() - start
+
+    x, val_s = draw(inputs)
+    test_draws, test_s = draw([s.without_target() for s in split.test])  # timed, never scored
     return {
         "fit_s": fit_s,
-        "sample_s": sample_s,
-        "cell_s": fit_s + sample_s * len(split.test) / len(val),
+        "val_s": val_s,
+        "test_s": test_s,
+        "cell_s": fit_s + test_s,
         "draws": float(x.shape[1]),
+        "test_draws": float(test_draws.shape[1]),
         "pcc": float(np.nanmean(metrics.pcc(x.mean(axis=1), hr, mask))),
         "spread_skill": float(np.nanmean(diversity.spread_skill(x, hr, mask))),
     }
@@ -127,8 +138,8 @@ def main() -> None:
                 f"{args.ref} at K={args.ref_draws}, this checkout at K={args.draws}"
             )
             print(
-                f"{'checkout':>10} {'seed':>4} {'fit s':>7} {'sample s':>9} {'cell s':>7} "
-                f"{'K':>4} {'val PCC':>8} {'spread-skill':>12}"
+                f"{'checkout':>10} {'seed':>4} {'fit s':>7} {'val s':>6} {'test s':>7} "
+                f"{'cell s':>7} {'K val':>5} {'K test':>6} {'val PCC':>8} {'spread-skill':>12}"
             )
             for _, seed in itertools.product(range(args.repeat), args.seeds):
                 for name, checkout, draws in (
@@ -138,9 +149,9 @@ def main() -> None:
                     r = run_child(checkout, args, draws, seed)
                     runs[name].append(r)
                     print(
-                        f"{name:>10} {seed:4d} {r['fit_s']:7.1f} {r['sample_s']:9.1f} "
-                        f"{r['cell_s']:7.1f} {r['draws']:4.0f} {r['pcc']:8.4f} "
-                        f"{r['spread_skill']:12.3f}",
+                        f"{name:>10} {seed:4d} {r['fit_s']:7.1f} {r['val_s']:6.1f} "
+                        f"{r['test_s']:7.1f} {r['cell_s']:7.1f} {r['draws']:5.0f} "
+                        f"{r['test_draws']:6.0f} {r['pcc']:8.4f} {r['spread_skill']:12.3f}",
                         flush=True,
                     )
         finally:
