@@ -22,8 +22,9 @@ the LR map and the image, as ``predict`` gets them): their draws are timed and c
 scored, and nothing is chosen from what this prints. (The script used to estimate the test
 sampling as the validation sampling times ``test regions / validation regions``; a sampler
 that draws in batches (``auto``) calls the network on fewer rows a call on the one validation
-region than on the two test regions, so the estimate charged it more than the cell costs.) The runner's validation scoring during the fit (early stopping) is not part of either
-fit here.
+region than on the two test regions, so the estimate charged it more than the cell costs.)
+The runner's validation scoring during the fit (early stopping) is not part of either fit
+here.
 
 Printed per run: seed, fit s, validation and test sampling s, cell s, K on validation and on
 test, validation PCC and spread-skill; then the
