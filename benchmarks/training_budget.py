@@ -26,6 +26,7 @@ Measure on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from typing import Any
@@ -136,7 +137,7 @@ def main() -> None:
         d_skill = statistics.mean(r["spread_skill"] for r in rs) - ref_skill
         verdict = "within" if abs(d_pcc) <= PCC_TOL else "NOT within"
         skill = ""
-        if d_skill == d_skill:  # a regressor has no spread-skill (nan)
+        if not math.isnan(d_skill):  # a regressor has no spread-skill
             skill_verdict = "within" if abs(d_skill) <= SKILL_TOL else "NOT within"
             skill = f", spread-skill {d_skill:+.3f} ({skill_verdict} {SKILL_TOL})"
         print(
