@@ -19,12 +19,11 @@ from seed to seed of one checkout; one seed cannot tell whether two checkouts ag
 A page cell is the fit and the sampling of the split's test regions: ``cell s`` is the fit
 plus that sampling, timed. Of the test regions only the inputs are read (``without_target()``,
 the LR map and the image, as ``predict`` gets them): their draws are timed and counted, never
-scored, and nothing is chosen from what this prints. (The script used to estimate the test
-sampling as the validation sampling times ``test regions / validation regions``; a sampler
-that draws in batches (``auto``) calls the network on fewer rows a call on the one validation
-region than on the two test regions, so the estimate charged it more than the cell costs.)
-The runner's validation scoring during the fit (early stopping) is not part of either fit
-here.
+scored, and nothing is chosen from what this prints. Timed on the test inputs themselves, not
+scaled from the validation sampling: a sampler that draws in batches (``auto``) calls the
+network on 8 rows per input it is given, so its cost a draw depends on their number
+(docs/decisions.md, "Quick diffusion preset"). The runner's validation scoring during the
+fit (early stopping) is not part of either fit here.
 
 Printed per run: seed, fit s, validation and test sampling s, cell s, K on validation and on
 test, validation PCC and spread-skill; then the
@@ -83,14 +82,14 @@ def child(method_name: str, draws: str, threads: int, seed: int) -> dict[str, fl
         return np.asarray(x, dtype=np.float64), time.perf_counter() - start
 
     x, val_s = draw(inputs)
-    test_draws, test_s = draw([s.without_target() for s in split.test])  # timed, never scored
+    test_x, test_s = draw([s.without_target() for s in split.test])  # timed, never scored
     return {
         "fit_s": fit_s,
         "val_s": val_s,
         "test_s": test_s,
         "cell_s": fit_s + test_s,
         "draws": float(x.shape[1]),
-        "test_draws": float(test_draws.shape[1]),
+        "test_draws": float(test_x.shape[1]),
         "pcc": float(np.nanmean(metrics.pcc(x.mean(axis=1), hr, mask))),
         "spread_skill": float(np.nanmean(diversity.spread_skill(x, hr, mask))),
     }
