@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -176,6 +176,16 @@ class StochasticMethod(Method):
         """``k`` draws per input, ``(N, K, G, H, W)`` float32, reproducible for ``seed``."""
         raise NotImplementedError
 
+    def sample_batches(
+        self, samples: Sequence[Sample], k: int, seeds: Iterable[int]
+    ) -> Iterator[np.ndarray]:
+        """``sample(samples, k, seed)`` for each of ``seeds`` in turn, computed when asked for,
+        so a caller may stop after any batch (:func:`draw_adaptive`). A sampler may share work
+        across the batches that changes no draw (diffst: the encoded inputs and its conditioning
+        streams); the weights must not change while the batches are drawn."""
+        for seed in seeds:
+            yield self.sample(samples, k, seed)
+
     def predict(self, samples: Sequence[Sample], k: int = 8) -> np.ndarray:
         return self.sample(samples, k, self.seed).mean(axis=1)
 
@@ -278,14 +288,19 @@ def draw_gain(
 
 
 def draw_adaptive(
-    method: Any, samples: Sequence[Sample], seed: int, rule: DrawRule = DEFAULT_DRAW_RULE
+    method: StochasticMethod,
+    samples: Sequence[Sample],
+    seed: int,
+    rule: DrawRule = DEFAULT_DRAW_RULE,
 ) -> np.ndarray:
     """Draws per input until ``rule`` stops (:class:`DrawRule`): ``(N, K, G, H, W)`` float32.
 
-    ``method`` is a sampler (its ``sample(samples, k, seed)``); batch ``b`` is
-    ``sample(samples, rule.batch, batch_seed(seed, b))``, in order, so one seed gives the same K
-    and the same draws. The K used is ``result.shape[1]``. The method's "sample" progress is
-    reported on one scale, batches after one another, out of the ``max_draws`` total.
+    ``method`` is a :class:`StochasticMethod`; batch ``b`` is
+    ``sample(samples, rule.batch, batch_seed(seed, b))``, in order, drawn through
+    :meth:`~StochasticMethod.sample_batches` (which may share work across batches), so one
+    seed gives the same K and the same draws. The K used is ``result.shape[1]``. The method's
+    "sample" progress is reported on one scale, batches after one another, out of the
+    ``max_draws`` total.
     """
     mask = stack(samples, "hr_mask")
     report, batches = method.progress, []
@@ -298,11 +313,13 @@ def draw_adaptive(
             return False
         return bool(report(phase, done["calls"] + step, of * (rule.max_draws // rule.batch), loss))
 
+    seeds = (batch_seed(seed, index) for index in range(rule.max_draws // rule.batch))
+    drawn = method.sample_batches(samples, rule.batch, seeds)
     try:
-        for index in range(rule.max_draws // rule.batch):
+        for _ in range(rule.max_draws // rule.batch):
             done["last"] = 0
             method.progress = relay if report is not None else None
-            part = np.asarray(method.sample(samples, rule.batch, batch_seed(seed, index)))
+            part = np.asarray(next(drawn))
             method.progress = report
             done["calls"] += done["last"]
             if part.ndim != 5 or part.shape[1] != rule.batch:
@@ -322,4 +339,5 @@ def draw_adaptive(
                 break
     finally:
         method.progress = report
+        drawn.close()  # whatever the sampler kept for further batches goes now
     return np.concatenate(batches, axis=1)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.contract import Sample
+from methods.diffusion.memo import Memo
 from methods.diffusion.trainer import Batch, DiffusionTrainer
 from methods.diffusion.unet import (
     Encoder,
@@ -139,7 +140,14 @@ class PlainConditionalDiffusion(DiffusionTrainer):
         )
 
     def _denoise(
-        self, net: nn.Module, x_t: Tensor, t: Tensor, batch: Batch, ratio: float
+        self,
+        net: nn.Module,
+        x_t: Tensor,
+        t: Tensor,
+        batch: Batch,
+        ratio: float,
+        memo: Memo | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """SR3Net's epsilon and v from x_t and the LR map; no auxiliary loss."""
+        """SR3Net's epsilon and v from x_t and the LR map; no auxiliary loss (nothing to keep
+        in ``memo``: the LR map enters with x_t)."""
         return net(x_t, t, batch["lr"]), x_t.new_zeros(())

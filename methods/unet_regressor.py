@@ -85,7 +85,7 @@ class UNetRegressor(HistologyInputs, UNetTrainer):
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
         """HR prediction ``(N, G, H, W)`` float32, log1p-CP10k, for samples without ``hr``."""
 
-        def run(part: Batch, shape: tuple[int, ...]) -> Tensor:
+        def run(lo: int, part: Batch, shape: tuple[int, ...]) -> Tensor:
             return self._finish(part, self._regress(self.ema, part, shape[-2:], 1.0)[0].float())
 
-        return self._infer(samples, 1, run)[:, 0]
+        return self._infer(self._encode(samples), samples[0].hr_shape, 1, run)[:, 0]

@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from methods.contract import Sample
 from methods.diffst.histology import HistologyInputs
 from methods.diffusion.config import DiffusionConfig
+from methods.diffusion.memo import Memo
 from methods.diffusion.trainer import Batch, DiffusionTrainer
 
 CHECKPOINT = "diffst.pt"
@@ -107,13 +108,22 @@ class DiffST(HistologyInputs, DiffusionTrainer):
         return diffst_network(self.config, sample, totals)
 
     def _denoise(
-        self, net: nn.Module, x_t: Tensor, t: Tensor, batch: Batch, ratio: float
+        self,
+        net: nn.Module,
+        x_t: Tensor,
+        t: Tensor,
+        batch: Batch,
+        ratio: float,
+        memo: Memo | None = None,
     ) -> tuple[Tensor, Tensor]:
         """DiffSTNet's epsilon and v, and its disentangling loss; at inference (``batch`` has
-        ``input``, each row's input) the conditioning streams run once per input."""
+        ``input``, each row's input) the conditioning streams run once per input, and once per
+        timestep for all the batches of draws that share ``memo``."""
         lr, image, tiles = batch["lr"], batch["image"], batch["tiles"]
         rows = batch.get("input")
         if rows is None:
             return net(x_t, t, lr, image, tiles, ratio=ratio)
         first = torch.searchsorted(rows, torch.arange(int(rows[-1]) + 1, device=rows.device))
-        return net(x_t, t, lr[first], image[first], tiles[first], ratio=ratio, rows=rows)
+        return net(
+            x_t, t, lr[first], image[first], tiles[first], ratio=ratio, rows=rows, memo=memo
+        )

@@ -19,6 +19,7 @@ from methods.diffst.attention import CellToTissueAttention
 from methods.diffst.disentangle import Disentangle
 from methods.diffst.graph import Adjacency, GeneGraph
 from methods.diffst.modulation import AdaptiveModulation, ConditionInjection
+from methods.diffusion.memo import Memo
 from methods.diffusion.unet import (
     Encoder,
     TimeEmbedding,
@@ -161,6 +162,7 @@ class DiffSTNet(nn.Module):
         tiles: Tensor,
         ratio: float = 1.0,
         rows: Tensor | None = None,
+        memo: Memo | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Predict epsilon and v.
 
@@ -191,6 +193,11 @@ class DiffSTNet(nn.Module):
             step share their conditioning streams (everything but ``x_t``'s encoder and the
             decoder depends on the input and ``t`` only), so a sampler passes each input once
             and the streams run on U rows instead of B; rows that share an input must share t.
+        memo : Memo, optional
+            With ``rows``: the streams' outputs for these U inputs and their timesteps are
+            taken from ``memo`` when present and put there when not, so further batches of
+            draws of the same inputs (same weights; the caller's promise) skip them. Keyed by
+            ``ratio`` and the U timesteps; the caller keys the inputs (:meth:`Memo.chunk`).
 
         Returns
         -------
@@ -212,15 +219,22 @@ class DiffSTNet(nn.Module):
         emb = self.time_embed(t)
         xt_skips, h = self.xt_encoder(x_t, emb)
         sizes = [s.shape[-2:] for s in xt_skips]
-        cond_skips, cond, loss = self._condition(
-            self.time_embed(rows_t) if rows is not None else emb,
-            lr,
-            image,
-            tiles,
-            ratio,
-            sizes,
-            h.shape[-2:],
-        )
+        key = (ratio, *rows_t.tolist()) if memo is not None and rows is not None else None
+        kept = memo.get(key) if key is not None else None
+        if kept is None:
+            cond_skips, cond, loss = self._condition(
+                self.time_embed(rows_t) if rows is not None else emb,
+                lr,
+                image,
+                tiles,
+                ratio,
+                sizes,
+                h.shape[-2:],
+            )
+            if key is not None:
+                memo.put(key, (*cond_skips, cond, loss))
+        else:
+            *cond_skips, cond, loss = kept
         if rows is not None:
             cond_skips, cond = [c[rows] for c in cond_skips], cond[rows]
         # Each stream runs on its own; only the skips handed to the decoder are averaged.

@@ -44,7 +44,7 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,6 +62,7 @@ from methods.contract import (
     stack,
 )
 from methods.diffusion.config import DiffusionConfig, auto_channels, make_config
+from methods.diffusion.memo import Memo
 from methods.interpolation import fill_empty, upsample
 
 BATCH = 64  # maps per network call at inference (N * K is cut into chunks of this size)
@@ -322,12 +323,17 @@ class UNetTrainer(Method):
     # --- inference --------------------------------------------------------------------------
     @torch.no_grad()
     def _infer(
-        self, samples: Sequence[Sample], k: int, run: Callable[[Batch, tuple[int, ...]], Tensor]
+        self,
+        inputs: Batch,
+        hw: tuple[int, int],
+        k: int,
+        run: Callable[[int, Batch, tuple[int, ...]], Tensor],
     ) -> np.ndarray:
-        """``run(part, shape)`` -> model-scale maps ``shape = (B, G, H, W)`` on chunks of the
-        encoded inputs repeated ``k`` times each; returns (N, K, G, H, W) float32 log1p-CP10k."""
-        rows = {key: v.repeat_interleave(k, dim=0) for key, v in self._encode(samples).items()}
-        n, (h, w), g = len(samples), samples[0].hr_shape, len(samples[0].genes)
+        """``run(lo, part, shape)`` -> model-scale maps ``shape = (B, G, H, W)`` on the chunk of
+        rows from ``lo`` of the encoded ``inputs`` (:meth:`_encode`, N rows) repeated ``k``
+        times each; returns (N, K, G, H, W) float32 log1p-CP10k on the HR grid ``hw``."""
+        rows = {key: v.repeat_interleave(k, dim=0) for key, v in inputs.items()}
+        n, g = inputs["lr"].shape[:2]
         # each row's input, counted from the chunk's first (sorted): the network may share the
         # work that depends on the input only among a chunk's rows (DiffST)
         rows["input"] = torch.arange(n, device=self.device).repeat_interleave(k)
@@ -336,19 +342,27 @@ class UNetTrainer(Method):
         for lo in range(0, n * k, BATCH):  # rows (N K, ...) in chunks of BATCH
             part = {key: v[lo : lo + BATCH] for key, v in rows.items()}
             part["input"] = part["input"] - part["input"][0]
-            chunks.append(run(part, (part["lr"].shape[0], g, h, w)))
+            chunks.append(run(lo, part, (part["lr"].shape[0], g, *hw)))
         values = self._from_model(torch.cat(chunks).float())
-        return values.reshape(n, k, g, h, w).cpu().numpy().astype(np.float32)
+        return values.reshape(n, k, g, *hw).cpu().numpy().astype(np.float32)
 
 
 class DiffusionTrainer(UNetTrainer, StochasticMethod):
     """A :class:`UNetTrainer` whose network denoises: hybrid loss and K-sample drawing."""
 
     def _denoise(
-        self, net: nn.Module, x_t: Tensor, t: Tensor, batch: Batch, ratio: float
+        self,
+        net: nn.Module,
+        x_t: Tensor,
+        t: Tensor,
+        batch: Batch,
+        ratio: float,
+        memo: Memo | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``net``'s ``(B, 2G, H, W)`` epsilon and v for ``x_t`` at timesteps ``t`` (B,),
-        conditioned on ``batch`` rows; and a scalar auxiliary loss (0 when there is none)."""
+        conditioned on ``batch`` rows; and a scalar auxiliary loss (0 when there is none).
+        ``memo`` (sampling only): where the network may keep what it computes from the
+        conditioning inputs and ``t`` alone for the next batch of draws (:mod:`.memo`)."""
         raise NotImplementedError
 
     def _build(self, train: Sequence[Sample]) -> None:
@@ -375,17 +389,37 @@ class DiffusionTrainer(UNetTrainer, StochasticMethod):
         )
         return losses["loss"].mean() + cfg.disentangle_weight * aux["loss"]
 
-    @torch.no_grad()
     def sample(self, samples: Sequence[Sample], k: int, seed: int) -> np.ndarray:
         """``k`` draws per input in one batched pass, (N, K, G, H, W) float32, log1p-CP10k."""
+        with contextlib.closing(self.sample_batches(samples, k, [seed])) as batches:
+            return next(batches)
+
+    @torch.no_grad()
+    def sample_batches(
+        self, samples: Sequence[Sample], k: int, seeds: Iterable[int]
+    ) -> Iterator[np.ndarray]:
+        """:meth:`sample` for each of ``seeds``, encoding the inputs once and sharing one
+        :class:`~methods.diffusion.memo.Memo` across the batches (the same chunks of inputs
+        at the same timesteps): every batch is the draws ``sample`` gives for its seed."""
+        inputs, hw, memo = self._encode(samples), samples[0].hr_shape, Memo()
+        for seed in seeds:
+            yield self._draws(inputs, hw, k, seed, memo)
+
+    def _draws(
+        self, inputs: Batch, hw: tuple[int, int], k: int, seed: int, memo: Memo
+    ) -> np.ndarray:
+        """One batch of ``k`` draws of each encoded input from ``seed`` (see :meth:`sample`);
+        each network call is reported ("sample") out of the batch's calls."""
         cfg = self.config
         generator = torch.Generator(self.device).manual_seed(seed)
-        calls = {"done": 0, "total": cfg.steps * math.ceil(len(samples) * k / BATCH)}
+        calls = {"done": 0, "total": cfg.steps * math.ceil(inputs["lr"].shape[0] * k / BATCH)}
 
-        def run(part: Batch, shape: tuple[int, ...]) -> Tensor:
+        def run(lo: int, part: Batch, shape: tuple[int, ...]) -> Tensor:
+            chunk = memo.chunk(lo)
+
             def model_fn(x: Tensor, tt: Tensor) -> Tensor:
                 with self._autocast():
-                    out = self._denoise(self.ema, x, tt, part, 1.0)[0]
+                    out = self._denoise(self.ema, x, tt, part, 1.0, chunk)[0]
                 calls["done"] += 1
                 self.report("sample", calls["done"], calls["total"])
                 return out.float()
@@ -403,4 +437,4 @@ class DiffusionTrainer(UNetTrainer, StochasticMethod):
             )
             return self._finish(part, y)
 
-        return self._infer(samples, k, run)
+        return self._infer(inputs, hw, k, run)

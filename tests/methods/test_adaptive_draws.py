@@ -206,3 +206,24 @@ def test_a_cell_records_the_k_it_used(noisy, her2st):
     assert record.status == "ok" and record.draws_used == 6 and record.params["draws"] == 6
     record, _ = runner.run_cell(her2st, "bicubic", 0, opts)
     assert record.status == "ok" and record.draws_used is None
+
+
+def test_batches_are_drawn_lazily_through_sample_batches_and_closed():
+    """draw_adaptive asks a sampler's sample_batches for one batch at a time, stops asking when
+    the rule stops, and closes it (a sampler frees what it kept for further batches)."""
+
+    class Batched(Stub):
+        def sample_batches(self, samples, k, seeds):
+            self.asked = 0
+            try:
+                for seed in seeds:
+                    self.asked += 1
+                    yield self.sample(samples, k, seed)
+            finally:
+                self.closed = True
+
+    stub = Batched(0.1)
+    draws = draw_adaptive(stub, inputs(), 7)
+    assert draws.shape[1] == DEFAULT_DRAW_RULE.min_draws
+    assert stub.asked == DEFAULT_DRAW_RULE.min_draws // DEFAULT_DRAW_RULE.batch and stub.closed
+    np.testing.assert_array_equal(draws, draw_adaptive(Stub(0.1), inputs(), 7))

@@ -82,7 +82,7 @@ def test_draws_share_conditioning_across_chunk_boundaries(trained, monkeypatch):
     shared = trained.sample(test, 4, seed=3)
     calls = []
 
-    def repeated(self, net, x_t, t, batch, ratio):
+    def repeated(self, net, x_t, t, batch, ratio, memo=None):
         calls.append(batch["input"].tolist())
         return net(x_t, t, batch["lr"], batch["image"], batch["tiles"], ratio=ratio)
 
@@ -91,6 +91,40 @@ def test_draws_share_conditioning_across_chunk_boundaries(trained, monkeypatch):
     # rows 0-4, 5-9, 10-11 of inputs 0 0 0 0 1 | 1 1 1 2 2 | 2 2, counted from each chunk's first
     assert list(dict.fromkeys(map(tuple, calls))) == [(0, 0, 0, 0, 1), (0, 0, 0, 1, 1), (0, 0)]
     np.testing.assert_allclose(shared, plain, rtol=0, atol=1e-4 * float(np.abs(plain).max()))
+
+
+def test_batches_of_draws_share_conditioning_and_equal_single_samples(trained, monkeypatch):
+    """sample_batches gives each seed's sample() draws bit for bit, computing the conditioning
+    streams in its first batch only (chunks of 5 rows cut the 4-draw blocks)."""
+    import methods.diffusion.trainer as trainer
+
+    test = samples(n=3, seed=6, target=False)
+    monkeypatch.setattr(trainer, "BATCH", 5)
+    alone = [trained.sample(test, 4, seed) for seed in (3, 4, 5)]
+    calls = []  # the LR encoder runs in the conditioning streams only
+    hook = trained.ema.lr_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        trained.sample(test, 4, 3)
+        one = len(calls)
+        assert one == TINY["steps"] * 3  # 3 chunks of rows, every step
+        batches = list(trained.sample_batches(test, 4, (3, 4, 5)))
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * one  # the second and third batches reuse the first's
+    for got, want in zip(batches, alone, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_memo_keeps_chunks_apart_and_stores_within_its_budget():
+    from methods.diffusion.memo import Memo
+
+    x = torch.zeros(4)  # 16 bytes
+    memo = Memo(budget=40)
+    memo.chunk(0).put(7, (x, x))
+    assert memo.get(7)[0] is x and memo.chunk(5).get(7) is None
+    memo.put(7, (x, x))  # 64 bytes held would pass the budget: not stored
+    assert memo.get(7) is None and memo.used == 32
+    assert memo.chunk(0).get(7) is not None
 
 
 def test_graph_adjacency_comes_from_training_maps_only(trained):
