@@ -38,6 +38,16 @@ Preset = Literal["quick", "default", "paper"]
 PRESETS: tuple[str, ...] = ("quick", "default", "paper")
 
 
+def device_preset(preset: Preset, on_gpu: bool) -> Preset:
+    """The preset a method with device-dependent sizes runs: ``"default"`` is ``"paper"`` on a
+    GPU and ``"quick"`` on the CPU; any other preset as given. Such a method keeps this as its
+    ``preset``, so its run is named by what ran (``make run`` on a CPU names its rows as the
+    page's ``--preset quick`` does)."""
+    if preset == "default":
+        return "paper" if on_gpu else "quick"
+    return preset
+
+
 @dataclass(frozen=True, eq=False)
 class Sample:
     """One region of one tissue section, at both resolutions (see the module docstring)."""

@@ -44,6 +44,7 @@ from methods.contract import (
     Method,
     Preset,
     Sample,
+    device_preset,
     load_module_states,
     module_states,
 )
@@ -169,13 +170,10 @@ class HisToGeneStyle(Method):
         dropout: float | None = None,
         augment: bool | None = None,
     ) -> None:
-        super().__init__(preset=preset, seed=seed)
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        base = (
-            preset if preset != "default" else ("paper" if self.device.type == "cuda" else "quick")
-        )
+        super().__init__(preset=device_preset(preset, self.device.type == "cuda"), seed=seed)
         given = dict(
             layers=layers,
             dim=dim,
@@ -189,7 +187,7 @@ class HisToGeneStyle(Method):
             augment=augment,
         )
         self.overrides = {k: v for k, v in given.items() if v is not None}
-        self.config: dict[str, Any] = {**_PRESETS[base], **self.overrides}
+        self.config: dict[str, Any] = {**_PRESETS[self.preset], **self.overrides}
         if epochs is not None and steps is None:  # asking for epochs means an epoch budget
             self.config["steps"] = None
         if self.config["dim"] % self.config["heads"]:

@@ -8,7 +8,7 @@ Kept from iStar (``impute.py`` of its public repository):
   negative);
 - it trains on LR alone: for every LR spot, the MEAN of the predictions over the spot's
   in-tissue HR positions must match the spot's measured value (MSE), Adam with learning rate
-  1e-4, mini-batches of ``min(128, spots // 16)`` spots, 400 epochs (``paper`` / ``default``);
+  1e-4, mini-batches of ``min(128, spots // 16)`` spots, 400 epochs (``paper``);
 - one fit per slide: the network is trained at predict time on each input sample's own LR map
   and image (no target is involved), features standardised over that slide's in-tissue
   positions; ``paper`` trains an ensemble of 5 (iStar's ``n_states``) and takes the median.
@@ -21,8 +21,9 @@ Simplified (stated):
 - the targets are the benchmark's log-scale LR values divided per gene by their maximum over the
   slide's spots (iStar min-max scales raw counts): a scale only, so the mean constraint holds on
   the LR scale and the output floor stays at the scale's true 0;
-- G benchmark genes instead of 1,000; ``default`` trains one network (not 5); ``quick`` 2 x 128
-  units, learning rate 1e-3, 200 epochs;
+- G benchmark genes instead of 1,000; ``quick`` trains one network (not 5) of 2 x 128 units,
+  learning rate 1e-3, 200 epochs; ``default`` is ``quick`` on a CPU and ``paper`` on a GPU, as
+  for every learner (``methods.contract.device_preset``);
 - ``fit`` does nothing: like iStar, every slide is fitted on its own (the training sections'
   targets are not used).
 
@@ -43,13 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from methods.contract import Method, Preset, Sample
+from methods.contract import Method, Preset, Sample, device_preset
 from methods.features import HANDCRAFTED, position_features, standardise
 from methods.interpolation import fill_empty, upsample
 
 PRESET_SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {"hidden": (128, 128), "epochs": 200, "lr": 1e-3, "n_states": 1, "residual": True},
-    "default": {"hidden": (256, 256, 256, 256), "epochs": 400, "lr": 1e-4, "n_states": 1},
     "paper": {"hidden": (256, 256, 256, 256), "epochs": 400, "lr": 1e-4, "n_states": 5},
 }
 
@@ -131,10 +131,17 @@ class IStarStyle(Method):
         preset: Preset = "default",
         seed: int = 0,
     ) -> None:
-        super().__init__(preset=preset, seed=seed)
-        if preset not in PRESET_SETTINGS:
-            raise ValueError(f"preset must be one of {sorted(PRESET_SETTINGS)}, not {preset!r}")
-        base = PRESET_SETTINGS[preset]
+        import torch
+
+        # iStar runs on the CPU; "default" is the device's preset like every learner's, so the
+        # README's run names and runs on a CPU what the page's --preset quick does
+        super().__init__(preset=device_preset(preset, torch.cuda.is_available()), seed=seed)
+        if self.preset not in PRESET_SETTINGS:
+            raise ValueError(
+                f"preset must be one of default, {', '.join(sorted(PRESET_SETTINGS))}, "
+                f"not {preset!r}"
+            )
+        base = PRESET_SETTINGS[self.preset]
         self.residual = bool(residual if residual is not None else base.get("residual", False))
         self.hidden = tuple(int(u) for u in (hidden if hidden is not None else base["hidden"]))
         self.epochs = int(epochs if epochs is not None else base["epochs"])

@@ -41,6 +41,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from methods.contract import device_preset
 from methods.diffusion.schedule import PREDICTIONS, Prediction
 
 
@@ -113,8 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def make_config(preset: str, on_gpu: bool, **overrides: Any) -> DiffusionConfig:
     """The preset's config with ``overrides`` applied; unknown names raise TypeError."""
-    if preset == "default":
-        preset = "paper" if on_gpu else "quick"
+    preset = device_preset(preset, on_gpu)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from default, {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(DiffusionConfig)}

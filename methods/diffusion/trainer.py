@@ -57,6 +57,7 @@ from methods.contract import (
     Preset,
     Sample,
     StochasticMethod,
+    device_preset,
     load_module_states,
     module_states,
     stack,
@@ -87,17 +88,17 @@ class UNetTrainer(Method):
     fixed: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, preset: Preset = "default", seed: int = 0, **overrides: Any) -> None:
-        super().__init__(preset=preset, seed=seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        on_gpu = self.device.type == "cuda"
+        super().__init__(preset=device_preset(preset, on_gpu), seed=seed)
         pinned = sorted(set(overrides) & set(self.fixed))
         if pinned:
             raise TypeError(
                 f"{type(self).__name__} does not take {', '.join(pinned)}: it has none of those "
                 f"parts (fixed to {', '.join(f'{k}={self.fixed[k]}' for k in pinned)})"
             )
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.overrides = dict(overrides)
-        on_gpu = self.device.type == "cuda"
-        self.config: DiffusionConfig = make_config(preset, on_gpu, **overrides, **self.fixed)
+        self.config: DiffusionConfig = make_config(self.preset, on_gpu, **overrides, **self.fixed)
         self.history: list[float] = []
 
     def params(self) -> dict[str, Any]:

@@ -77,3 +77,20 @@ def test_every_method_declares_what_it_is():
         cls, _ = method_class(name)
         assert cls.control in (None, "negative", "positive"), name
         assert cls.__doc__ and cls.__module__.startswith("methods."), name
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_the_default_preset_runs_and_names_the_devices_preset(name):
+    """``make run`` (preset "default") runs each method as ``--preset quick`` does on a CPU and
+    ``--preset paper`` on a GPU, under the same run name, so the README's run and the page agree."""
+    import torch
+
+    device = "paper" if torch.cuda.is_available() else "quick"
+    default = methods.create(name, preset="default", seed=1)
+    chosen = methods.create(name, preset=device, seed=1)
+    drop = {"preset"} if default.control else set()  # a control passes its preset on as given
+    assert {k: v for k, v in default.params().items() if k not in drop} == {
+        k: v for k, v in chosen.params().items() if k not in drop
+    }
+    if not default.control:
+        assert default.label_params() == chosen.label_params()
