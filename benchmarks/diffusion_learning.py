@@ -65,13 +65,13 @@ def conditional_mean(method, inputs: list, k: int, seed: int) -> np.ndarray:
     last = method.diffusion.num_timesteps - 1
     generator = torch.Generator().manual_seed(seed)
 
-    def run(part: dict, shape: tuple[int, ...]) -> torch.Tensor:
+    def run(lo: int, part: dict, shape: tuple[int, ...]) -> torch.Tensor:
         x = torch.randn(shape, generator=generator).to(method.device)
         t = torch.full((shape[0],), last, dtype=torch.long, device=method.device)
         pred = method._denoise(method.ema, x, t, part, 1.0)[0].chunk(2, dim=1)[0]
         return method._finish(part, method.diffusion.to_x0_eps(pred, x, t)[0])
 
-    return method._infer(inputs, k, run)
+    return method._infer(method._encode(inputs), inputs[0].hr_shape, k, run)
 
 
 def main() -> None:
