@@ -82,7 +82,7 @@ def test_every_method_declares_what_it_is():
 @pytest.mark.parametrize("name", methods.names())
 def test_the_default_preset_runs_and_names_the_devices_preset(name):
     """``make run`` (preset "default") runs each method as ``--preset quick`` does on a CPU and
-    ``--preset paper`` on a GPU, under the same run name, so the README's run and the page agree."""
+    ``--preset paper`` on a GPU, under the same run name: the README's run and the page agree."""
     import torch
 
     device = "paper" if torch.cuda.is_available() else "quick"
